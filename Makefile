@@ -1,0 +1,56 @@
+# Billowin — `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+
+.PHONY: help setup venv up down status test unit integration lint typecheck bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(PY): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(PY)
+
+venv: $(PY) ## Create the virtualenv with Billowin and its dev tools
+
+setup: venv ## Install everything: Debian packages, Nomad, Consul, consul-template, the base image (cached)
+	$(BIN)/billowin setup
+
+up: venv ## Start the single-box stack; prints every UI and endpoint once all are healthy
+	$(BIN)/billowin up
+
+down: venv ## Stop the single-box stack
+	$(BIN)/billowin down
+
+status: venv ## Health and versions of every part of the running stack
+	$(BIN)/billowin status
+
+test: venv ## The whole suite: lint, types, unit tests, integration tests against the real stack
+	$(BIN)/ruff check billowin tests
+	$(BIN)/mypy
+	$(BIN)/pytest -p no:cacheprovider -ra tests
+
+unit: venv ## Unit tests only (fast, no network)
+	$(BIN)/pytest -p no:cacheprovider -ra tests/unit
+
+integration: venv ## Integration tests only (starts a real stack on free ports)
+	$(BIN)/pytest -p no:cacheprovider -ra tests/integration
+
+lint: venv ## ruff
+	$(BIN)/ruff check billowin tests
+
+typecheck: venv ## mypy --strict on the package
+	$(BIN)/mypy
+
+bench: venv ## Benchmarks against the real stack; results in bench/results.json
+	$(PY) -m bench
+
+clean: ## Remove the virtualenv (the binary and image cache stays)
+	rm -rf $(VENV) .mypy_cache .ruff_cache

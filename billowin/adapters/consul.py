@@ -1,0 +1,91 @@
+"""Consul, through py-consul: health of the agent and where healthy instances are."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import consul
+import requests
+
+from billowin.errors import ServiceError, Unreachable
+from billowin.ports import ComponentHealth, Instance
+from billowin.settings import Settings
+
+SYSTEM = "consul"
+
+
+class ConsulRegistry:
+    """The ``ServiceRegistry`` port implemented on a real Consul agent."""
+
+    def __init__(self, settings: Settings) -> None:
+        scheme, host, port = settings.hostport("consul")
+        self._address = settings.consul_addr
+        token = settings.consul_token.get_secret_value() if settings.consul_token else None
+        self._client = consul.Consul(host=host, port=port, scheme=scheme, token=token)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except requests.RequestException as exc:
+            raise Unreachable(SYSTEM, self._address) from exc
+        except consul.ConsulException as exc:
+            raise ServiceError(SYSTEM, f"{what} failed: {exc}") from exc
+
+    @property
+    def client(self) -> consul.Consul:
+        return self._client
+
+    def health(self) -> ComponentHealth:
+        try:
+            info = self._call("agent info", self._client.agent.self)
+        except ServiceError as exc:
+            return ComponentHealth(SYSTEM, False, address=self._address, error=exc.message)
+        return ComponentHealth(SYSTEM, True, version=info["Config"]["Version"], address=self._address)
+
+    @staticmethod
+    def _instances(service: str, entries: list[dict[str, Any]]) -> list[Instance]:
+        out = []
+        for entry in entries:
+            svc = entry["Service"]
+            out.append(
+                Instance(
+                    service=service,
+                    address=svc.get("Address") or entry["Node"]["Address"],
+                    port=int(svc["Port"]),
+                    tags=tuple(svc.get("Tags") or ()),
+                    node=entry["Node"]["Node"],
+                )
+            )
+        return out
+
+    def healthy_instances(self, service: str) -> list[Instance]:
+        _, entries = self._call(f"health of {service}", self._client.health.service, service, passing=True)
+        return self._instances(service, entries)
+
+    def wait_for_healthy(self, service: str, *, count: int = 1, timeout: float = 60) -> list[Instance]:
+        """Block (Consul blocking queries) until ``count`` instances pass their checks.
+
+        Returns what is healthy at the deadline, which may be fewer.
+        """
+        deadline = time.monotonic() + timeout
+        index: str | None = None
+        instances: list[Instance] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return instances
+            wait = f"{max(1, int(min(remaining, 30)))}s"
+            new_index, entries = self._call(
+                f"health of {service}",
+                self._client.health.service,
+                service,
+                passing=True,
+                index=index,
+                wait=wait,
+            )
+            # An index that goes backwards means Consul restarted: start over.
+            index = new_index if index is None or int(new_index) >= int(index) else None
+            instances = self._instances(service, entries)
+            if len(instances) >= count:
+                return instances

@@ -1,0 +1,114 @@
+"""Docker Engine (through the docker SDK) and the image registry it pushes to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+import requests
+
+from billowin.errors import NotFound, ServiceError, Unreachable
+from billowin.ports import ComponentHealth
+from billowin.settings import Settings
+
+SYSTEM = "docker"
+
+
+class DockerEngine:
+    """Images: build, tag, push, and report the pushed digest."""
+
+    def __init__(self, settings: Settings, *, timeout: int = 600) -> None:
+        self._address = settings.docker_host
+        self._registry = settings.registry
+        self._timeout = timeout
+        self._client_obj: docker.DockerClient | None = None
+
+    @property
+    def _client(self) -> docker.DockerClient:
+        if self._client_obj is None:
+            try:
+                self._client_obj = docker.DockerClient(base_url=self._address, timeout=self._timeout)
+            except docker.errors.DockerException as exc:
+                raise Unreachable(SYSTEM, self._address) from exc
+        return self._client_obj
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise NotFound(f"no image {what}") from exc
+        except requests.ConnectionError as exc:
+            raise Unreachable(SYSTEM, self._address) from exc
+        except docker.errors.DockerException as exc:
+            raise ServiceError(SYSTEM, f"{what} failed: {exc}") from exc
+
+    def health(self) -> ComponentHealth:
+        try:
+            info = self._call("version", lambda: self._client.version())
+        except ServiceError as exc:
+            return ComponentHealth(SYSTEM, False, address=self._address, error=exc.message)
+        return ComponentHealth(SYSTEM, True, version=info.get("Version"), address=self._address)
+
+    def image_exists(self, ref: str) -> bool:
+        try:
+            self._call(ref, self._client.images.get, ref)
+        except NotFound:
+            return False
+        return True
+
+    def build(self, context: Path, tag: str, *, buildargs: dict[str, str] | None = None) -> str:
+        """Build ``context`` (which holds a Dockerfile) as ``tag``; returns the image id."""
+        image, _logs = self._call(
+            f"build of {tag}",
+            self._client.images.build,
+            path=str(context),
+            tag=tag,
+            buildargs=buildargs or {},
+            rm=True,
+            pull=False,
+        )
+        return str(image.id)
+
+    def push(self, ref: str) -> str:
+        """Push ``ref`` to its registry and return the pushed ``sha256:`` digest."""
+        repository, _, tag = ref.rpartition(":")
+        digest = ""
+        stream = self._call(
+            f"push of {ref}", self._client.images.push, repository, tag=tag, stream=True, decode=True
+        )
+        for line in stream:
+            if "error" in line:
+                raise ServiceError(SYSTEM, f"push of {ref} failed: {line['error']}")
+            digest = line.get("aux", {}).get("Digest", digest)
+        if not digest:
+            raise ServiceError(SYSTEM, f"push of {ref} reported no digest")
+        return digest
+
+
+class Registry:
+    """The Docker registry images are pushed to, so any Nomad client can pull them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._address = settings.registry
+
+    def health(self) -> ComponentHealth:
+        url = f"http://{self._address}/v2/"
+        try:
+            resp = httpx.get(url, timeout=3)
+        except httpx.HTTPError as exc:
+            return ComponentHealth("registry", False, address=self._address, error=str(exc))
+        version = resp.headers.get("Docker-Distribution-Api-Version")
+        return ComponentHealth("registry", resp.status_code == 200, version=version, address=self._address)
+
+    def tags(self, repository: str) -> list[str]:
+        try:
+            resp = httpx.get(f"http://{self._address}/v2/{repository}/tags/list", timeout=5)
+        except httpx.HTTPError as exc:
+            raise Unreachable("registry", self._address) from exc
+        if resp.status_code == 404:
+            return []
+        resp.raise_for_status()
+        return list(resp.json().get("tags") or [])

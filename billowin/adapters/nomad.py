@@ -1,0 +1,151 @@
+"""Nomad, through python-nomad.
+
+Jobs are parsed by Nomad itself (``/v1/jobs/parse``), registered with
+check-and-set on the job modify index, and their deployments are followed
+with blocking queries.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import nomad
+import nomad.api.exceptions as nomad_exc
+import requests
+
+from billowin.errors import Conflict, InvalidInput, NotFound, ServiceError, Unreachable
+from billowin.ports import ComponentHealth, DeployResult
+from billowin.settings import Settings
+
+SYSTEM = "nomad"
+TERMINAL_DEPLOYMENT_STATES = {"successful", "failed", "cancelled"}
+
+
+def _detail(exc: nomad_exc.BaseNomadException) -> str:
+    resp = exc.nomad_resp
+    if isinstance(resp, requests.Response):
+        return resp.text.strip() or f"HTTP {resp.status_code}"
+    return str(resp)
+
+
+class NomadScheduler:
+    """The ``Scheduler`` port implemented on a real Nomad agent."""
+
+    def __init__(self, settings: Settings, *, timeout: int = 10) -> None:
+        self._address = settings.nomad_addr
+        token = settings.nomad_token.get_secret_value() if settings.nomad_token else None
+        self._client = nomad.Nomad(address=self._address, token=token, timeout=timeout)
+
+    # -- error translation -------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except nomad_exc.URLNotFoundNomadException as exc:
+            raise NotFound(f"Nomad has no {what}") from exc
+        except nomad_exc.BadRequestNomadException as exc:
+            raise InvalidInput(f"Nomad refused the {what}: {_detail(exc)}") from exc
+        except nomad_exc.BaseNomadException as exc:
+            detail = _detail(exc)
+            if isinstance(exc.nomad_resp, requests.RequestException):
+                raise Unreachable(SYSTEM, self._address) from exc
+            if "modify index" in detail.lower():
+                raise Conflict(f"the job changed while this deploy ran: {detail}") from exc
+            raise ServiceError(SYSTEM, f"{what} failed: {detail}") from exc
+
+    # -- Probe ------------------------------------------------------------
+    def health(self) -> ComponentHealth:
+        try:
+            info = self._call("agent", self._client.agent.get_agent)
+        except ServiceError as exc:
+            return ComponentHealth(SYSTEM, False, address=self._address, error=exc.message)
+        version = info.get("config", {}).get("Version", {})
+        text = version.get("Version") if isinstance(version, dict) else version
+        return ComponentHealth(SYSTEM, True, version=str(text), address=self._address)
+
+    # -- jobs --------------------------------------------------------------
+    def parse(self, hcl: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._call("jobspec", self._client.jobs.parse, hcl)
+        return job
+
+    def current(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            job: dict[str, Any] = self._call(f"job {job_id!r}", self._client.job.get_job, job_id)
+        except NotFound:
+            return None
+        return job
+
+    def plan(self, job: dict[str, Any]) -> dict[str, Any]:
+        plan: dict[str, Any] = self._call(
+            "plan", self._client.job.plan_job, job["ID"], {"Job": job}, diff=True
+        )
+        return plan
+
+    def submit(self, job: dict[str, Any], *, expect_modify_index: int | None = None) -> str:
+        """Register ``job``; with ``expect_modify_index`` only if nobody changed it since.
+
+        Returns the evaluation id.
+        """
+        body: dict[str, Any] = {"Job": job}
+        if expect_modify_index is not None:
+            body |= {"EnforceIndex": True, "JobModifyIndex": expect_modify_index}
+        result = self._call("job registration", self._client.job.register_job, job["ID"], body)
+        return str(result.get("EvalID", ""))
+
+    def stop(self, job_id: str, *, purge: bool = True) -> None:
+        try:
+            self._call(f"job {job_id!r}", self._client.job.deregister_job, job_id, purge=purge)
+        except NotFound:
+            return
+
+    def jobs(self) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self._call("job list", self._client.jobs.get_jobs)
+        return jobs
+
+    def live_allocations(self) -> list[dict[str, Any]]:
+        """Allocations on any node that are still pending or running."""
+        allocs: list[dict[str, Any]] = self._call("allocations", self._client.allocations.get_allocations)
+        return [a for a in allocs if a.get("ClientStatus") in ("pending", "running")]
+
+    def allocations(self, job_id: str) -> list[dict[str, Any]]:
+        allocs: list[dict[str, Any]] = self._call(
+            f"job {job_id!r}", self._client.job.get_allocations, job_id
+        )
+        return allocs
+
+    def _blocking(self, endpoint: Any, *path: str, index: int, wait: float) -> tuple[int, Any]:
+        """One blocking query: returns (new index, body) once it changes or ``wait`` passes."""
+        params = {"index": index, "wait": f"{max(1, int(wait))}s"}
+        resp = self._call(
+            "blocking query", endpoint.request, *path, method="get", params=params, timeout=wait + 10
+        )
+        new_index = int(resp.headers.get("X-Nomad-Index", "0"))
+        # An index that goes backwards means the agent restarted: start over.
+        return (new_index if new_index >= index else 0), resp.json()
+
+    def wait_for_deployment(self, job_id: str, *, timeout: float, after_version: int | None = None) -> DeployResult:
+        """Follow the job's latest deployment until it is successful, failed or cancelled.
+
+        ``after_version``: ignore deployments of job versions before this one.
+        """
+        deadline = time.monotonic() + timeout
+        index = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return DeployResult(job_id, "timeout", f"still running after {timeout:.0f}s")
+            index, dep = self._blocking(
+                self._client.job, job_id, "deployment", index=index, wait=min(remaining, 30)
+            )
+            if not dep:
+                continue
+            if after_version is not None and dep.get("JobVersion", -1) < after_version:
+                continue
+            if dep.get("Status") in TERMINAL_DEPLOYMENT_STATES:
+                return DeployResult(
+                    job_id,
+                    dep["Status"],
+                    dep.get("StatusDescription", ""),
+                    deployment_id=dep.get("ID"),
+                    job_version=dep.get("JobVersion"),
+                )

@@ -1,0 +1,1 @@
+"""The Billowin HTTP API (FastAPI)."""

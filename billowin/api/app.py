@@ -1,0 +1,32 @@
+"""The API application factory: ``create_app(settings)``.
+
+uvicorn runs it with ``--factory``; settings then come from the environment.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from billowin import __version__
+from billowin.api.deps import Systems
+from billowin.api.routes import health
+from billowin.errors import BillowinError
+from billowin.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(title="Billowin", version=__version__, description="A self-hosted Heroku.")
+    app.state.settings = settings
+    app.state.systems = Systems(settings)
+
+    @app.exception_handler(BillowinError)
+    async def _billowin_error(_request: Request, exc: BillowinError) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": type(exc).__name__, "message": exc.message, "hint": exc.hint},
+        )
+
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,111 @@
+"""The ``billowin`` command line (typer).
+
+Platform verbs live here: ``setup``, ``up``, ``down``, ``status``. App verbs
+(Heroku-style ``apps:create``, ``config:set``, ``ps:scale``…) call the same
+library code as the HTTP API.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from billowin.errors import BillowinError
+from billowin.settings import Settings
+from billowin.stack.install import Installer
+from billowin.stack.single_box import Ports, SingleBox, docker_ping
+from billowin.stack.tools import Toolset
+
+app = typer.Typer(help="Billowin: a self-hosted Heroku on Nomad, Consul, Docker and HAProxy.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+def _fail(exc: BillowinError) -> None:
+    console.print(f"[bold red]error:[/] {exc.message}")
+    if exc.hint:
+        console.print(f"[yellow]what to do:[/] {exc.hint}")
+    raise typer.Exit(1)
+
+
+def _box(settings: Settings) -> SingleBox:
+    tools = Toolset.resolve(settings)
+    state = settings.state_dir / "single-box"
+    if (state / "stack.json").exists():
+        return SingleBox.from_manifest(tools, state)
+    return SingleBox(tools, Ports.from_settings(settings), state, domain=settings.domain)
+
+
+@app.command()
+def setup(
+    skip_image: Annotated[bool, typer.Option(help="Do not build the base Docker image.")] = False,
+) -> None:
+    """Install Docker, HAProxy, Packer, the registry, Nomad, Consul, consul-template and the base image."""
+    settings = Settings()
+    installer = Installer(settings, console)
+    try:
+        installer.system_packages()
+        installer.hashicorp_tools()
+        if not skip_image:
+            def ensure_engine() -> None:
+                if not docker_ping():
+                    box = SingleBox(Toolset.resolve(settings), Ports.from_settings(settings),
+                                    settings.state_dir / "single-box")
+                    proc = box.dockerd()
+                    console.print("  starting dockerd (no Docker Engine was running)")
+                    proc.start()
+                    proc.wait_ready(60)
+            installer.base_image(ensure_engine)
+    except BillowinError as exc:
+        _fail(exc)
+    console.print(f"[bold green]Setup complete.[/] Cache: {settings.cache_dir}. Next: [bold]make up[/]")
+
+
+@app.command()
+def up() -> None:
+    """Start the single-box stack and wait until every part is healthy."""
+    settings = Settings()
+    try:
+        box = _box(settings)
+        box.start(lambda msg: console.print(f"  {msg}"))
+    except BillowinError as exc:
+        _fail(exc)
+    table = Table(title="Billowin is up", show_header=False)
+    for name, where in box.endpoints().items():
+        table.add_row(name, where)
+    Console().print(table)
+
+
+@app.command()
+def down() -> None:
+    """Stop the single-box stack (apps first, then the platform)."""
+    settings = Settings()
+    try:
+        box = _box(settings)
+    except BillowinError as exc:
+        _fail(exc)
+    box.stop()
+    console.print("[green]Billowin is down.[/]")
+
+
+@app.command()
+def status() -> None:
+    """Show the health and version of every part of the stack, as GET /health reports it."""
+    settings = Settings()
+    url = f"http://{settings.api_host}:{settings.api_port}/health"
+    try:
+        data = httpx.get(url, timeout=10).json()
+    except httpx.HTTPError as exc:
+        console.print(f"[bold red]error:[/] the Billowin API at {url} does not answer ({exc}).")
+        console.print("[yellow]what to do:[/] start the stack with `make up`.")
+        raise typer.Exit(1) from exc
+    table = Table("component", "ok", "version", "address / error")
+    for name, comp in data["components"].items():
+        table.add_row(name, "[green]yes[/]" if comp["ok"] else "[red]no[/]", comp.get("version") or "",
+                      comp.get("error") or comp.get("address") or "")
+    Console().print(table)
+    raise typer.Exit(0 if data["ok"] else 1)

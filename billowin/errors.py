@@ -1,0 +1,78 @@
+"""One error tree for all of Billowin.
+
+Adapters translate whatever their library raises into these classes at their
+boundary (``raise ... from exc``), so the API, the CLI and the pipeline only
+ever handle ``BillowinError``::
+
+    BillowinError
+    ├── ConfigError          settings are missing or inconsistent
+    ├── InvalidInput         a user-supplied value was refused
+    ├── NotFound             the thing asked for does not exist
+    ├── Conflict             someone else changed it first (check-and-set)
+    ├── InstallError         `billowin setup` could not install a tool
+    └── ServiceError         a real system failed or refused
+        └── Unreachable      ... or could not be reached at all
+
+Every error carries a plain ``hint`` saying what the user can do next.
+"""
+
+from __future__ import annotations
+
+
+class BillowinError(Exception):
+    """Base of every error Billowin raises on purpose."""
+
+    status_code = 500
+    default_hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(BillowinError):
+    status_code = 500
+    default_hint = "Check the BILLOWIN_* environment variables (see README, 'Settings')."
+
+
+class InvalidInput(BillowinError):
+    status_code = 422
+
+
+class NotFound(BillowinError):
+    status_code = 404
+
+
+class Conflict(BillowinError):
+    status_code = 409
+    default_hint = "Someone else changed it at the same time; retry."
+
+
+class InstallError(BillowinError):
+    default_hint = "Fix the cause above, then run `make setup` again; finished steps are cached."
+
+
+class ServiceError(BillowinError):
+    """A real system (Nomad, Consul, Docker, HAProxy, the registry...) failed."""
+
+    status_code = 502
+
+    def __init__(self, system: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{system}: {message}", hint=hint)
+        self.system = system
+
+
+class Unreachable(ServiceError):
+    status_code = 503
+
+    def __init__(self, system: str, address: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            system,
+            f"cannot reach {address}",
+            hint=hint or "Is the single-box stack running? Start it with `make up`.",
+        )
+        self.address = address

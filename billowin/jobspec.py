@@ -1,0 +1,76 @@
+"""Render jobspec templates from ``jobspecs/`` with typed, strictly checked variables.
+
+Templates use ``[[ ]]`` / ``[% %]`` delimiters so Nomad's own ``{{ }}``
+(``template`` blocks, interpolation) passes through untouched, and a missing
+variable is an error rather than an empty string.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+from pydantic import BaseModel, Field, field_validator
+
+from billowin.errors import InvalidInput
+
+DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class Process(BaseModel):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,30}$")
+    command: list[str] | None = None
+    count: int = Field(1, ge=0, le=100)
+    cpu: int = Field(100, ge=20)
+    memory: int = Field(128, ge=16)
+    health_path: str = Field("/", pattern=r"^/[A-Za-z0-9._~/-]*$")
+
+    @property
+    def web(self) -> bool:
+        return self.name == "web"
+
+
+class AppJob(BaseModel):
+    """The variables of ``jobspecs/app.nomad.hcl``."""
+
+    app: str
+    release: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    image: str = Field(pattern=r"^[A-Za-z0-9._:/@-]{1,255}$")
+    processes: list[Process]
+
+    @field_validator("app")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not DNS_LABEL.match(value):
+            raise ValueError(
+                "an app name must be a DNS label: lowercase letters, digits and '-', "
+                "starting with a letter, at most 63 characters"
+            )
+        return value
+
+
+def environment(jobspecs_dir: Path) -> jinja2.Environment:
+    return jinja2.Environment(  # noqa: S701 - HCL output, not HTML
+        loader=jinja2.FileSystemLoader(str(jobspecs_dir)),
+        undefined=jinja2.StrictUndefined,
+        variable_start_string="[[",
+        variable_end_string="]]",
+        block_start_string="[%",
+        block_end_string="%]",
+        comment_start_string="[#",
+        comment_end_string="#]",
+        keep_trailing_newline=True,
+    )
+
+
+def render(jobspecs_dir: Path, template: str, variables: BaseModel) -> str:
+    env = environment(jobspecs_dir)
+    try:
+        tmpl = env.get_template(template)
+        context = {name: getattr(variables, name) for name in type(variables).model_fields}
+        return tmpl.render(**context)
+    except jinja2.UndefinedError as exc:
+        raise InvalidInput(f"jobspec {template}: {exc.message}") from exc
+    except jinja2.TemplateNotFound as exc:
+        raise InvalidInput(f"no jobspec template {template} in {jobspecs_dir}") from exc

@@ -1,0 +1,1 @@
+"""The router: HAProxy, configured by consul-template from the Consul catalog."""

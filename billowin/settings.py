@@ -1,0 +1,101 @@
+"""Billowin's settings: one pydantic-settings tree, built once and injected.
+
+Every field reads ``BILLOWIN_<NAME>``. The addresses of the HashiCorp tools
+also fall back to the variables their own CLIs use (``NOMAD_ADDR``,
+``CONSUL_HTTP_ADDR``, ``VAULT_ADDR`` and their tokens), so a shell that already
+talks to Nomad talks to the same Nomad through Billowin.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+
+
+def _env(name: str, *fallbacks: str) -> AliasChoices:
+    return AliasChoices(f"BILLOWIN_{name}", name.lower(), *fallbacks)
+
+
+def _xdg(var: str, default: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / default) / "billowin"
+
+
+class Settings(BaseSettings):
+    """All of Billowin's knobs. Construct it once and pass it down."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    # Where the real systems are.
+    nomad_addr: str = Field("http://127.0.0.1:4646", validation_alias=_env("NOMAD_ADDR", "NOMAD_ADDR"))
+    nomad_token: SecretStr | None = Field(None, validation_alias=_env("NOMAD_TOKEN", "NOMAD_TOKEN"))
+    consul_addr: str = Field(
+        "http://127.0.0.1:8500", validation_alias=_env("CONSUL_ADDR", "CONSUL_HTTP_ADDR")
+    )
+    consul_token: SecretStr | None = Field(
+        None, validation_alias=_env("CONSUL_TOKEN", "CONSUL_HTTP_TOKEN")
+    )
+    vault_addr: str | None = Field(None, validation_alias=_env("VAULT_ADDR", "VAULT_ADDR"))
+    vault_token: SecretStr | None = Field(None, validation_alias=_env("VAULT_TOKEN", "VAULT_TOKEN"))
+    docker_host: str = Field(
+        "unix:///var/run/docker.sock", validation_alias=_env("DOCKER_HOST", "DOCKER_HOST")
+    )
+    registry: str = Field("127.0.0.1:5000", validation_alias=_env("REGISTRY"))
+
+    # The router: apps answer at <app>.<domain>.
+    domain: str = Field("localhost", validation_alias=_env("DOMAIN"))
+    router_port: int = Field(8080, validation_alias=_env("ROUTER_PORT"))
+    router_stats_port: int = Field(8404, validation_alias=_env("ROUTER_STATS_PORT"))
+    haproxy_socket: Path | None = Field(None, validation_alias=_env("HAPROXY_SOCKET"))
+
+    # The API.
+    api_host: str = Field("127.0.0.1", validation_alias=_env("API_HOST"))
+    api_port: int = Field(8000, validation_alias=_env("API_PORT"))
+
+    # Where things live on this machine.
+    state_dir: Path = Field(
+        default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state"),
+        validation_alias=_env("STATE_DIR"),
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"),
+        validation_alias=_env("CACHE_DIR"),
+    )
+    jobspecs_dir: Path = Field(REPO_DIR / "jobspecs", validation_alias=_env("JOBSPECS_DIR"))
+    versions_file: Path = Field(PACKAGE_DIR / "versions.toml", validation_alias=_env("VERSIONS_FILE"))
+
+    # How `billowin setup` gets Nomad, Consul and consul-template:
+    # "auto" tries HashiCorp's release archives, then builds from Go modules.
+    install_method: Literal["auto", "release", "go"] = Field(
+        "auto", validation_alias=_env("INSTALL_METHOD")
+    )
+    releases_url: str = Field(
+        "https://releases.hashicorp.com", validation_alias=_env("RELEASES_URL")
+    )
+    download_timeout: float = Field(10.0, validation_alias=_env("DOWNLOAD_TIMEOUT"))
+
+    @field_validator("nomad_addr", "consul_addr", "vault_addr")
+    @classmethod
+    def _with_scheme(cls, value: str | None) -> str | None:
+        """``CONSUL_HTTP_ADDR`` is often written without a scheme."""
+        if value and "://" not in value:
+            return f"http://{value}"
+        return value
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.cache_dir / "bin"
+
+    def hostport(self, which: Literal["nomad", "consul", "vault"]) -> tuple[str, str, int]:
+        """Split one of the service addresses into (scheme, host, port)."""
+        addr = {"nomad": self.nomad_addr, "consul": self.consul_addr, "vault": self.vault_addr}[which]
+        parts = urlsplit(addr or "")
+        default = {"nomad": 4646, "consul": 8500, "vault": 8200}[which]
+        return parts.scheme or "http", parts.hostname or "127.0.0.1", parts.port or default

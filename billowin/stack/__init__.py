@@ -1,0 +1,1 @@
+"""The single-box stack: install the real binaries, start them, wait, stop them."""

@@ -1,0 +1,307 @@
+"""`billowin setup`: install everything the single-box stack needs, idempotently.
+
+Steps, each skipped when its result is already cached:
+
+1. Debian packages: Docker Engine, HAProxy, Packer, the Docker registry, debootstrap.
+2. Nomad, Consul and consul-template at the versions pinned in ``versions.toml``:
+   from HashiCorp's release archives (SHA256SUMS-verified), or built from their
+   Go modules when the archives are unreachable or ``BILLOWIN_INSTALL_METHOD=go``.
+3. The base Docker image, made without any registry: ``debootstrap`` a Debian
+   root filesystem, then ``docker import`` it.
+
+Binaries live under ``<cache>/bin/<tool>/<version>/`` and the base image's root
+filesystem under ``<cache>/images/``, so a second run takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from billowin.errors import InstallError
+from billowin.settings import Settings
+from billowin.stack.tools import (
+    SYSTEM_PACKAGES,
+    PinnedTool,
+    cached_binary,
+    load_versions,
+    pinned_tools,
+    system_binary,
+)
+
+ARCH = "amd64"
+
+
+class Installer:
+    def __init__(self, settings: Settings, console: Console | None = None) -> None:
+        self.settings = settings
+        self.console = console or Console(stderr=True)
+        self.log_path = settings.cache_dir / "logs" / "setup.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    # -- plumbing ------------------------------------------------------------
+    @contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        started = time.monotonic()
+        with self.console.status(f"[bold]{title}[/]…"):
+            try:
+                yield
+            except InstallError:
+                self.console.print(f"[red]✗[/] {title}")
+                raise
+        self.console.print(f"[green]✓[/] {title} [dim]({time.monotonic() - started:.1f}s)[/]")
+
+    def run(self, argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+            what: str, hint: str | None = None) -> str:
+        """Run a command (never through a shell), logging its output; fail with its tail."""
+        with self.log_path.open("a") as log:
+            log.write(f"\n$ {' '.join(argv)}\n")
+            log.flush()
+            proc = subprocess.run(
+                list(argv), cwd=cwd, env={**os.environ, **(env or {})},
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+            )
+            log.write(proc.stdout)
+        if proc.returncode != 0:
+            last = "\n".join(proc.stdout.strip().splitlines()[-15:])
+            raise InstallError(
+                f"{what} failed (exit {proc.returncode}):\n{last}\n(full log: {self.log_path})",
+                hint=hint,
+            )
+        return proc.stdout
+
+    # -- 1. Debian packages --------------------------------------------------
+    def system_packages(self) -> None:
+        missing = sorted({pkg for binary, pkg in SYSTEM_PACKAGES.items() if system_binary(binary) is None})
+        title = "Debian packages: " + (", ".join(missing) if missing else "all present")
+        with self.step(title):
+            if not missing:
+                return
+            if os.geteuid() != 0:
+                raise InstallError(
+                    f"these Debian packages are missing: {' '.join(missing)}",
+                    hint=f"Run `sudo apt-get install -y {' '.join(missing)}`, then `make setup` again.",
+                )
+            env = {"DEBIAN_FRONTEND": "noninteractive"}
+            self.run(["apt-get", "update"], env=env, what="apt-get update",
+                     hint="Check that this machine reaches its Debian mirror.")
+            self.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env,
+                     what="apt-get install", hint="Check the package names and the Debian mirror.")
+
+    # -- 2. HashiCorp tools ------------------------------------------------
+    def hashicorp_tools(self) -> None:
+        for tool in pinned_tools(self.settings):
+            target = cached_binary(self.settings, tool)
+            if target.is_file():
+                with self.step(f"{tool.name} {tool.version}: cached"):
+                    pass
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            method = self.settings.install_method
+            if method in ("auto", "release"):
+                try:
+                    with self.step(f"{tool.name} {tool.version}: official release archive"):
+                        self.from_release(tool, target)
+                    continue
+                except InstallError as exc:
+                    if method == "release":
+                        raise
+                    self.console.print(f"  [yellow]release archive unavailable[/] ({exc.message.splitlines()[0]}); building from source")
+            with self.step(f"{tool.name} {tool.version}: building from Go module {tool.module} (once per machine)"):
+                self.from_go_module(tool, target)
+
+    def from_release(self, tool: PinnedTool, target: Path) -> None:
+        base = f"{self.settings.releases_url}/{tool.name}/{tool.version}"
+        archive = f"{tool.name}_{tool.version}_linux_{ARCH}.zip"
+        try:
+            with httpx.Client(timeout=self.settings.download_timeout, follow_redirects=True) as client:
+                sums = client.get(f"{base}/{tool.name}_{tool.version}_SHA256SUMS")
+                sums.raise_for_status()
+                data = client.get(f"{base}/{archive}")
+                data.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise InstallError(f"cannot download {base}/{archive}: {exc}") from exc
+        install_from_archive(data.content, sums.text, archive, tool.name, target)
+
+    def from_go_module(self, tool: PinnedTool, target: Path) -> None:
+        go = system_binary("go")
+        if go is None:
+            raise InstallError(
+                f"cannot build {tool.name}: no `go` on this machine and the release archive is unreachable",
+                hint="Install Go (https://go.dev/doc/install) or allow downloads from releases.hashicorp.com.",
+            )
+        tmp = target.with_name(target.name + ".tmp")
+        env = {"CGO_ENABLED": "1", "GOFLAGS": "-buildvcs=false"}
+        if tool.build == "go-install":
+            gobin = Path(tempfile.mkdtemp(prefix="billowin-gobin-"))
+            self.run([str(go), "install", "-trimpath", f"{tool.module}@v{tool.version}"],
+                     env={**env, "GOBIN": str(gobin)}, what=f"go install {tool.module}")
+            shutil.move(str(gobin / tool.name), tmp)
+            shutil.rmtree(gobin, ignore_errors=True)
+        else:
+            src = self.module_tree(str(go), tool)
+            self.run([str(go), "build", "-trimpath", "-o", str(tmp), "."], cwd=src, env=env,
+                     what=f"go build of {tool.module}")
+        tmp.chmod(0o755)
+        os.replace(tmp, target)
+
+    def go_download(self, go: str, module: str, version: str) -> dict[str, str]:
+        out = self.run([go, "mod", "download", "-json", f"{module}@{version}"],
+                       what=f"go mod download {module}@{version}", cwd=Path(tempfile.gettempdir()),
+                       hint="Check that this machine reaches the Go module proxy (GOPROXY).")
+        info: dict[str, str] = json.loads(out)
+        if info.get("Error"):
+            raise InstallError(f"go mod download {module}@{version}: {info['Error']}")
+        return info
+
+    def module_tree(self, go: str, tool: PinnedTool) -> Path:
+        """A writable copy of the module, with each ``replace => ./sub`` filled in.
+
+        A module zip leaves out nested modules, so every locally replaced
+        sub-module is downloaded at the same commit as the release tag (its
+        pseudo-version), falling back to the version the go.mod requires.
+        """
+        info = self.go_download(go, tool.module, f"v{tool.version}")
+        tree = self.settings.cache_dir / "build" / f"{tool.name}-{tool.version}"
+        shutil.rmtree(tree, ignore_errors=True)
+        shutil.copytree(info["Dir"], tree)
+        make_writable(tree)
+        meta = json.loads(Path(info["Info"]).read_text())
+        origin_hash = meta.get("Origin", {}).get("Hash", "")
+        stamp = meta["Time"].replace("-", "").replace(":", "").replace("T", "")[:14]
+        for sub, required in local_replacements(tree / "go.mod", tool.module):
+            candidates = [f"v0.0.0-{stamp}-{origin_hash[:12]}"] if origin_hash else []
+            candidates += [required] if required else []
+            last_error: InstallError | None = None
+            for version in candidates:
+                try:
+                    sub_info = self.go_download(go, f"{tool.module}/{sub}", version)
+                except InstallError as exc:
+                    last_error = exc
+                    continue
+                shutil.rmtree(tree / sub, ignore_errors=True)
+                shutil.copytree(sub_info["Dir"], tree / sub)
+                make_writable(tree / sub)
+                break
+            else:
+                raise last_error or InstallError(f"no version found for {tool.module}/{sub}")
+        return tree
+
+    # -- 3. base image -------------------------------------------------------
+    def base_image(self, ensure_engine: Callable[[], None]) -> str:
+        spec = load_versions(self.settings.versions_file)["base-image"]
+        tag = base_image_tag(self.settings)
+        rootfs_tar = self.settings.cache_dir / "images" / f"base-{spec['suite']}-r{spec['recipe']}.tar"
+        ensure_engine()
+        with self.step(f"base image {tag}"):
+            if docker_image_exists(tag):
+                return tag
+            if not rootfs_tar.is_file():
+                self.debootstrap(spec, rootfs_tar)
+            self.run(
+                ["docker", "import",
+                 "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                 "--change", "ENV LANG=C.UTF-8",
+                 "--change", 'ENTRYPOINT ["/usr/bin/tini", "--"]',
+                 "--message", f"billowin base image, recipe {spec['recipe']}",
+                 str(rootfs_tar), tag],
+                what="docker import of the base image",
+            )
+        return tag
+
+    def debootstrap(self, spec: dict[str, object], out: Path) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rootfs = Path(tempfile.mkdtemp(prefix="billowin-rootfs-", dir=out.parent))
+        try:
+            packages = ",".join(str(p) for p in spec["packages"])  # type: ignore[attr-defined]
+            self.run(["debootstrap", "--variant=minbase", f"--include={packages}",
+                      str(spec["suite"]), str(rootfs), str(spec["mirror"])],
+                     what="debootstrap of the base image",
+                     hint="Check that this machine reaches the Debian mirror in versions.toml.")
+            for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+                for child in (rootfs / junk).glob("*"):
+                    if child.is_file():
+                        child.unlink()
+            tmp = out.with_name(out.name + ".tmp")
+            self.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tmp), "."],
+                     what="packing the base root filesystem")
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def base_image_tag(settings: Settings) -> str:
+    spec = load_versions(settings.versions_file)["base-image"]
+    return f"billowin/base:{spec['suite']}-r{spec['recipe']}"
+
+
+def docker_image_exists(tag: str) -> bool:
+    proc = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
+    return proc.returncode == 0
+
+
+def make_writable(tree: Path) -> None:
+    for dirpath, _dirs, files in os.walk(tree):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            path = Path(dirpath, name)
+            path.chmod(path.stat().st_mode | 0o200)
+
+
+def local_replacements(go_mod: Path, module: str) -> list[tuple[str, str | None]]:
+    """``(subdir, required_version)`` for every ``replace module/x => ./x`` in ``go_mod``."""
+    text = go_mod.read_text()
+    required: dict[str, str] = {}
+    replaced: list[str] = []
+    for raw in text.splitlines():
+        line = raw.split("//")[0].strip()
+        for prefix in ("require ", "replace "):
+            if line.startswith(prefix):
+                line = line[len(prefix):].strip()
+        if "=>" in line:
+            left, right = (part.strip() for part in line.split("=>", 1))
+            if right.startswith("./") and left.split()[0].startswith(module + "/"):
+                replaced.append(left.split()[0])
+        elif line.startswith(module + "/"):
+            name, _, version = line.partition(" ")
+            required[name] = version.strip() or ""
+    return [(m[len(module) + 1:], required.get(m) or None) for m in replaced]
+
+
+def install_from_archive(archive: bytes, sha256sums: str, filename: str, binary: str, target: Path) -> None:
+    """Verify ``archive`` against its SHA256SUMS line, then extract ``binary`` to ``target``."""
+    expected = None
+    for line in sha256sums.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1] == filename:
+            expected = parts[0]
+    if expected is None:
+        raise InstallError(f"{filename} is not listed in its SHA256SUMS file")
+    actual = hashlib.sha256(archive).hexdigest()
+    if actual != expected:
+        raise InstallError(
+            f"checksum mismatch for {filename}: expected {expected}, got {actual}",
+            hint="The download was corrupted or tampered with; nothing was installed. Retry `make setup`.",
+        )
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        try:
+            data = zf.read(binary)
+        except KeyError as exc:
+            raise InstallError(f"{filename} does not contain {binary}") from exc
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o755)
+    os.replace(tmp, target)

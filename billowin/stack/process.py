@@ -1,0 +1,157 @@
+"""Start a real binary, wait until it answers, keep its log, stop it cleanly.
+
+A ``ManagedProcess`` writes a pidfile, so a stack started by ``billowin up``
+can be stopped by a later ``billowin down``, and sends its output to a log
+file under the stack's state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from billowin.errors import ServiceError
+
+Ready = Callable[[], bool]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str, *, expect: Callable[[httpx.Response], bool] | None = None) -> Ready:
+    def probe() -> bool:
+        try:
+            resp = httpx.get(url, timeout=2)
+        except httpx.HTTPError:
+            return False
+        return expect(resp) if expect else resp.status_code < 500
+
+    return probe
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0): ask /proc whether it has exited.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: Sequence[str]
+    run_dir: Path
+    ready: Ready
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_timeout: float = 15.0
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    def pid(self) -> int | None:
+        if self._proc is not None:
+            return self._proc.pid
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        pid = self.pid()
+        return pid is not None and pid_alive(pid)
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        try:
+            self._proc = subprocess.Popen(  # no shell: argv goes to exec as-is
+                list(self.argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ServiceError(self.name, f"could not start {self.argv[0]}: {exc}") from exc
+        finally:
+            log.close()
+        self.pidfile.write_text(f"{self._proc.pid}\n")
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while time.monotonic() < deadline:
+            if self.ready():
+                return
+            if self._proc is not None and self._proc.poll() is not None:
+                raise ServiceError(
+                    self.name,
+                    f"exited with status {self._proc.returncode} while starting. "
+                    f"Last lines of {self.log_path}:\n{tail(self.log_path)}",
+                    hint=f"Read {self.log_path} for the full log.",
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        raise ServiceError(
+            self.name,
+            f"not ready after {timeout:.0f}s. Last lines of {self.log_path}:\n{tail(self.log_path)}",
+            hint=f"Read {self.log_path} for the full log.",
+        )
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is None or not pid_alive(pid):
+            self.pidfile.unlink(missing_ok=True)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, self.stop_signal)
+        deadline = time.monotonic() + self.stop_timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                break
+            if self._proc is None and not pid_alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            if self._proc is not None:
+                self._proc.wait(timeout=10)
+        self.pidfile.unlink(missing_ok=True)
+        self._proc = None

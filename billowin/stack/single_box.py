@@ -1,0 +1,398 @@
+"""The single-box stack: every real part of Billowin on one machine.
+
+``billowin up`` (``make up``) and the integration test session both use this,
+so what is tested is what users run. Order of start:
+
+    dockerd (only when no engine answers) → registry → consul -dev →
+    nomad -dev (docker driver, registering in that Consul) →
+    consul-template + HAProxy (the router) → the Billowin API
+
+Each process logs to ``<state>/<name>.log`` and has a ``<state>/<name>.pid``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import httpx
+
+from billowin.adapters.nomad import NomadScheduler
+from billowin.errors import BillowinError, ServiceError
+from billowin.router.reload import MARKER
+from billowin.settings import PACKAGE_DIR, Settings
+from billowin.stack.process import ManagedProcess, free_port, http_ok, pid_alive
+from billowin.stack.tools import Toolset
+
+DOCKER_SOCKET = Path("/var/run/docker.sock")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Ports:
+    consul_http: int = 8500
+    consul_dns: int = 8600
+    consul_serf_lan: int = 8301
+    consul_serf_wan: int = 8302
+    consul_server: int = 8300
+    consul_grpc: int = 8502
+    nomad_http: int = 4646
+    nomad_rpc: int = 4647
+    nomad_serf: int = 4648
+    registry: int = 5000
+    router_http: int = 8080
+    router_stats: int = 8404
+    api: int = 8000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Ports:
+        return cls(
+            consul_http=settings.hostport("consul")[2],
+            nomad_http=settings.hostport("nomad")[2],
+            registry=int(settings.registry.rsplit(":", 1)[1]),
+            router_http=settings.router_port,
+            router_stats=settings.router_stats_port,
+            api=settings.api_port,
+        )
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Free ports for every listener, so a test stack never clashes with `make up`."""
+        return cls(**{f.name: free_port() for f in fields(cls)})
+
+
+def docker_ping(socket_path: Path = DOCKER_SOCKET) -> bool:
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), timeout=2) as client:
+            return client.get("http://docker/_ping").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class SingleBox:
+    def __init__(self, tools: Toolset, ports: Ports, state_dir: Path, *, domain: str = "localhost") -> None:
+        self.tools = tools
+        self.ports = ports
+        self.state_dir = state_dir
+        self.domain = domain
+        self.router_dir = state_dir / "router"
+        self.processes: list[ManagedProcess] = []
+
+    # -- what clients need to talk to this stack -------------------------------
+    @property
+    def settings(self) -> Settings:
+        return Settings(
+            nomad_addr=f"http://127.0.0.1:{self.ports.nomad_http}",
+            consul_addr=f"http://127.0.0.1:{self.ports.consul_http}",
+            registry=f"127.0.0.1:{self.ports.registry}",
+            domain=self.domain,
+            router_port=self.ports.router_http,
+            router_stats_port=self.ports.router_stats,
+            haproxy_socket=self.router_dir / "haproxy.sock",
+            api_port=self.ports.api,
+            state_dir=self.state_dir,
+        )
+
+    def endpoints(self) -> dict[str, str]:
+        p = self.ports
+        return {
+            "Billowin API": f"http://127.0.0.1:{p.api}  (docs at /docs, health at /health)",
+            "App router": f"http://<app>.{self.domain}:{p.router_http}",
+            "Router stats": f"http://127.0.0.1:{p.router_stats}/stats  (Prometheus: /metrics)",
+            "Nomad UI/API": f"http://127.0.0.1:{p.nomad_http}",
+            "Consul UI": f"http://127.0.0.1:{p.consul_http}/ui",
+            "Registry": f"127.0.0.1:{p.registry}",
+            "Logs and state": str(self.state_dir),
+        }
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "BILLOWIN_NOMAD_ADDR": s.nomad_addr,
+            "BILLOWIN_CONSUL_ADDR": s.consul_addr,
+            "BILLOWIN_REGISTRY": s.registry,
+            "BILLOWIN_DOMAIN": s.domain,
+            "BILLOWIN_ROUTER_PORT": str(s.router_port),
+            "BILLOWIN_ROUTER_STATS_PORT": str(s.router_stats_port),
+            "BILLOWIN_HAPROXY_SOCKET": str(s.haproxy_socket),
+            "BILLOWIN_API_PORT": str(s.api_port),
+            "BILLOWIN_STATE_DIR": str(self.state_dir),
+        }
+
+    # -- the processes -------------------------------------------------------
+    def _proc(self, name: str, argv: list[str], ready: Callable[[], bool], **kw: object) -> ManagedProcess:
+        return ManagedProcess(name=name, argv=argv, run_dir=self.state_dir, ready=ready, **kw)  # type: ignore[arg-type]
+
+    def dockerd(self) -> ManagedProcess:
+        return self._proc(
+            "dockerd",
+            [str(self.tools.dockerd), "--storage-driver", "overlay2"],
+            ready=docker_ping,
+            stop_timeout=30,
+        )
+
+    def registry(self) -> ManagedProcess:
+        cfg = self.state_dir / "registry.yml"
+        storage = self.state_dir / "registry"
+        storage.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(json.dumps({  # YAML is a superset of JSON
+            "version": 0.1,
+            "log": {"level": "info"},
+            "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+            "http": {"addr": f"127.0.0.1:{self.ports.registry}"},
+        }))
+        return self._proc(
+            "registry",
+            [str(self.tools.docker_registry), "serve", str(cfg)],
+            ready=http_ok(f"http://127.0.0.1:{self.ports.registry}/v2/", expect=lambda r: r.status_code == 200),
+        )
+
+    def consul(self) -> ManagedProcess:
+        p = self.ports
+        return self._proc(
+            "consul",
+            [
+                str(self.tools.consul), "agent", "-dev", "-node", "billowin",
+                "-bind", "127.0.0.1", "-client", "127.0.0.1",
+                "-http-port", str(p.consul_http), "-dns-port", str(p.consul_dns),
+                "-serf-lan-port", str(p.consul_serf_lan), "-serf-wan-port", str(p.consul_serf_wan),
+                "-server-port", str(p.consul_server), "-grpc-port", str(p.consul_grpc),
+                "-hcl", "ports { grpc_tls = -1 }",
+            ],
+            ready=http_ok(
+                f"http://127.0.0.1:{p.consul_http}/v1/status/leader",
+                expect=lambda r: r.status_code == 200 and r.json() not in ("", None),
+            ),
+        )
+
+    def nomad(self) -> ManagedProcess:
+        p = self.ports
+        cfg = self.state_dir / "nomad.hcl"
+        data_dir = self.state_dir / "nomad-data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(f"""
+name      = "billowin"
+bind_addr = "127.0.0.1"
+data_dir  = "{data_dir}"
+ports {{
+  http = {p.nomad_http}
+  rpc  = {p.nomad_rpc}
+  serf = {p.nomad_serf}
+}}
+consul {{
+  address = "127.0.0.1:{p.consul_http}"
+}}
+client {{
+  gc_max_allocs = 200
+}}
+plugin "docker" {{
+  config {{
+    allow_privileged = false
+    volumes {{
+      enabled = false
+    }}
+  }}
+}}
+""")
+        return self._proc(
+            "nomad",
+            [str(self.tools.nomad), "agent", "-dev", "-config", str(cfg)],
+            ready=http_ok(
+                f"http://127.0.0.1:{p.nomad_http}/v1/nodes",
+                expect=lambda r: r.status_code == 200
+                and any(n.get("Status") == "ready" and "docker" in (n.get("Drivers") or {})
+                        and n["Drivers"]["docker"].get("Healthy") for n in r.json()),
+            ),
+            stop_signal=signal.SIGINT,
+            stop_timeout=30,
+        )
+
+    def _router_env(self) -> dict[str, str]:
+        return {
+            "BILLOWIN_DOMAIN": self.domain,
+            "BILLOWIN_HAPROXY_SOCKET": str(self.router_dir / "haproxy.sock"),
+            "BILLOWIN_ROUTER_BIND": f"*:{self.ports.router_http}",
+            "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{self.ports.router_stats}",
+        }
+
+    def _reload_argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "billowin.router.reload",
+            "--candidate", str(self.router_dir / "haproxy.cfg.next"),
+            "--live", str(self.router_dir / "haproxy.cfg"),
+            "--pidfile", str(self.router_dir / "haproxy.pid"),
+            "--haproxy", str(self.tools.haproxy),
+        ]
+
+    def consul_template_config(self, *, once: bool) -> Path:
+        template = PACKAGE_DIR / "router" / "haproxy.cfg.ctmpl"
+        cfg = self.router_dir / ("consul-template-once.hcl" if once else "consul-template.hcl")
+        command = json.dumps(self._reload_argv())
+        cfg.write_text(f"""
+consul {{
+  address = "127.0.0.1:{self.ports.consul_http}"
+  retry {{
+    enabled     = true
+    attempts    = 0
+    backoff     = "250ms"
+    max_backoff = "5s"
+  }}
+}}
+log_level = "info"
+kill_signal = "SIGTERM"
+template {{
+  source      = "{template}"
+  destination = "{self.router_dir / 'haproxy.cfg.next'}"
+  command     = {command}
+  command_timeout = "60s"
+  wait {{
+    min = "500ms"
+    max = "3s"
+  }}
+}}
+""")
+        return cfg
+
+    def render_initial_router_config(self) -> None:
+        """Render once and install, so HAProxy starts on a config from Consul."""
+        self.router_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.consul_template_config(once=True)
+        proc = subprocess.run(
+            [str(self.tools.consul_template), "-config", str(cfg), "-once"],
+            env={**os.environ, **self._router_env()},
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        live = self.router_dir / "haproxy.cfg"
+        if proc.returncode != 0 or not live.is_file() or MARKER not in live.read_text():
+            raise ServiceError(
+                "router", f"the first render of the HAProxy configuration failed:\n{proc.stderr[-2000:]}"
+            )
+
+    def haproxy(self) -> ManagedProcess:
+        sock = self.router_dir / "haproxy.sock"
+        return self._proc(
+            "haproxy",
+            [
+                str(self.tools.haproxy), "-W", "-f", str(self.router_dir / "haproxy.cfg"),
+                "-p", str(self.router_dir / "haproxy.pid"),
+                "-S", str(self.router_dir / "master.sock"),
+            ],
+            ready=lambda: sock.exists() and http_ok(f"http://127.0.0.1:{self.ports.router_stats}/healthz")(),
+            stop_signal=signal.SIGUSR1,  # soft stop: finish in-flight requests
+            stop_timeout=35,
+        )
+
+    def consul_template(self) -> ManagedProcess:
+        return self._proc(
+            "consul-template",
+            [str(self.tools.consul_template), "-config", str(self.consul_template_config(once=False))],
+            ready=lambda: True,
+            env=self._router_env(),
+            stop_signal=signal.SIGINT,
+        )
+
+    def api(self) -> ManagedProcess:
+        return self._proc(
+            "api",
+            [
+                sys.executable, "-m", "uvicorn", "billowin.api.app:create_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(self.ports.api), "--no-access-log",
+            ],
+            ready=http_ok(f"http://127.0.0.1:{self.ports.api}/health", expect=lambda r: r.status_code == 200),
+            env=self.env(),
+        )
+
+    # -- lifecycle --------------------------------------------------------------
+    def all_processes(self) -> list[ManagedProcess]:
+        return [self.dockerd(), self.registry(), self.consul(), self.nomad(),
+                self.haproxy(), self.consul_template(), self.api()]
+
+    def start(self, progress: Progress = lambda _msg: None, *, timeout: float = 120) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if docker_ping():
+                progress("Docker Engine: already running")
+            else:
+                self._start(self.dockerd(), progress, timeout)
+            self._start(self.registry(), progress, timeout)
+            self._start(self.consul(), progress, timeout)
+            self._start(self.nomad(), progress, timeout)
+            progress("router: first render from Consul")
+            self.render_initial_router_config()
+            self._start(self.haproxy(), progress, timeout)
+            self._start(self.consul_template(), progress, timeout)
+            self._start(self.api(), progress, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self._write_manifest()
+
+    def _start(self, proc: ManagedProcess, progress: Progress, timeout: float) -> None:
+        if proc.running():
+            progress(f"{proc.name}: already running (pid {proc.pid()})")
+            return
+        progress(f"{proc.name}: starting")
+        proc.start()
+        self.processes.append(proc)
+        proc.wait_ready(timeout)
+        progress(f"{proc.name}: ready")
+
+    def _write_manifest(self) -> None:
+        (self.state_dir / "stack.json").write_text(
+            json.dumps({"ports": asdict(self.ports), "domain": self.domain}, indent=2)
+        )
+
+    @classmethod
+    def from_manifest(cls, tools: Toolset, state_dir: Path) -> SingleBox:
+        data = json.loads((state_dir / "stack.json").read_text())
+        return cls(tools, Ports(**data["ports"]), state_dir, domain=data["domain"])
+
+    def stop_jobs(self, timeout: float = 60) -> None:
+        """Stop every Nomad job so no app container outlives the stack."""
+        nomad = NomadScheduler(self.settings)
+        try:
+            for job in nomad.jobs():
+                nomad.stop(job["ID"], purge=True)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and nomad.live_allocations():
+                time.sleep(0.5)
+        except BillowinError:
+            return
+
+    def stop(self) -> None:
+        """Stop everything this stack started, newest first."""
+        procs = {p.name: p for p in self.all_processes()}
+        if procs["nomad"].running():
+            self.stop_jobs()
+        for name in ("api", "consul-template", "haproxy", "nomad", "consul", "registry", "dockerd"):
+            proc = procs[name]
+            if proc.pidfile.exists() or any(p.name == name for p in self.processes):
+                started = next((p for p in self.processes if p.name == name), proc)
+                started.stop()
+        self.processes.clear()
+
+    @contextmanager
+    def running(self, progress: Progress = lambda _msg: None) -> Iterator[SingleBox]:
+        self.start(progress)
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+def pids_alive(state_dir: Path) -> dict[str, bool]:
+    out = {}
+    for pidfile in sorted(state_dir.glob("*.pid")):
+        try:
+            out[pidfile.stem] = pid_alive(int(pidfile.read_text().strip()))
+        except (OSError, ValueError):
+            out[pidfile.stem] = False
+    return out

@@ -1,0 +1,102 @@
+"""Where each binary Billowin runs comes from, and the pinned versions file."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from billowin.errors import InstallError
+from billowin.settings import Settings
+
+HASHICORP_TOOLS = ("nomad", "consul", "consul-template")
+
+# Binaries from Debian's packages, and the package each comes from.
+SYSTEM_PACKAGES = {
+    "dockerd": "docker.io",
+    "docker": "docker.io",
+    "haproxy": "haproxy",
+    "packer": "packer",
+    "docker-registry": "docker-registry",
+    "debootstrap": "debootstrap",
+    "git": "git",
+    "iptables": "iptables",
+}
+SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+@dataclass(frozen=True)
+class PinnedTool:
+    name: str
+    version: str
+    module: str
+    build: str  # "go-install" | "module-dir"
+
+
+def load_versions(path: Path) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def pinned_tools(settings: Settings) -> list[PinnedTool]:
+    versions = load_versions(settings.versions_file)
+    return [
+        PinnedTool(name, str(versions[name]["version"]), versions[name]["module"], versions[name]["build"])
+        for name in HASHICORP_TOOLS
+    ]
+
+
+def cached_binary(settings: Settings, tool: PinnedTool) -> Path:
+    return settings.bin_dir / tool.name / tool.version / tool.name
+
+
+def system_binary(name: str) -> Path | None:
+    found = shutil.which(name) or shutil.which(name, path=":".join(SYSTEM_DIRS))
+    return Path(found) if found else None
+
+
+@dataclass(frozen=True)
+class Toolset:
+    """Absolute paths of every binary the single-box stack starts."""
+
+    nomad: Path
+    consul: Path
+    consul_template: Path
+    dockerd: Path
+    haproxy: Path
+    docker_registry: Path
+    packer: Path
+
+    @classmethod
+    def resolve(cls, settings: Settings) -> Toolset:
+        """Find every binary, or fail naming all that are missing and how to get them."""
+        missing: list[str] = []
+        found: dict[str, Path] = {}
+        for tool in pinned_tools(settings):
+            path = cached_binary(settings, tool)
+            if path.is_file():
+                found[tool.name] = path
+            else:
+                missing.append(f"{tool.name} {tool.version} (expected at {path})")
+        for name in ("dockerd", "haproxy", "docker-registry", "packer"):
+            path_or_none = system_binary(name)
+            if path_or_none is None:
+                missing.append(f"{name} (Debian package {SYSTEM_PACKAGES[name]})")
+            else:
+                found[name] = path_or_none
+        if missing:
+            raise InstallError(
+                "missing binaries: " + "; ".join(missing),
+                hint="Run `make setup` to install them.",
+            )
+        return cls(
+            nomad=found["nomad"],
+            consul=found["consul"],
+            consul_template=found["consul-template"],
+            dockerd=found["dockerd"],
+            haproxy=found["haproxy"],
+            docker_registry=found["docker-registry"],
+            packer=found["packer"],
+        )

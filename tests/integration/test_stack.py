@@ -1,0 +1,104 @@
+"""The foundation: the real stack is wired end to end.
+
+A trivial image built locally and pushed to the local registry runs as a
+Nomad service job, appears healthy in Consul, and HAProxy — configured by
+consul-template from Consul — routes ``<name>.localhost`` to it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from billowin.adapters.consul import ConsulRegistry
+from billowin.adapters.docker import DockerEngine, Registry
+from billowin.adapters.nomad import NomadScheduler
+from billowin.jobspec import AppJob, Process, render
+from billowin.settings import Settings
+from billowin.stack.single_box import SingleBox
+from billowin.stack.tools import load_versions
+
+from .conftest import write_hello_app
+
+
+def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def test_health_reports_every_component_green_with_versions(stack: SingleBox) -> None:
+    resp = httpx.get(f"http://127.0.0.1:{stack.ports.api}/health", timeout=20)
+    body = resp.json()
+    assert resp.status_code == 200, body
+    assert body["ok"] is True
+    assert set(body["components"]) == {"nomad", "consul", "docker", "registry", "haproxy"}
+    for name, comp in body["components"].items():
+        assert comp["ok"], f"{name}: {comp}"
+        assert comp["version"], f"{name} reported no version"
+    pinned = load_versions(Settings().versions_file)
+    assert body["components"]["nomad"]["version"] == pinned["nomad"]["version"]
+    assert body["components"]["consul"]["version"] == pinned["consul"]["version"]
+    assert body["components"]["haproxy"]["version"].startswith("2.")
+
+
+def test_unknown_app_name_gets_a_clear_404(stack: SingleBox, router: httpx.Client) -> None:
+    resp = router.get("/", headers={"Host": "no-such-app.localhost"})
+    assert resp.status_code == 404
+    assert "No such app" in resp.text
+
+
+def test_local_image_runs_on_nomad_is_healthy_in_consul_and_routed_by_haproxy(
+    stack: SingleBox, base_image: str, app_name: str, tmp_path: Path, router: httpx.Client
+) -> None:
+    settings = stack.settings
+    greeting = f"hello from {app_name}"
+
+    # Build the image locally and push it to the stack's registry.
+    docker = DockerEngine(settings)
+    ref = f"{settings.registry}/{app_name}:v1"
+    docker.build(write_hello_app(tmp_path / "app", base_image, greeting), ref)
+    digest = docker.push(ref)
+    assert digest.startswith("sha256:")
+    assert "v1" in Registry(settings).tags(app_name)
+
+    # Render the jobspec, let Nomad parse it, and register it with check-and-set.
+    nomad = NomadScheduler(settings)
+    hcl = render(settings.jobspecs_dir, "app.nomad.hcl",
+                 AppJob(app=app_name, release="v1", image=ref, processes=[Process(name="web")]))
+    job = nomad.parse(hcl)
+    assert job["Meta"] == {"billowin.app": app_name, "billowin.release": "v1"}
+    nomad.submit(job, expect_modify_index=0)
+    try:
+        result = nomad.wait_for_deployment(app_name, timeout=120)
+        assert result.status == "successful", result
+
+        # Consul knows one healthy instance, tagged for the router.
+        instances = ConsulRegistry(settings).wait_for_healthy(app_name, count=1, timeout=30)
+        assert len(instances) == 1
+        assert "billowin.web" in instances[0].tags
+
+        # HAProxy routes <app>.localhost to it (consul-template re-renders within seconds).
+        resp = wait_for(
+            lambda: (r := router.get("/", headers={"Host": f"{app_name}.localhost"})).status_code == 200 and r,
+            timeout=30, what=f"{app_name}.localhost to be routed",
+        )
+        assert resp.text == greeting
+        # The Host header's port and case do not matter.
+        resp = router.get("/", headers={"Host": f"{app_name.upper()}.LOCALHOST:{stack.ports.router_http}"})
+        assert resp.text == greeting
+    finally:
+        nomad.stop(app_name)
+
+    # Once the job is gone, the name is no longer routed.
+    wait_for(
+        lambda: router.get("/", headers={"Host": f"{app_name}.localhost"}).status_code == 404,
+        timeout=30, what=f"{app_name} to leave the router",
+    )

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from billowin.errors import ServiceError
+from billowin.stack.process import ManagedProcess, pid_alive
+
+
+def test_a_process_is_started_polled_logged_and_stopped(tmp_path: Path) -> None:
+    marker = tmp_path / "ready"
+    code = f"import pathlib,time; print('starting', flush=True); pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
+    proc = ManagedProcess("sleeper", [sys.executable, "-c", code], tmp_path, ready=marker.exists)
+    proc.start()
+    proc.wait_ready(timeout=20)
+    pid = proc.pid()
+    assert pid is not None and pid_alive(pid)
+    assert proc.pidfile.read_text().strip() == str(pid)
+    proc.stop()
+    assert not pid_alive(pid)
+    assert not proc.pidfile.exists()
+    assert "starting" in proc.log_path.read_text()
+
+
+def test_a_process_that_dies_while_starting_fails_with_its_log(tmp_path: Path) -> None:
+    code = "import sys; print('port 4646 already in use', flush=True); sys.exit(3)"
+    proc = ManagedProcess("nomad", [sys.executable, "-c", code], tmp_path, ready=lambda: False)
+    proc.start()
+    with pytest.raises(ServiceError, match="exited with status 3") as info:
+        proc.wait_ready(timeout=20)
+    assert "port 4646 already in use" in info.value.message
+
+
+def test_a_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
+    proc = ManagedProcess("ghost", ["/nonexistent/ghost"], tmp_path, ready=lambda: True)
+    with pytest.raises(ServiceError, match="could not start"):
+        proc.start()

@@ -1,0 +1,82 @@
+"""The router never installs a configuration HAProxy would refuse.
+
+These run the real ``haproxy -c`` (no network): a bad render must leave the
+last good configuration live.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from billowin.router.reload import MARKER, RefusedConfig, install, main
+from billowin.stack.tools import system_binary
+
+HAPROXY = str(system_binary("haproxy") or "haproxy")
+
+GOOD = f"""{MARKER}
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 1s
+    timeout server 1s
+frontend http
+    bind 127.0.0.1:18080
+    default_backend app_a
+backend app_a
+    server s1 127.0.0.1:9
+"""
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    live = tmp_path / "haproxy.cfg"
+    live.write_text(GOOD)
+    return tmp_path / "haproxy.cfg.next", live
+
+
+def test_a_valid_render_replaces_the_live_config_and_keeps_the_last_good(files: tuple[Path, Path]) -> None:
+    candidate, live = files
+    new = GOOD.replace("127.0.0.1:9", "127.0.0.1:10")
+    candidate.write_text(new)
+    assert install(candidate, live, HAPROXY) is True
+    assert live.read_text() == new
+    assert live.with_name("haproxy.cfg.last-good").read_text() == GOOD
+
+
+def test_an_identical_render_changes_nothing(files: tuple[Path, Path]) -> None:
+    candidate, live = files
+    candidate.write_text(GOOD)
+    assert install(candidate, live, HAPROXY) is False
+
+
+@pytest.mark.parametrize(
+    "render",
+    [
+        "",  # consul-template rendered nothing
+        "   \n",
+        GOOD.replace(MARKER, "# something else"),  # not ours
+        GOOD.replace("server s1 127.0.0.1:9", "server s1 not-an-address:::"),  # haproxy -c refuses
+        GOOD.replace("mode http", "mode bogus"),
+    ],
+)
+def test_an_invalid_or_empty_render_never_replaces_the_live_config(
+    files: tuple[Path, Path], render: str
+) -> None:
+    candidate, live = files
+    candidate.write_text(render)
+    with pytest.raises(RefusedConfig):
+        install(candidate, live, HAPROXY)
+    assert live.read_text() == GOOD
+
+
+def test_the_command_line_exits_non_zero_so_consul_template_logs_it(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    candidate, live = files
+    candidate.write_text("")
+    code = main(["--candidate", str(candidate), "--live", str(live),
+                 "--pidfile", str(live.parent / "none.pid"), "--haproxy", HAPROXY])
+    assert code == 1
+    assert "kept the last good configuration" in capsys.readouterr().err
