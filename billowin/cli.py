@@ -20,8 +20,11 @@ from billowin.stack.install import Installer
 from billowin.stack.single_box import Ports, SingleBox, docker_ping
 from billowin.stack.tools import Toolset
 
-app = typer.Typer(help="Billowin: a self-hosted Heroku on Nomad, Consul, Docker and HAProxy.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Billowin: a self-hosted Heroku on Nomad, Consul, Docker and HAProxy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console(stderr=True)
 
 
@@ -51,14 +54,19 @@ def setup(
         installer.system_packages()
         installer.hashicorp_tools()
         if not skip_image:
+
             def ensure_engine() -> None:
                 if not docker_ping():
-                    box = SingleBox(Toolset.resolve(settings), Ports.from_settings(settings),
-                                    settings.state_dir / "single-box")
+                    box = SingleBox(
+                        Toolset.resolve(settings),
+                        Ports.from_settings(settings),
+                        settings.state_dir / "single-box",
+                    )
                     proc = box.dockerd()
                     console.print("  starting dockerd (no Docker Engine was running)")
                     proc.start()
                     proc.wait_ready(60)
+
             installer.base_image(ensure_engine)
     except BillowinError as exc:
         _fail(exc)
@@ -105,7 +113,11 @@ def status() -> None:
         raise typer.Exit(1) from exc
     table = Table("component", "ok", "version", "address / error")
     for name, comp in data["components"].items():
-        table.add_row(name, "[green]yes[/]" if comp["ok"] else "[red]no[/]", comp.get("version") or "",
-                      comp.get("error") or comp.get("address") or "")
+        table.add_row(
+            name,
+            "[green]yes[/]" if comp["ok"] else "[red]no[/]",
+            comp.get("version") or "",
+            comp.get("error") or comp.get("address") or "",
+        )
     Console().print(table)
     raise typer.Exit(0 if data["ok"] else 1)

@@ -39,9 +39,7 @@ class Settings(BaseSettings):
     consul_addr: str = Field(
         "http://127.0.0.1:8500", validation_alias=_env("CONSUL_ADDR", "CONSUL_HTTP_ADDR")
     )
-    consul_token: SecretStr | None = Field(
-        None, validation_alias=_env("CONSUL_TOKEN", "CONSUL_HTTP_TOKEN")
-    )
+    consul_token: SecretStr | None = Field(None, validation_alias=_env("CONSUL_TOKEN", "CONSUL_HTTP_TOKEN"))
     vault_addr: str | None = Field(None, validation_alias=_env("VAULT_ADDR", "VAULT_ADDR"))
     vault_token: SecretStr | None = Field(None, validation_alias=_env("VAULT_TOKEN", "VAULT_TOKEN"))
     docker_host: str = Field(
@@ -73,12 +71,8 @@ class Settings(BaseSettings):
 
     # How `billowin setup` gets Nomad, Consul and consul-template:
     # "auto" tries HashiCorp's release archives, then builds from Go modules.
-    install_method: Literal["auto", "release", "go"] = Field(
-        "auto", validation_alias=_env("INSTALL_METHOD")
-    )
-    releases_url: str = Field(
-        "https://releases.hashicorp.com", validation_alias=_env("RELEASES_URL")
-    )
+    install_method: Literal["auto", "release", "go"] = Field("auto", validation_alias=_env("INSTALL_METHOD"))
+    releases_url: str = Field("https://releases.hashicorp.com", validation_alias=_env("RELEASES_URL"))
     download_timeout: float = Field(10.0, validation_alias=_env("DOWNLOAD_TIMEOUT"))
 
     @field_validator("nomad_addr", "consul_addr", "vault_addr")

@@ -4,7 +4,7 @@ job "[[ app ]]" {
   type        = "service"
   datacenters = ["*"]
 
-  meta {
+  meta = {
     "billowin.app"     = "[[ app ]]"
     "billowin.release" = "[[ release ]]"
   }

@@ -108,9 +108,7 @@ class NomadScheduler:
         return [a for a in allocs if a.get("ClientStatus") in ("pending", "running")]
 
     def allocations(self, job_id: str) -> list[dict[str, Any]]:
-        allocs: list[dict[str, Any]] = self._call(
-            f"job {job_id!r}", self._client.job.get_allocations, job_id
-        )
+        allocs: list[dict[str, Any]] = self._call(f"job {job_id!r}", self._client.job.get_allocations, job_id)
         return allocs
 
     def _blocking(self, endpoint: Any, *path: str, index: int, wait: float) -> tuple[int, Any]:
@@ -123,7 +121,9 @@ class NomadScheduler:
         # An index that goes backwards means the agent restarted: start over.
         return (new_index if new_index >= index else 0), resp.json()
 
-    def wait_for_deployment(self, job_id: str, *, timeout: float, after_version: int | None = None) -> DeployResult:
+    def wait_for_deployment(
+        self, job_id: str, *, timeout: float, after_version: int | None = None
+    ) -> DeployResult:
         """Follow the job's latest deployment until it is successful, failed or cancelled.
 
         ``after_version``: ignore deployments of job versions before this one.

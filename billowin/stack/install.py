@@ -64,15 +64,27 @@ class Installer:
                 raise
         self.console.print(f"[green]✓[/] {title} [dim]({time.monotonic() - started:.1f}s)[/]")
 
-    def run(self, argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-            what: str, hint: str | None = None) -> str:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        what: str,
+        hint: str | None = None,
+    ) -> str:
         """Run a command (never through a shell), logging its output; fail with its tail."""
         with self.log_path.open("a") as log:
             log.write(f"\n$ {' '.join(argv)}\n")
             log.flush()
             proc = subprocess.run(
-                list(argv), cwd=cwd, env={**os.environ, **(env or {})},
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+                list(argv),
+                cwd=cwd,
+                env={**os.environ, **(env or {})},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                check=False,
             )
             log.write(proc.stdout)
         if proc.returncode != 0:
@@ -96,10 +108,18 @@ class Installer:
                     hint=f"Run `sudo apt-get install -y {' '.join(missing)}`, then `make setup` again.",
                 )
             env = {"DEBIAN_FRONTEND": "noninteractive"}
-            self.run(["apt-get", "update"], env=env, what="apt-get update",
-                     hint="Check that this machine reaches its Debian mirror.")
-            self.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env,
-                     what="apt-get install", hint="Check the package names and the Debian mirror.")
+            self.run(
+                ["apt-get", "update"],
+                env=env,
+                what="apt-get update",
+                hint="Check that this machine reaches its Debian mirror.",
+            )
+            self.run(
+                ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+                env=env,
+                what="apt-get install",
+                hint="Check the package names and the Debian mirror.",
+            )
 
     # -- 2. HashiCorp tools ------------------------------------------------
     def hashicorp_tools(self) -> None:
@@ -119,8 +139,13 @@ class Installer:
                 except InstallError as exc:
                     if method == "release":
                         raise
-                    self.console.print(f"  [yellow]release archive unavailable[/] ({exc.message.splitlines()[0]}); building from source")
-            with self.step(f"{tool.name} {tool.version}: building from Go module {tool.module} (once per machine)"):
+                    self.console.print(
+                        "  [yellow]release archive unavailable[/] "
+                        f"({exc.message.splitlines()[0]}); building from source"
+                    )
+            with self.step(
+                f"{tool.name} {tool.version}: building from Go module {tool.module} (once per machine)"
+            ):
                 self.from_go_module(tool, target)
 
     def from_release(self, tool: PinnedTool, target: Path) -> None:
@@ -141,27 +166,38 @@ class Installer:
         if go is None:
             raise InstallError(
                 f"cannot build {tool.name}: no `go` on this machine and the release archive is unreachable",
-                hint="Install Go (https://go.dev/doc/install) or allow downloads from releases.hashicorp.com.",
+                hint="Install Go (https://go.dev/doc/install), "
+                "or allow downloads from releases.hashicorp.com.",
             )
         tmp = target.with_name(target.name + ".tmp")
         env = {"CGO_ENABLED": "1", "GOFLAGS": "-buildvcs=false"}
         if tool.build == "go-install":
             gobin = Path(tempfile.mkdtemp(prefix="billowin-gobin-"))
-            self.run([str(go), "install", "-trimpath", f"{tool.module}@v{tool.version}"],
-                     env={**env, "GOBIN": str(gobin)}, what=f"go install {tool.module}")
+            self.run(
+                [str(go), "install", "-trimpath", f"{tool.module}@v{tool.version}"],
+                env={**env, "GOBIN": str(gobin)},
+                what=f"go install {tool.module}",
+            )
             shutil.move(str(gobin / tool.name), tmp)
             shutil.rmtree(gobin, ignore_errors=True)
         else:
             src = self.module_tree(str(go), tool)
-            self.run([str(go), "build", "-trimpath", "-o", str(tmp), "."], cwd=src, env=env,
-                     what=f"go build of {tool.module}")
+            self.run(
+                [str(go), "build", "-trimpath", "-o", str(tmp), "."],
+                cwd=src,
+                env=env,
+                what=f"go build of {tool.module}",
+            )
         tmp.chmod(0o755)
         os.replace(tmp, target)
 
     def go_download(self, go: str, module: str, version: str) -> dict[str, str]:
-        out = self.run([go, "mod", "download", "-json", f"{module}@{version}"],
-                       what=f"go mod download {module}@{version}", cwd=Path(tempfile.gettempdir()),
-                       hint="Check that this machine reaches the Go module proxy (GOPROXY).")
+        out = self.run(
+            [go, "mod", "download", "-json", f"{module}@{version}"],
+            what=f"go mod download {module}@{version}",
+            cwd=Path(tempfile.gettempdir()),
+            hint="Check that this machine reaches the Go module proxy (GOPROXY).",
+        )
         info: dict[str, str] = json.loads(out)
         if info.get("Error"):
             raise InstallError(f"go mod download {module}@{version}: {info['Error']}")
@@ -212,12 +248,20 @@ class Installer:
             if not rootfs_tar.is_file():
                 self.debootstrap(spec, rootfs_tar)
             self.run(
-                ["docker", "import",
-                 "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                 "--change", "ENV LANG=C.UTF-8",
-                 "--change", 'ENTRYPOINT ["/usr/bin/tini", "--"]',
-                 "--message", f"billowin base image, recipe {spec['recipe']}",
-                 str(rootfs_tar), tag],
+                [
+                    "docker",
+                    "import",
+                    "--change",
+                    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "--change",
+                    "ENV LANG=C.UTF-8",
+                    "--change",
+                    'ENTRYPOINT ["/usr/bin/tini", "--"]',
+                    "--message",
+                    f"billowin base image, recipe {spec['recipe']}",
+                    str(rootfs_tar),
+                    tag,
+                ],
                 what="docker import of the base image",
             )
         return tag
@@ -227,17 +271,27 @@ class Installer:
         rootfs = Path(tempfile.mkdtemp(prefix="billowin-rootfs-", dir=out.parent))
         try:
             packages = ",".join(str(p) for p in spec["packages"])  # type: ignore[attr-defined]
-            self.run(["debootstrap", "--variant=minbase", f"--include={packages}",
-                      str(spec["suite"]), str(rootfs), str(spec["mirror"])],
-                     what="debootstrap of the base image",
-                     hint="Check that this machine reaches the Debian mirror in versions.toml.")
+            self.run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={packages}",
+                    str(spec["suite"]),
+                    str(rootfs),
+                    str(spec["mirror"]),
+                ],
+                what="debootstrap of the base image",
+                hint="Check that this machine reaches the Debian mirror in versions.toml.",
+            )
             for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
                 for child in (rootfs / junk).glob("*"):
                     if child.is_file():
                         child.unlink()
             tmp = out.with_name(out.name + ".tmp")
-            self.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tmp), "."],
-                     what="packing the base root filesystem")
+            self.run(
+                ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tmp), "."],
+                what="packing the base root filesystem",
+            )
             os.replace(tmp, out)
         finally:
             shutil.rmtree(rootfs, ignore_errors=True)
@@ -255,7 +309,7 @@ def docker_image_exists(tag: str) -> bool:
 
 def make_writable(tree: Path) -> None:
     for dirpath, _dirs, files in os.walk(tree):
-        os.chmod(dirpath, 0o755)
+        os.chmod(dirpath, 0o755)  # noqa: S103 - a build tree of public sources
         for name in files:
             path = Path(dirpath, name)
             path.chmod(path.stat().st_mode | 0o200)
@@ -270,7 +324,7 @@ def local_replacements(go_mod: Path, module: str) -> list[tuple[str, str | None]
         line = raw.split("//")[0].strip()
         for prefix in ("require ", "replace "):
             if line.startswith(prefix):
-                line = line[len(prefix):].strip()
+                line = line[len(prefix) :].strip()
         if "=>" in line:
             left, right = (part.strip() for part in line.split("=>", 1))
             if right.startswith("./") and left.split()[0].startswith(module + "/"):
@@ -278,7 +332,7 @@ def local_replacements(go_mod: Path, module: str) -> list[tuple[str, str | None]
         elif line.startswith(module + "/"):
             name, _, version = line.partition(" ")
             required[name] = version.strip() or ""
-    return [(m[len(module) + 1:], required.get(m) or None) for m in replaced]
+    return [(m[len(module) + 1 :], required.get(m) or None) for m in replaced]
 
 
 def install_from_archive(archive: bytes, sha256sums: str, filename: str, binary: str, target: Path) -> None:

@@ -143,16 +143,22 @@ class SingleBox:
         cfg = self.state_dir / "registry.yml"
         storage = self.state_dir / "registry"
         storage.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(json.dumps({  # YAML is a superset of JSON
-            "version": 0.1,
-            "log": {"level": "info"},
-            "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-            "http": {"addr": f"127.0.0.1:{self.ports.registry}"},
-        }))
+        cfg.write_text(
+            json.dumps(
+                {  # YAML is a superset of JSON
+                    "version": 0.1,
+                    "log": {"level": "info"},
+                    "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+                    "http": {"addr": f"127.0.0.1:{self.ports.registry}"},
+                }
+            )
+        )
         return self._proc(
             "registry",
             [str(self.tools.docker_registry), "serve", str(cfg)],
-            ready=http_ok(f"http://127.0.0.1:{self.ports.registry}/v2/", expect=lambda r: r.status_code == 200),
+            ready=http_ok(
+                f"http://127.0.0.1:{self.ports.registry}/v2/", expect=lambda r: r.status_code == 200
+            ),
         )
 
     def consul(self) -> ManagedProcess:
@@ -160,12 +166,29 @@ class SingleBox:
         return self._proc(
             "consul",
             [
-                str(self.tools.consul), "agent", "-dev", "-node", "billowin",
-                "-bind", "127.0.0.1", "-client", "127.0.0.1",
-                "-http-port", str(p.consul_http), "-dns-port", str(p.consul_dns),
-                "-serf-lan-port", str(p.consul_serf_lan), "-serf-wan-port", str(p.consul_serf_wan),
-                "-server-port", str(p.consul_server), "-grpc-port", str(p.consul_grpc),
-                "-hcl", "ports { grpc_tls = -1 }",
+                str(self.tools.consul),
+                "agent",
+                "-dev",
+                "-node",
+                "billowin",
+                "-bind",
+                "127.0.0.1",
+                "-client",
+                "127.0.0.1",
+                "-http-port",
+                str(p.consul_http),
+                "-dns-port",
+                str(p.consul_dns),
+                "-serf-lan-port",
+                str(p.consul_serf_lan),
+                "-serf-wan-port",
+                str(p.consul_serf_wan),
+                "-server-port",
+                str(p.consul_server),
+                "-grpc-port",
+                str(p.consul_grpc),
+                "-hcl",
+                "ports { grpc_tls = -1 }",
             ],
             ready=http_ok(
                 f"http://127.0.0.1:{p.consul_http}/v1/status/leader",
@@ -207,9 +230,15 @@ plugin "docker" {{
             [str(self.tools.nomad), "agent", "-dev", "-config", str(cfg)],
             ready=http_ok(
                 f"http://127.0.0.1:{p.nomad_http}/v1/nodes",
-                expect=lambda r: r.status_code == 200
-                and any(n.get("Status") == "ready" and "docker" in (n.get("Drivers") or {})
-                        and n["Drivers"]["docker"].get("Healthy") for n in r.json()),
+                expect=lambda r: (
+                    r.status_code == 200
+                    and any(
+                        n.get("Status") == "ready"
+                        and "docker" in (n.get("Drivers") or {})
+                        and n["Drivers"]["docker"].get("Healthy")
+                        for n in r.json()
+                    )
+                ),
             ),
             stop_signal=signal.SIGINT,
             stop_timeout=30,
@@ -225,11 +254,17 @@ plugin "docker" {{
 
     def _reload_argv(self) -> list[str]:
         return [
-            sys.executable, "-m", "billowin.router.reload",
-            "--candidate", str(self.router_dir / "haproxy.cfg.next"),
-            "--live", str(self.router_dir / "haproxy.cfg"),
-            "--pidfile", str(self.router_dir / "haproxy.pid"),
-            "--haproxy", str(self.tools.haproxy),
+            sys.executable,
+            "-m",
+            "billowin.router.reload",
+            "--candidate",
+            str(self.router_dir / "haproxy.cfg.next"),
+            "--live",
+            str(self.router_dir / "haproxy.cfg"),
+            "--pidfile",
+            str(self.router_dir / "haproxy.pid"),
+            "--haproxy",
+            str(self.tools.haproxy),
         ]
 
     def consul_template_config(self, *, once: bool) -> Path:
@@ -250,7 +285,7 @@ log_level = "info"
 kill_signal = "SIGTERM"
 template {{
   source      = "{template}"
-  destination = "{self.router_dir / 'haproxy.cfg.next'}"
+  destination = "{self.router_dir / "haproxy.cfg.next"}"
   command     = {command}
   command_timeout = "60s"
   wait {{
@@ -268,7 +303,10 @@ template {{
         proc = subprocess.run(
             [str(self.tools.consul_template), "-config", str(cfg), "-once"],
             env={**os.environ, **self._router_env()},
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         live = self.router_dir / "haproxy.cfg"
         if proc.returncode != 0 or not live.is_file() or MARKER not in live.read_text():
@@ -281,9 +319,14 @@ template {{
         return self._proc(
             "haproxy",
             [
-                str(self.tools.haproxy), "-W", "-f", str(self.router_dir / "haproxy.cfg"),
-                "-p", str(self.router_dir / "haproxy.pid"),
-                "-S", str(self.router_dir / "master.sock"),
+                str(self.tools.haproxy),
+                "-W",
+                "-f",
+                str(self.router_dir / "haproxy.cfg"),
+                "-p",
+                str(self.router_dir / "haproxy.pid"),
+                "-S",
+                str(self.router_dir / "master.sock"),
             ],
             ready=lambda: sock.exists() and http_ok(f"http://127.0.0.1:{self.ports.router_stats}/healthz")(),
             stop_signal=signal.SIGUSR1,  # soft stop: finish in-flight requests
@@ -303,8 +346,16 @@ template {{
         return self._proc(
             "api",
             [
-                sys.executable, "-m", "uvicorn", "billowin.api.app:create_app", "--factory",
-                "--host", "127.0.0.1", "--port", str(self.ports.api), "--no-access-log",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "billowin.api.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.api),
+                "--no-access-log",
             ],
             ready=http_ok(f"http://127.0.0.1:{self.ports.api}/health", expect=lambda r: r.status_code == 200),
             env=self.env(),
@@ -312,8 +363,15 @@ template {{
 
     # -- lifecycle --------------------------------------------------------------
     def all_processes(self) -> list[ManagedProcess]:
-        return [self.dockerd(), self.registry(), self.consul(), self.nomad(),
-                self.haproxy(), self.consul_template(), self.api()]
+        return [
+            self.dockerd(),
+            self.registry(),
+            self.consul(),
+            self.nomad(),
+            self.haproxy(),
+            self.consul_template(),
+            self.api(),
+        ]
 
     def start(self, progress: Progress = lambda _msg: None, *, timeout: float = 120) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)

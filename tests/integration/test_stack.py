@@ -71,8 +71,11 @@ def test_local_image_runs_on_nomad_is_healthy_in_consul_and_routed_by_haproxy(
 
     # Render the jobspec, let Nomad parse it, and register it with check-and-set.
     nomad = NomadScheduler(settings)
-    hcl = render(settings.jobspecs_dir, "app.nomad.hcl",
-                 AppJob(app=app_name, release="v1", image=ref, processes=[Process(name="web")]))
+    hcl = render(
+        settings.jobspecs_dir,
+        "app.nomad.hcl",
+        AppJob(app=app_name, release="v1", image=ref, processes=[Process(name="web")]),
+    )
     job = nomad.parse(hcl)
     assert job["Meta"] == {"billowin.app": app_name, "billowin.release": "v1"}
     nomad.submit(job, expect_modify_index=0)
@@ -87,8 +90,11 @@ def test_local_image_runs_on_nomad_is_healthy_in_consul_and_routed_by_haproxy(
 
         # HAProxy routes <app>.localhost to it (consul-template re-renders within seconds).
         resp = wait_for(
-            lambda: (r := router.get("/", headers={"Host": f"{app_name}.localhost"})).status_code == 200 and r,
-            timeout=30, what=f"{app_name}.localhost to be routed",
+            lambda: (
+                (r := router.get("/", headers={"Host": f"{app_name}.localhost"})).status_code == 200 and r
+            ),
+            timeout=30,
+            what=f"{app_name}.localhost to be routed",
         )
         assert resp.text == greeting
         # The Host header's port and case do not matter.
@@ -100,5 +106,6 @@ def test_local_image_runs_on_nomad_is_healthy_in_consul_and_routed_by_haproxy(
     # Once the job is gone, the name is no longer routed.
     wait_for(
         lambda: router.get("/", headers={"Host": f"{app_name}.localhost"}).status_code == 404,
-        timeout=30, what=f"{app_name} to leave the router",
+        timeout=30,
+        what=f"{app_name} to leave the router",
     )

@@ -31,5 +31,8 @@ def test_errors_map_to_plain_http_answers() -> None:
 
     resp = asyncio.run(get())
     assert resp.status_code == 404
-    assert resp.json() == {"error": "NotFound", "message": "no app 'shop'",
-                           "hint": "List apps with `billowin apps`."}
+    assert resp.json() == {
+        "error": "NotFound",
+        "message": "no app 'shop'",
+        "hint": "List apps with `billowin apps`.",
+    }

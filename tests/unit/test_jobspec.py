@@ -13,9 +13,16 @@ JOBSPECS = Settings().jobspecs_dir
 
 
 def test_app_job_renders_metadata_port_and_check() -> None:
-    hcl = render(JOBSPECS, "app.nomad.hcl",
-                 AppJob(app="shop", release="v7", image="127.0.0.1:5000/shop:abc",
-                        processes=[Process(name="web"), Process(name="worker", command=["rake", "jobs"])]))
+    hcl = render(
+        JOBSPECS,
+        "app.nomad.hcl",
+        AppJob(
+            app="shop",
+            release="v7",
+            image="127.0.0.1:5000/shop:abc",
+            processes=[Process(name="web"), Process(name="worker", command=["rake", "jobs"])],
+        ),
+    )
     assert '"billowin.app"     = "shop"' in hcl
     assert '"billowin.release" = "v7"' in hcl
     assert 'group "web"' in hcl and 'group "worker"' in hcl
@@ -26,7 +33,7 @@ def test_app_job_renders_metadata_port_and_check() -> None:
 
 @pytest.mark.parametrize("name", ["Shop", "-shop", "shop_1", "a" * 64, "$(reboot)", "shop.evil", ""])
 def test_app_names_must_be_dns_labels(name: str) -> None:
-    with pytest.raises(ValidationError, match="DNS label|at least"):
+    with pytest.raises(ValidationError, match=r"DNS label|at least"):
         AppJob(app=name, release="v1", image="x", processes=[])
 
 
@@ -51,4 +58,6 @@ def test_nomad_template_syntax_passes_through_untouched(tmp_path: Path) -> None:
     class Vars(BaseModel):
         app: str
 
-    assert render(tmp_path, "t.hcl", Vars(app="a")) == 'data = "{{ with nomadVar \\"x\\" }}{{ .y }}{{ end }} a"'
+    assert (
+        render(tmp_path, "t.hcl", Vars(app="a")) == 'data = "{{ with nomadVar \\"x\\" }}{{ .y }}{{ end }} a"'
+    )

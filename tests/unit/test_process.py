@@ -11,7 +11,10 @@ from billowin.stack.process import ManagedProcess, pid_alive
 
 def test_a_process_is_started_polled_logged_and_stopped(tmp_path: Path) -> None:
     marker = tmp_path / "ready"
-    code = f"import pathlib,time; print('starting', flush=True); pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
+    code = (
+        "import pathlib, time; print('starting', flush=True); "
+        f"pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
+    )
     proc = ManagedProcess("sleeper", [sys.executable, "-c", code], tmp_path, ready=marker.exists)
     proc.start()
     proc.wait_ready(timeout=20)

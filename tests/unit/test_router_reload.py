@@ -76,7 +76,17 @@ def test_the_command_line_exits_non_zero_so_consul_template_logs_it(
 ) -> None:
     candidate, live = files
     candidate.write_text("")
-    code = main(["--candidate", str(candidate), "--live", str(live),
-                 "--pidfile", str(live.parent / "none.pid"), "--haproxy", HAPROXY])
+    code = main(
+        [
+            "--candidate",
+            str(candidate),
+            "--live",
+            str(live),
+            "--pidfile",
+            str(live.parent / "none.pid"),
+            "--haproxy",
+            HAPROXY,
+        ]
+    )
     assert code == 1
     assert "kept the last good configuration" in capsys.readouterr().err

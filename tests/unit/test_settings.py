@@ -7,8 +7,15 @@ from billowin.settings import Settings
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("NOMAD_ADDR", "CONSUL_HTTP_ADDR", "VAULT_ADDR", "NOMAD_TOKEN",
-                "BILLOWIN_NOMAD_ADDR", "BILLOWIN_CONSUL_ADDR", "BILLOWIN_DOMAIN"):
+    for var in (
+        "NOMAD_ADDR",
+        "CONSUL_HTTP_ADDR",
+        "VAULT_ADDR",
+        "NOMAD_TOKEN",
+        "BILLOWIN_NOMAD_ADDR",
+        "BILLOWIN_CONSUL_ADDR",
+        "BILLOWIN_DOMAIN",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 

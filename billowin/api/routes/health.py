@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from billowin import __version__
 from billowin.api.deps import SystemsDep
+from billowin.ports import Probe
 
 router = APIRouter(tags=["health"])
 
@@ -32,7 +33,7 @@ async def health(systems: SystemsDep, response: Response) -> Health:
 
     Answers 200 when all are healthy, 503 otherwise; it never needs a token.
     """
-    probes = [systems.nomad, systems.consul, systems.docker, systems.registry, systems.router]
+    probes: list[Probe] = [systems.nomad, systems.consul, systems.docker, systems.registry, systems.router]
     results = await asyncio.gather(*(asyncio.to_thread(p.health) for p in probes))
     components = {
         r.name: Component(ok=r.ok, version=r.version, address=r.address, error=r.error) for r in results
