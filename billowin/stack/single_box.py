@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +71,14 @@ class Ports:
 
 
 def docker_ping(socket_path: Path = DOCKER_SOCKET) -> bool:
+    """Does a Docker Engine answer on ``socket_path``?"""
+    # Connect first: httpx leaks the socket when a unix-socket connect fails.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.settimeout(2)
+            sock.connect(str(socket_path))
+        except OSError:
+            return False
     try:
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), timeout=2) as client:
             return client.get("http://docker/_ping").status_code == 200
