@@ -158,7 +158,8 @@ class Installer:
                 data = client.get(f"{base}/{archive}")
                 data.raise_for_status()
         except httpx.HTTPError as exc:
-            raise InstallError(f"cannot download {base}/{archive}: {exc}") from exc
+            url = exc.request.url if isinstance(exc, httpx.RequestError | httpx.HTTPStatusError) else base
+            raise InstallError(f"cannot download {url}: {exc}") from exc
         install_from_archive(data.content, sums.text, archive, tool.name, target)
 
     def from_go_module(self, tool: PinnedTool, target: Path) -> None:
