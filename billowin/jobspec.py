@@ -31,6 +31,10 @@ class Process(BaseModel):
         return self.name == "web"
 
 
+DURATION = r"^[0-9]+(ms|s|m)$"
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
 class AppJob(BaseModel):
     """The variables of ``jobspecs/app.nomad.hcl``."""
 
@@ -38,6 +42,21 @@ class AppJob(BaseModel):
     release: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     image: str = Field(pattern=r"^[A-Za-z0-9._:/@-]{1,255}$")
     processes: list[Process]
+    domains: list[str] = Field(default_factory=list)
+    # Fast deploys on one box; every figure is a Nomad duration.
+    shutdown_delay: str = Field("5s", pattern=DURATION)
+    kill_timeout: str = Field("10s", pattern=DURATION)
+    min_healthy_time: str = Field("2s", pattern=DURATION)
+    healthy_deadline: str = Field("45s", pattern=DURATION)
+    progress_deadline: str = Field("90s", pattern=DURATION)
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not DOMAIN.match(value):
+                raise ValueError(f"{value!r} is not a valid domain name (lowercase, like www.example.com)")
+        return values
 
     @field_validator("app")
     @classmethod

@@ -1,5 +1,6 @@
-[#- Billowin app job. Rendered by billowin/jobspec.py with [[ ]] delimiters
-    (Nomad's own {{ }} stays untouched) and strict undefined variables. -#]
+[#- The Billowin app job: one task group per Procfile process type.
+    Rendered by billowin/jobspec.py with [[ ]] / [% %] delimiters, so Nomad's own
+    {{ }} passes through untouched, and with strict undefined variables. -#]
 job "[[ app ]]" {
   type        = "service"
   datacenters = ["*"]
@@ -8,12 +9,15 @@ job "[[ app ]]" {
     "billowin.app"     = "[[ app ]]"
     "billowin.release" = "[[ release ]]"
   }
-
-[%- for proc in processes %]
+[% for proc in processes %]
   group "[[ proc.name ]]" {
     count = [[ proc.count ]]
 
+    # Deregister from Consul first, then wait, then stop: the router drops the
+    # instance before it goes away, so in-flight and new requests are not lost.
+    shutdown_delay = "[[ shutdown_delay ]]"
 [%- if proc.web %]
+
     network {
       port "http" {}
     }
@@ -21,9 +25,17 @@ job "[[ app ]]" {
     service {
       name = "[[ app ]]"
       port = "http"
-      tags = ["billowin.web", "billowin.app=[[ app ]]", "billowin.release=[[ release ]]"]
+      tags = [
+        "billowin.web",
+        "billowin.app=[[ app ]]",
+        "billowin.release=[[ release ]]",
+[%- for domain in domains %]
+        "billowin.domain=[[ domain ]]",
+[%- endfor %]
+      ]
 
       check {
+        name     = "[[ app ]] web answers on $PORT"
         type     = "http"
         path     = "[[ proc.health_path ]]"
         interval = "2s"
@@ -32,23 +44,39 @@ job "[[ app ]]" {
     }
 [%- endif %]
 
+    # A dying instance is restarted in place a few times, then rescheduled.
     restart {
       attempts = 3
       interval = "1m"
-      delay    = "2s"
-      mode     = "delay"
+      delay    = "1s"
+      mode     = "fail"
+    }
+
+    reschedule {
+      delay          = "5s"
+      delay_function = "exponential"
+      max_delay      = "1m"
+      unlimited      = true
     }
 
     update {
-      max_parallel      = 1
-      min_healthy_time  = "3s"
-      healthy_deadline  = "1m"
-      progress_deadline = "2m"
+[%- if proc.web and proc.count > 0 %]
+      # Blue/green: a full set of new instances must be healthy before any old
+      # one is stopped; a release that never gets healthy is rolled back.
+      canary       = [[ proc.count ]]
+      auto_promote = true
+[%- endif %]
+      max_parallel      = [[ [proc.count, 1] | max ]]
+      health_check      = "[[ 'checks' if proc.web else 'task_states' ]]"
+      min_healthy_time  = "[[ min_healthy_time ]]"
+      healthy_deadline  = "[[ healthy_deadline ]]"
+      progress_deadline = "[[ progress_deadline ]]"
       auto_revert       = true
     }
 
     task "[[ proc.name ]]" {
-      driver = "docker"
+      driver       = "docker"
+      kill_timeout = "[[ kill_timeout ]]"
 
       config {
         image = "[[ image ]]"
@@ -58,6 +86,11 @@ job "[[ app ]]" {
 [%- if proc.command %]
         args  = [[ proc.command | tojson ]]
 [%- endif %]
+        labels = [{
+          "billowin.app"     = "[[ app ]]"
+          "billowin.release" = "[[ release ]]"
+          "billowin.process" = "[[ proc.name ]]"
+        }]
       }
 
       env {
@@ -66,6 +99,7 @@ job "[[ app ]]" {
 [%- endif %]
         BILLOWIN_APP     = "[[ app ]]"
         BILLOWIN_RELEASE = "[[ release ]]"
+        BILLOWIN_PROCESS = "[[ proc.name ]]"
       }
 
       resources {
@@ -74,5 +108,5 @@ job "[[ app ]]" {
       }
     }
   }
-[%- endfor %]
+[% endfor -%]
 }

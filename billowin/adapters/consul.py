@@ -36,6 +36,26 @@ class ConsulRegistry:
     def client(self) -> consul.Consul:
         return self._client
 
+    # -- KV: Billowin's own small records ----------------------------------
+    def kv_get(self, key: str) -> tuple[int, bytes | None]:
+        """``(modify_index, value)``; ``(0, None)`` when the key does not exist."""
+        _, entry = self._call(f"read of {key}", self._client.kv.get, key)
+        if entry is None:
+            return 0, None
+        return int(entry["ModifyIndex"]), entry["Value"]
+
+    def kv_put(self, key: str, value: bytes, *, cas: int | None = None) -> bool:
+        """Write ``value``; with ``cas`` only if the key's modify index is still ``cas`` (0: absent)."""
+        ok: bool = self._call(f"write of {key}", self._client.kv.put, key, value, cas=cas)
+        return ok
+
+    def kv_list(self, prefix: str) -> list[tuple[str, bytes]]:
+        _, entries = self._call(f"read of {prefix}", self._client.kv.get, prefix, recurse=True)
+        return [(e["Key"], e["Value"] or b"") for e in entries or []]
+
+    def kv_delete_tree(self, prefix: str) -> None:
+        self._call(f"delete of {prefix}", self._client.kv.delete, prefix, recurse=True)
+
     def health(self) -> ComponentHealth:
         try:
             info = self._call("agent info", self._client.agent.self)

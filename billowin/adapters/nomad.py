@@ -98,6 +98,24 @@ class NomadScheduler:
         except NotFound:
             return
 
+    def scale(self, job_id: str, group: str, count: int, *, message: str = "") -> None:
+        """Set a task group's count through Nomad's scale endpoint (what `nomad job scale` does)."""
+        body = {"Count": count, "Target": {"Group": group}, "Message": message or "billowin scale"}
+        self._call(f"job {job_id!r}", self._client.job.request, job_id, "scale", method="post", json=body)
+
+    def restart(self, job_id: str, group: str | None = None) -> int:
+        """Restart the running instances of a job (or of one group) in place. Returns how many."""
+        allocs = [
+            a
+            for a in self.allocations(job_id)
+            if a.get("ClientStatus") == "running" and (group is None or a.get("TaskGroup") == group)
+        ]
+        for alloc in allocs:
+            self._call(
+                f"allocation {alloc['ID']}", self._client.client.allocation.restart_allocation, alloc["ID"]
+            )
+        return len(allocs)
+
     def jobs(self) -> list[dict[str, Any]]:
         jobs: list[dict[str, Any]] = self._call("job list", self._client.jobs.get_jobs)
         return jobs

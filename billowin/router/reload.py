@@ -7,15 +7,23 @@ previous live file is kept as ``<live>.last-good``. HAProxy (master-worker
 mode) is then told to reload hitlessly with SIGUSR2. Anything else leaves the
 live configuration, and the running HAProxy, untouched, and exits non-zero so
 consul-template logs the refusal.
+
+One more guard covers a restarting Consul: for a while its catalog is empty
+(or instances are not yet re-registered), and consul-template renders exactly
+that. A render that drops an app, or all of an app's instances, is refused
+while Nomad still runs that app; once Nomad has re-registered the instances,
+the next render goes through.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from billowin.adapters.haproxy import check_config
@@ -23,8 +31,69 @@ from billowin.adapters.haproxy import check_config
 MARKER = "# billowin-router"
 
 
+BACKEND = re.compile(r"^backend app_(\S+)\s*$")
+SERVER = re.compile(r"^\s+server\s")
+
+# Given app names, return those Nomad still runs (raises when Nomad cannot say).
+StillRunning = Callable[[set[str]], set[str]]
+
+
 class RefusedConfig(Exception):
     pass
+
+
+def servers_per_app(text: str) -> dict[str, int]:
+    """How many servers each ``backend app_<name>`` of a rendered config lists."""
+    counts: dict[str, int] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        match = BACKEND.match(line)
+        if match:
+            current = match.group(1)
+            counts[current] = 0
+        elif line and not line[0].isspace():
+            current = None
+        elif current is not None and SERVER.match(line):
+            counts[current] += 1
+    return counts
+
+
+def lost_apps(live: str, candidate: str) -> set[str]:
+    """Apps routed in ``live`` that ``candidate`` drops or leaves with no server."""
+    before, after = servers_per_app(live), servers_per_app(candidate)
+    return {app for app, n in before.items() if n > 0 and after.get(app, 0) == 0}
+
+
+def guard_against_lost_apps(live: Path, candidate_text: str, still_running: StillRunning | None) -> None:
+    if still_running is None or not live.exists():
+        return
+    lost = lost_apps(live.read_text(), candidate_text)
+    if not lost:
+        return
+    try:
+        running = still_running(lost)
+    except Exception as exc:  # Nomad unreachable: cannot tell, so keep serving
+        raise RefusedConfig(
+            f"render drops {sorted(lost)} and Nomad cannot confirm they stopped: {exc}"
+        ) from exc
+    if running:
+        raise RefusedConfig(f"render drops {sorted(running)}, which Nomad still runs (is Consul restarting?)")
+
+
+def nomad_still_running(nomad_addr: str) -> StillRunning:
+    def check(apps: set[str]) -> set[str]:
+        from billowin.adapters.nomad import NomadScheduler
+        from billowin.settings import Settings
+
+        nomad = NomadScheduler(Settings(nomad_addr=nomad_addr), timeout=5)
+        running = set()
+        for app in apps:
+            allocs = nomad.allocations(app) if nomad.current(app) else []
+            if any(a.get("ClientStatus") == "running" and a.get("DesiredStatus") != "stop" for a in allocs):
+                running.add(app)
+        return running
+
+    return check
 
 
 def validate(candidate: Path, haproxy_bin: str) -> None:
@@ -41,10 +110,11 @@ def validate(candidate: Path, haproxy_bin: str) -> None:
         raise RefusedConfig(f"haproxy -c refused {candidate}:\n{problem}")
 
 
-def install(candidate: Path, live: Path, haproxy_bin: str) -> bool:
+def install(candidate: Path, live: Path, haproxy_bin: str, still_running: StillRunning | None = None) -> bool:
     """Validate ``candidate`` and make it the live config. Returns whether it changed."""
     validate(candidate, haproxy_bin)
     new = candidate.read_bytes()
+    guard_against_lost_apps(live, new.decode(), still_running)
     if live.exists():
         if live.read_bytes() == new:
             return False
@@ -71,9 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live", type=Path, required=True)
     parser.add_argument("--pidfile", type=Path, required=True)
     parser.add_argument("--haproxy", default="haproxy")
+    parser.add_argument("--nomad-addr", help="cross-check dropped apps with this Nomad")
     args = parser.parse_args(argv)
+    still_running = nomad_still_running(args.nomad_addr) if args.nomad_addr else None
     try:
-        changed = install(args.candidate, args.live, args.haproxy)
+        changed = install(args.candidate, args.live, args.haproxy, still_running)
     except RefusedConfig as exc:
         print(f"billowin-router: kept the last good configuration: {exc}", file=sys.stderr)
         return 1

@@ -412,6 +412,15 @@ template {{
         proc.wait_ready(timeout)
         progress(f"{proc.name}: ready")
 
+    def restart(self, name: str, timeout: float = 120) -> None:
+        """Stop one process of the stack and start it again on the same ports."""
+        proc = next((p for p in self.processes if p.name == name), None)
+        if proc is None:
+            raise ServiceError(name, "is not part of this running stack")
+        proc.stop()
+        proc.start()
+        proc.wait_ready(timeout)
+
     def _write_manifest(self) -> None:
         (self.state_dir / "stack.json").write_text(
             json.dumps({"ports": asdict(self.ports), "domain": self.domain}, indent=2)

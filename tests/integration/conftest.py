@@ -10,17 +10,29 @@ nothing here ever skips.
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from billowin.adapters.consul import ConsulRegistry
+from billowin.adapters.docker import DockerEngine
+from billowin.adapters.nomad import NomadScheduler
+from billowin.deploy import Deployer
 from billowin.settings import Settings
 from billowin.stack.install import base_image_tag, docker_image_exists
 from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import Toolset
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +77,93 @@ def write_hello_app(directory: Path, base_image: str, greeting: str) -> Path:
         'CMD ["sh", "-c", "exec busybox httpd -f -v -p \\"$PORT\\" -h /srv/www"]\n'
     )
     return directory
+
+
+# What each kind of sample release does when it starts.
+STARTS = {
+    # Serves "<greeting> release=<release> alloc=<allocation id>".
+    "ok": (
+        'echo "$GREETING release=$BILLOWIN_RELEASE alloc=$NOMAD_ALLOC_ID" > /srv/www/index.html; '
+        'exec busybox httpd -f -p "$PORT" -h /srv/www'
+    ),
+    # Dies at once, every time.
+    "crash": "echo 'boom: cannot connect to the database' >&2; exit 1",
+    # Runs, but its health check never passes (nothing to serve: 404).
+    "unhealthy": 'exec busybox httpd -f -p "$PORT" -h /srv/www',
+}
+
+
+@pytest.fixture
+def make_image(stack: SingleBox, base_image: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Build and push a sample release image; returns its registry reference."""
+    docker = DockerEngine(stack.settings)
+
+    def make(app: str, tag: str, greeting: str = "hello", kind: str = "ok") -> str:
+        context = tmp_path / f"{app}-{tag}"
+        context.mkdir(parents=True)
+        (context / "Dockerfile").write_text(
+            f"FROM {base_image}\n"
+            "RUN mkdir -p /srv/www\n"
+            f'ENV GREETING="{greeting}"\n'
+            f"CMD {json.dumps(['sh', '-c', STARTS[kind]])}\n"
+        )
+        ref = f"{stack.settings.registry}/{app}:{tag}"
+        docker.build(context, ref)
+        docker.push(ref)
+        return ref
+
+    return make
+
+
+@pytest.fixture
+def deployer(stack: SingleBox) -> Deployer:
+    settings = stack.settings
+    return Deployer(settings, NomadScheduler(settings), ConsulRegistry(settings))
+
+
+@pytest.fixture
+def cleanup_apps(stack: SingleBox) -> Iterator[list[str]]:
+    """Apps a test appends here are stopped (purged) when it ends, pass or fail."""
+    apps: list[str] = []
+    yield apps
+    nomad = NomadScheduler(stack.settings)
+    for app in apps:
+        nomad.stop(app)
+
+
+class Load:
+    """A load generator running in a second process for the length of a ``with`` block."""
+
+    def __init__(self, stack: SingleBox, host: str, max_seconds: float = 240) -> None:
+        self.argv = [
+            sys.executable,
+            "-m",
+            "tests.integration.load",
+            f"http://127.0.0.1:{stack.ports.router_http}/",
+            host,
+            str(max_seconds),
+        ]
+        self.result: dict[str, Any] = {}
+
+    def __enter__(self) -> Load:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "ready"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=60)
+        self.result = json.loads(out.strip().splitlines()[-1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")

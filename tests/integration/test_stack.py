@@ -7,7 +7,6 @@ consul-template from Consul — routes ``<name>.localhost`` to it.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -20,18 +19,7 @@ from billowin.settings import Settings
 from billowin.stack.single_box import SingleBox
 from billowin.stack.tools import load_versions
 
-from .conftest import write_hello_app
-
-
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+from .conftest import wait_for, write_hello_app
 
 
 def test_health_reports_every_component_green_with_versions(stack: SingleBox) -> None:

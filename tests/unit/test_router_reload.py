@@ -90,3 +90,50 @@ def test_the_command_line_exits_non_zero_so_consul_template_logs_it(
     )
     assert code == 1
     assert "kept the last good configuration" in capsys.readouterr().err
+
+
+TWO_APPS = GOOD + "backend app_b\n    server s2 127.0.0.1:11\n    server s3 127.0.0.1:12\n"
+
+
+def test_servers_are_counted_per_app() -> None:
+    from billowin.router.reload import servers_per_app
+
+    assert servers_per_app(TWO_APPS) == {"a": 1, "b": 2}
+
+
+def test_a_render_that_drops_an_app_nomad_still_runs_is_refused(files: tuple[Path, Path]) -> None:
+    """What consul-template renders while a restarted Consul is still empty."""
+    candidate, live = files
+    live.write_text(TWO_APPS)
+    candidate.write_text(GOOD)  # app b vanished from the catalog
+    asked: list[set[str]] = []
+
+    def still_running(apps: set[str]) -> set[str]:
+        asked.append(apps)
+        return apps
+
+    with pytest.raises(RefusedConfig, match="Nomad still runs"):
+        install(candidate, live, HAPROXY, still_running)
+    assert asked == [{"b"}]
+    assert live.read_text() == TWO_APPS
+
+
+def test_a_render_that_drops_a_stopped_app_goes_through(files: tuple[Path, Path]) -> None:
+    candidate, live = files
+    live.write_text(TWO_APPS)
+    candidate.write_text(GOOD)
+    assert install(candidate, live, HAPROXY, lambda apps: set()) is True
+    assert live.read_text() == GOOD
+
+
+def test_when_nomad_cannot_say_the_last_good_config_stays(files: tuple[Path, Path]) -> None:
+    candidate, live = files
+    live.write_text(TWO_APPS)
+    candidate.write_text(TWO_APPS.replace("    server s2 127.0.0.1:11\n    server s3 127.0.0.1:12\n", ""))
+
+    def nomad_down(apps: set[str]) -> set[str]:
+        raise ConnectionError("nomad unreachable")
+
+    with pytest.raises(RefusedConfig, match="cannot confirm"):
+        install(candidate, live, HAPROXY, nomad_down)
+    assert live.read_text() == TWO_APPS

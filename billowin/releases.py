@@ -1,0 +1,87 @@
+"""Release records, kept in Consul KV under ``billowin/apps/<app>/releases/``.
+
+A release is what ran: the image, the process formation and the domains,
+plus the outcome of rolling it out. Numbers only go up (v1, v2, …), like
+Heroku's, and are allocated with check-and-set so two deploys never share one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from billowin.adapters.consul import ConsulRegistry
+from billowin.errors import Conflict, NotFound
+from billowin.jobspec import Process
+
+PREFIX = "billowin/apps"
+
+
+class ReleaseStatus(StrEnum):
+    DEPLOYING = "deploying"
+    LIVE = "live"
+    FAILED = "failed"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Release(BaseModel):
+    app: str
+    number: int
+    image: str
+    processes: list[Process]
+    domains: list[str] = Field(default_factory=list)
+    status: ReleaseStatus = ReleaseStatus.DEPLOYING
+    description: str = ""
+    job_version: int | None = None
+    reverted_to_version: int | None = None
+    created_at: datetime = Field(default_factory=_now)
+    finished_at: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"v{self.number}"
+
+
+class ReleaseStore:
+    def __init__(self, consul: ConsulRegistry) -> None:
+        self._consul = consul
+
+    @staticmethod
+    def _key(app: str, number: int) -> str:
+        return f"{PREFIX}/{app}/releases/{number:08d}"
+
+    def _next_number(self, app: str, attempts: int = 20) -> int:
+        key = f"{PREFIX}/{app}/release-seq"
+        for _ in range(attempts):
+            index, raw = self._consul.kv_get(key)
+            number = int(raw or b"0") + 1
+            if self._consul.kv_put(key, str(number).encode(), cas=index):
+                return number
+        raise Conflict(f"could not allocate a release number for {app}")
+
+    def create(self, app: str, image: str, processes: list[Process], domains: list[str]) -> Release:
+        release = Release(
+            app=app, number=self._next_number(app), image=image, processes=processes, domains=domains
+        )
+        self.save(release)
+        return release
+
+    def save(self, release: Release) -> None:
+        self._consul.kv_put(self._key(release.app, release.number), release.model_dump_json().encode())
+
+    def get(self, app: str, number: int) -> Release:
+        _, raw = self._consul.kv_get(self._key(app, number))
+        if raw is None:
+            raise NotFound(
+                f"{app} has no release v{number}", hint=f"List them with `billowin releases {app}`."
+            )
+        return Release.model_validate_json(raw)
+
+    def list(self, app: str) -> list[Release]:
+        entries = self._consul.kv_list(f"{PREFIX}/{app}/releases/")
+        return sorted((Release.model_validate_json(v) for _, v in entries), key=lambda r: r.number)

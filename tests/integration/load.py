@@ -1,0 +1,52 @@
+"""A load generator in its own process: GET one app through the router until told to stop.
+
+Run as ``python -m tests.integration.load URL HOST MAX_SECONDS``. Each request
+opens a new connection, as independent visitors do. On SIGTERM (or after
+MAX_SECONDS, whichever is first) it prints one JSON line: the number of
+requests, the failures with their reasons, and how often each body was seen.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections import Counter
+
+import httpx
+
+
+def main() -> int:
+    url, host, max_seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    stop = False
+
+    def on_term(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    bodies: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    total = 0
+    deadline = time.monotonic() + max_seconds
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(timeout=10, limits=limits) as client:
+        print("ready", flush=True)
+        while not stop and time.monotonic() < deadline:
+            total += 1
+            try:
+                resp = client.get(url, headers={"Host": host})
+            except httpx.HTTPError as exc:
+                failures[type(exc).__name__] += 1
+                continue
+            if resp.status_code != 200:
+                failures[f"HTTP {resp.status_code}: {resp.text[:60]}"] += 1
+            else:
+                bodies[resp.text.split(" alloc=")[0]] += 1
+    print(json.dumps({"total": total, "failures": dict(failures), "bodies": dict(bodies)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Run: releases become Nomad jobs, routed by stable names, with zero-downtime deploys.
+
+Everything here goes through the real Nomad, Consul, consul-template, HAProxy
+and Docker of the session's stack.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import docker
+import httpx
+
+from billowin.adapters.consul import ConsulRegistry
+from billowin.adapters.haproxy import check_config
+from billowin.adapters.nomad import NomadScheduler
+from billowin.deploy import Deployer
+from billowin.jobspec import Process
+from billowin.releases import ReleaseStatus
+from billowin.router.reload import servers_per_app
+from billowin.stack.single_box import SingleBox
+
+from .conftest import Load, wait_for
+
+WEB = [Process(name="web")]
+
+
+def get(router: httpx.Client, app: str) -> httpx.Response:
+    return router.get("/", headers={"Host": f"{app}.localhost"})
+
+
+def serving(router: httpx.Client, app: str, text: str) -> bool:
+    resp = get(router, app)
+    return resp.status_code == 200 and resp.text.startswith(text)
+
+
+def test_deploy_routes_by_name_and_scaling_balances_across_instances(
+    stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
+) -> None:
+    cleanup_apps.append(app_name)
+    image = make_image(app_name, "v1", greeting="scaled")
+    started = time.monotonic()
+    release = deployer.deploy(app_name, image, WEB, domains=[f"www.{app_name}.example.com"])
+    assert release.status == ReleaseStatus.LIVE, release.description
+    wait_for(lambda: serving(router, app_name, "scaled release=v1"), 30, "v1 to be served")
+    print(f"deploy: job registered -> serving in {time.monotonic() - started:.1f}s")
+
+    # Custom domains are routed too.
+    resp = router.get("/", headers={"Host": f"www.{app_name}.example.com"})
+    assert resp.status_code == 200 and resp.text.startswith("scaled")
+
+    # Scale web to 3: three healthy instances, and the router spreads requests over all of them.
+    deployer.nomad.scale(app_name, "web", 3)
+    assert len(ConsulRegistry(stack.settings).wait_for_healthy(app_name, count=3, timeout=60)) == 3
+
+    def allocs_seen() -> set[str]:
+        seen = set()
+        for _ in range(30):
+            resp = get(router, app_name)
+            if resp.status_code == 200:
+                seen.add(resp.text.split("alloc=")[1].strip())
+        return seen if len(seen) == 3 else set()
+
+    assert len(wait_for(allocs_seen, 30, "requests to reach all 3 instances")) == 3
+
+    # The scale survives the next deploy, as on Heroku.
+    release2 = deployer.deploy(app_name, make_image(app_name, "v2", greeting="scaled"), WEB)
+    assert release2.status == ReleaseStatus.LIVE, release2.description
+    assert [p.count for p in release2.processes] == [3]
+
+
+def test_a_killed_instance_is_restarted_and_served_again(
+    stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
+) -> None:
+    cleanup_apps.append(app_name)
+    release = deployer.deploy(app_name, make_image(app_name, "v1", greeting="sturdy"), WEB)
+    assert release.status == ReleaseStatus.LIVE, release.description
+    wait_for(lambda: serving(router, app_name, "sturdy"), 30, "the app to be served")
+
+    engine = docker.DockerClient(base_url=stack.settings.docker_host)
+    try:
+        (container,) = engine.containers.list(filters={"label": f"billowin.app={app_name}"})
+        container.kill()
+    finally:
+        engine.close()
+    killed = time.monotonic()
+
+    wait_for(lambda: serving(router, app_name, "sturdy"), 60, "the app to be served again after the kill")
+    print(f"recovery: docker kill -> serving again in {time.monotonic() - killed:.1f}s")
+    (alloc,) = [a for a in deployer.nomad.allocations(app_name) if a["ClientStatus"] == "running"]
+    assert alloc["TaskStates"]["web"]["Restarts"] >= 1  # Nomad restarted it in place
+
+
+def test_a_rollout_under_constant_load_fails_no_request(
+    stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
+) -> None:
+    cleanup_apps.append(app_name)
+    assert deployer.deploy(app_name, make_image(app_name, "v1", greeting="blue"), WEB).status == "live"
+    wait_for(lambda: serving(router, app_name, "blue"), 30, "v1 to be served")
+    green = make_image(app_name, "v2", greeting="green")
+
+    with Load(stack, f"{app_name}.localhost") as load:
+        time.sleep(1)  # some traffic on v1 before the rollout starts
+        release = deployer.deploy(app_name, green, WEB)
+        assert release.status == ReleaseStatus.LIVE, release.description
+        wait_for(lambda: serving(router, app_name, "green"), 30, "v2 to be served")
+        time.sleep(8)  # and traffic while the old instance drains and stops
+    result = load.result
+    print(f"rolling deploy under load: {result}")
+    assert result["failures"] == {}, result
+    assert result["bodies"].get("blue release=v1", 0) > 0 and result["bodies"].get("green release=v2", 0) > 0
+    assert result["total"] > 50
+
+
+def test_a_bad_release_fails_auto_reverts_and_the_previous_one_keeps_serving(
+    stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
+) -> None:
+    cleanup_apps.append(app_name)
+    good = deployer.deploy(app_name, make_image(app_name, "v1", greeting="good"), WEB)
+    assert good.status == ReleaseStatus.LIVE, good.description
+    wait_for(lambda: serving(router, app_name, "good"), 30, "v1 to be served")
+
+    with Load(stack, f"{app_name}.localhost") as load:
+        crashing = deployer.deploy(app_name, make_image(app_name, "crash", kind="crash"), WEB, timeout=150)
+        unhealthy = deployer.deploy(
+            app_name, make_image(app_name, "sick", kind="unhealthy"), WEB, timeout=150
+        )
+    for bad in (crashing, unhealthy):
+        assert bad.status == ReleaseStatus.FAILED, bad
+        assert bad.description  # Nomad's reason, e.g. "Failed due to unhealthy allocations"
+    # Nomad rolled the job back to the good release...
+    job = NomadScheduler(stack.settings).current(app_name)
+    assert job is not None and job["Meta"]["billowin.release"] == good.name
+    assert job["Stable"] is True
+    # ...and it served every request throughout, never the bad instances.
+    assert load.result["failures"] == {}, load.result
+    assert set(load.result["bodies"]) == {"good release=v1"}, load.result
+    history = deployer.releases.list(app_name)
+    assert [(r.name, r.status) for r in history] == [("v1", "live"), ("v2", "failed"), ("v3", "failed")]
+
+
+def test_restarting_consul_never_breaks_or_empties_the_router(
+    stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
+) -> None:
+    cleanup_apps.append(app_name)
+    assert deployer.deploy(app_name, make_image(app_name, "v1", greeting="steady"), WEB).status == "live"
+    wait_for(lambda: serving(router, app_name, "steady"), 30, "the app to be served")
+
+    live = stack.router_dir / "haproxy.cfg"
+    seen: dict[str, int] = {}  # every distinct live config, and how many servers it gave the app
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            text = live.read_text()
+            seen.setdefault(text, servers_per_app(text).get(app_name, 0))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with Load(stack, f"{app_name}.localhost") as load:
+            stack.restart("consul")
+            # Nomad re-registers the service in the new (empty, -dev) Consul.
+            ConsulRegistry(stack.settings).wait_for_healthy(app_name, count=1, timeout=120)
+            wait_for(lambda: serving(router, app_name, "steady"), 30, "the app to be served")
+            time.sleep(5)  # consul-template renders from the repopulated catalog
+    finally:
+        stop.set()
+        watcher.join()
+
+    assert all(servers > 0 for servers in seen.values()), "a live config lost the app's instances"
+    for text in seen:
+        candidate = stack.router_dir / "check.cfg"
+        candidate.write_text(text)
+        assert check_config(str(stack.tools.haproxy), candidate) is None
+    assert load.result["failures"] == {}, load.result
+    # The API reports everything green again.
+    assert httpx.get(f"http://127.0.0.1:{stack.ports.api}/health", timeout=20).status_code == 200
+
+
+def test_an_app_with_no_healthy_instance_gets_a_clear_503_page(
+    stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
+) -> None:
+    cleanup_apps.append(app_name)
+    sick = make_image(app_name, "sick", kind="unhealthy")
+    # Don't wait for Nomad to give up on the deployment: the router's answer is what matters here.
+    release = deployer.deploy(app_name, sick, WEB, timeout=1)
+    assert release.status == ReleaseStatus.FAILED
+
+    def unavailable() -> httpx.Response | None:
+        resp = get(router, app_name)
+        return resp if resp.status_code == 503 else None
+
+    resp = wait_for(unavailable, 60, "the router to answer 503")
+    assert f"{app_name} has no healthy instance" in resp.text
+    assert "billowin logs" in resp.text
