@@ -14,6 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from billowin.adapters.docker import DockerEngine, Registry
+from billowin.adapters.packer import Packer
+from billowin.build import Builder
+from billowin.detect import LANGUAGES
 from billowin.errors import BillowinError
 from billowin.settings import Settings
 from billowin.stack.install import Installer
@@ -33,6 +37,13 @@ def _fail(exc: BillowinError) -> None:
     if exc.hint:
         console.print(f"[yellow]what to do:[/] {exc.hint}")
     raise typer.Exit(1)
+
+
+def _builder(settings: Settings) -> Builder:
+    tools = Toolset.resolve(settings)
+    return Builder(
+        settings, Packer(str(tools.packer), settings.packer_dir), DockerEngine(settings), Registry(settings)
+    )
 
 
 def _box(settings: Settings) -> SingleBox:
@@ -68,6 +79,10 @@ def setup(
                     proc.wait_ready(60)
 
             installer.base_image(ensure_engine)
+            builder = _builder(settings)
+            for language in LANGUAGES:
+                with installer.step(f"{language} base image (Packer)"):
+                    builder.language_image(language, log=installer.log_line)
     except BillowinError as exc:
         _fail(exc)
     console.print(f"[bold green]Setup complete.[/] Cache: {settings.cache_dir}. Next: [bold]make up[/]")

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     jobspecs_dir: Path = Field(REPO_DIR / "jobspecs", validation_alias=_env("JOBSPECS_DIR"))
     versions_file: Path = Field(PACKAGE_DIR / "versions.toml", validation_alias=_env("VERSIONS_FILE"))
 
+    # Builds.
+    packer_dir: Path = Field(REPO_DIR / "packer", validation_alias=_env("PACKER_DIR"))
+    build_concurrency: int = Field(2, ge=1, validation_alias=_env("BUILD_CONCURRENCY"))
+    build_timeout: float = Field(900, validation_alias=_env("BUILD_TIMEOUT"))
+    keep_images: int = Field(5, ge=1, validation_alias=_env("KEEP_IMAGES"))
+    ca_bundle: Path = Field(Path("/etc/ssl/certs/ca-certificates.crt"), validation_alias=_env("CA_BUNDLE"))
+    pip_index_url: str = Field("", validation_alias=_env("PIP_INDEX_URL"))
+    npm_registry: str = Field("", validation_alias=_env("NPM_REGISTRY"))
+    goproxy: str = Field("", validation_alias=_env("GOPROXY"))
+    rubygems_mirror: str = Field("", validation_alias=_env("RUBYGEMS_MIRROR"))
+    allow_private_repositories: bool = Field(False, validation_alias=_env("ALLOW_PRIVATE_REPOSITORIES"))
+
     # How `billowin setup` gets Nomad, Consul and consul-template:
     # "auto" tries HashiCorp's release archives, then builds from Go modules.
     install_method: Literal["auto", "release", "go"] = Field("auto", validation_alias=_env("INSTALL_METHOD"))

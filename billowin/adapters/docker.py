@@ -72,6 +72,12 @@ class DockerEngine:
         )
         return str(image.id)
 
+    def remove_image(self, ref: str) -> None:
+        try:
+            self._call(ref, self._client.images.remove, ref, noprune=False)
+        except NotFound:
+            return
+
     def push(self, ref: str) -> str:
         """Push ``ref`` to its registry and return the pushed ``sha256:`` digest."""
         repository, _, tag = ref.rpartition(":")
@@ -102,6 +108,15 @@ class Registry:
             return ComponentHealth("registry", False, address=self._address, error=str(exc))
         version = resp.headers.get("Docker-Distribution-Api-Version")
         return ComponentHealth("registry", resp.status_code == 200, version=version, address=self._address)
+
+    def delete(self, repository: str, digest: str) -> None:
+        """Delete a manifest (by digest) so the registry's garbage collector can free it."""
+        try:
+            resp = httpx.delete(f"http://{self._address}/v2/{repository}/manifests/{digest}", timeout=10)
+        except httpx.HTTPError as exc:
+            raise Unreachable("registry", self._address) from exc
+        if resp.status_code not in (202, 404):
+            raise ServiceError("registry", f"delete of {repository}@{digest}: HTTP {resp.status_code}")
 
     def tags(self, repository: str) -> list[str]:
         try:

@@ -64,6 +64,11 @@ class Installer:
                 raise
         self.console.print(f"[green]✓[/] {title} [dim]({time.monotonic() - started:.1f}s)[/]")
 
+    def log_line(self, line: str) -> None:
+        """Append one line of a long step's output to the setup log."""
+        with self.log_path.open("a") as log:
+            log.write(line + "\n")
+
     def run(
         self,
         argv: Sequence[str],

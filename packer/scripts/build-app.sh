@@ -1,0 +1,101 @@
+#!/bin/sh
+# Build an app inside its language base image (run by Packer's shell provisioner).
+#
+# /build/src   the app's source at the commit being built (read-only)
+# /build/cache this app's dependency cache, kept between its builds
+# /etc/billowin/host-ca.crt  the host's CA bundle, so registries behind a
+#                            TLS-inspecting proxy are trusted
+set -eu
+
+export HOME=/root
+CA=/etc/billowin/host-ca.crt
+export SSL_CERT_FILE="$CA" PIP_CERT="$CA" REQUESTS_CA_BUNDLE="$CA" CURL_CA_BUNDLE="$CA" \
+       NODE_EXTRA_CA_CERTS="$CA" npm_config_cafile="$CA" GIT_SSL_CAINFO="$CA"
+
+step() { printf '\n-----> %s\n' "$*"; }
+
+step "Copying the source"
+mkdir -p /app
+cp -a /build/src/. /app/
+rm -rf /app/.git
+cd /app
+
+case "$BILLOWIN_LANGUAGE" in
+python)
+  if [ -n "$BILLOWIN_PIP_INDEX_URL" ]; then export PIP_INDEX_URL="$BILLOWIN_PIP_INDEX_URL"; fi
+  export PIP_CACHE_DIR=/build/cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+  step "Python: $(python3 --version); creating /app/.venv"
+  python3 -m venv /app/.venv
+  step "Checking the source compiles"
+  python3 -m compileall -q -x '/[.]venv/' /app >/tmp/compile.log 2>&1 || {
+    grep -E "Error|File" /tmp/compile.log >&2; echo "error: the Python source does not compile" >&2; exit 1; }
+  if [ -f requirements.txt ]; then
+    step "Installing requirements.txt"
+    /app/.venv/bin/pip install -r requirements.txt
+  elif [ -f pyproject.toml ]; then
+    step "Installing the project (pyproject.toml)"
+    /app/.venv/bin/pip install .
+  elif [ -f Pipfile ]; then
+    step "Installing Pipfile dependencies"
+    /app/.venv/bin/pip install pipenv
+    /app/.venv/bin/pipenv requirements > /tmp/requirements.txt
+    /app/.venv/bin/pip install -r /tmp/requirements.txt
+  fi
+  ;;
+node)
+  if [ -n "$BILLOWIN_NPM_REGISTRY" ]; then export npm_config_registry="$BILLOWIN_NPM_REGISTRY"; fi
+  export npm_config_cache=/build/cache/npm npm_config_update_notifier=false npm_config_fund=false \
+         npm_config_audit=false
+  step "Node.js $(node --version), npm $(npm --version)"
+  step "Checking the source parses"
+  find /app -name node_modules -prune -o -name '*.js' -type f -print | while read -r file; do
+    node --check "$file" || { echo "error: syntax error in ${file#/app/}" >&2; exit 1; }
+  done
+  if [ -f package-lock.json ]; then
+    step "Installing dependencies (npm ci)"
+    npm ci --omit=dev
+  else
+    step "Installing dependencies (npm install)"
+    npm install --omit=dev
+  fi
+  ;;
+go)
+  if [ -n "$BILLOWIN_GOPROXY" ]; then export GOPROXY="$BILLOWIN_GOPROXY"; fi
+  export GOMODCACHE=/build/cache/go/mod GOCACHE=/build/cache/go/build GOFLAGS=-mod=mod CGO_ENABLED=0
+  step "$(go version)"
+  step "Downloading modules"
+  go mod download
+  step "Building"
+  mkdir -p /app/bin
+  if go list -f '{{.Name}}' . 2>/dev/null | grep -qx main; then
+    go build -trimpath -o /app/bin/web .
+  fi
+  if [ -d cmd ]; then
+    go build -trimpath -o /app/bin/ ./cmd/...
+  fi
+  ;;
+ruby)
+  if [ -n "$BILLOWIN_RUBYGEMS_MIRROR" ]; then
+    bundle config set --global mirror.https://rubygems.org "$BILLOWIN_RUBYGEMS_MIRROR"
+  fi
+  step "$(ruby --version), bundler $(bundle --version)"
+  step "Checking the source parses"
+  find /app -path /app/vendor -prune -o -name '*.rb' -type f -print | while read -r file; do
+    ruby -c "$file" >/dev/null || { echo "error: syntax error in ${file#/app/}" >&2; exit 1; }
+  done
+  if [ -f Gemfile ]; then
+    step "Installing gems (bundle install)"
+    # Gems the base image already has (Debian's ruby-* packages) need no network.
+    if ! bundle install --local; then
+      step "Not all gems are local; fetching from the gem server"
+      bundle install --jobs 2
+    fi
+  fi
+  ;;
+*)
+  echo "unknown language: $BILLOWIN_LANGUAGE" >&2
+  exit 2
+  ;;
+esac
+
+step "Build finished"
