@@ -35,7 +35,7 @@ from billowin.stack.install import base_image_tag
 from billowin.stack.tools import load_versions
 
 LogLine = Callable[[str], None]
-PACKER_PREFIX = re.compile(r"^\s*docker(?: \([a-z-]+\))?: ?")
+PACKER_PREFIX = re.compile(r"^\s*(?:==> )?docker(?: \([a-z-]+\))?: ?")
 ERROR_HINTS = re.compile(
     r"(error|cannot|could not|not found|no matching|failed|unable|missing|undefined)", re.IGNORECASE
 )
@@ -55,15 +55,31 @@ class BuildRecord(BaseModel):
     seconds: float | None = None
 
 
+PACKER_NOISE = (
+    "Provisioning step had errors",
+    "Killing the container",
+    "Script exited with non-zero exit status",
+    "Build 'docker' errored",
+    "Builds finished",
+    "Some builds didn't complete",
+    "Wait completed",
+    "Running the cleanup provisioner",
+    "-----> ",
+)
+
+
 def failure_reason(lines: list[str]) -> str:
-    """The most telling line of a failed build's output, without Packer's prefixes."""
+    """The most telling line of a failed build's output, without Packer's own lines."""
     cleaned = [PACKER_PREFIX.sub("", line).strip() for line in lines]
-    cleaned = [c for c in cleaned if c and not c.startswith(("==>", "-----> Build"))]
-    build_lines = [c for c in cleaned if "Script exited with non-zero exit status" not in c]
-    for line in reversed(build_lines[-40:]):
-        if ERROR_HINTS.search(line) and not line.startswith("Build 'docker' errored"):
+    cleaned = [c for c in cleaned if c and not any(noise in c for noise in PACKER_NOISE)]
+    recent = cleaned[-40:]
+    for line in reversed(recent):  # what the build itself called an error
+        if line.lower().startswith("error:") or line.startswith("ERROR:") or "Error:" in line:
             return line
-    return build_lines[-1] if build_lines else "the build failed"
+    for line in reversed(recent):
+        if ERROR_HINTS.search(line):
+            return line
+    return recent[-1] if recent else "the build failed"
 
 
 class Builder:

@@ -52,12 +52,15 @@ class Deployer:
         *,
         domains: list[str] | None = None,
         keep_scale: bool = True,
+        deadlines: dict[str, str] | None = None,
         timeout: float = 180,
         progress: Progress = _quiet,
     ) -> Release:
         """Deploy ``image`` as a new release of ``app``; returns the release with its outcome.
 
         ``keep_scale``: process types that already run keep their current count, as on Heroku.
+        ``deadlines``: overrides of the job's update timings (``healthy_deadline``,
+        ``progress_deadline``, ``min_healthy_time``, ``shutdown_delay``, ``kill_timeout``).
         """
         current = self.nomad.current(app)
         if keep_scale and current:
@@ -68,7 +71,12 @@ class Deployer:
         release = self.releases.create(app, image, processes, list(domains or []))
         progress(f"{app} {release.name}: rendering and validating the job")
         variables = AppJob(
-            app=app, release=release.name, image=image, processes=processes, domains=release.domains
+            app=app,
+            release=release.name,
+            image=image,
+            processes=processes,
+            domains=release.domains,
+            **(deadlines or {}),
         )
         try:
             job = self.nomad.parse(render(self.settings.jobspecs_dir, TEMPLATE, variables))

@@ -78,6 +78,8 @@ class Packer:
             code = proc.wait()
         finally:
             timer.cancel()
+            if proc.stdout is not None:
+                proc.stdout.close()
             Path(var_file).unlink(missing_ok=True)
         if code != 0:
             reason = f"timed out after {timeout:.0f}s" if code < 0 else f"exited {code}"

@@ -27,8 +27,22 @@ python)
   step "Python: $(python3 --version); creating /app/.venv"
   python3 -m venv /app/.venv
   step "Checking the source compiles"
-  python3 -m compileall -q -x '/[.]venv/' /app >/tmp/compile.log 2>&1 || {
-    grep -E "Error|File" /tmp/compile.log >&2; echo "error: the Python source does not compile" >&2; exit 1; }
+  python3 - <<'PY'
+import pathlib
+import sys
+
+bad = 0
+for path in sorted(pathlib.Path("/app").rglob("*.py")):
+    if ".venv" in path.parts:
+        continue
+    try:
+        compile(path.read_bytes(), str(path), "exec")
+    except SyntaxError as exc:
+        name = path.relative_to("/app")
+        print(f"error: {name} line {exc.lineno}: SyntaxError: {exc.msg}", file=sys.stderr)
+        bad = 1
+sys.exit(bad)
+PY
   if [ -f requirements.txt ]; then
     step "Installing requirements.txt"
     /app/.venv/bin/pip install -r requirements.txt

@@ -143,7 +143,7 @@ def test_a_syntax_error_fails_the_build_with_a_useful_message(
     sha = commit(repo)
     with pytest.raises(BuildFailed) as info:
         builder.build(app_name, str(repo), sha)
-    assert "app.py" in info.value.message or "does not compile" in info.value.message, info.value.message
+    assert "app.py line 1: SyntaxError" in info.value.message, info.value.message
     assert builder.record(app_name, sha).status == "failed"
     assert "SyntaxError" in builder.log_path(app_name, sha).read_text()
     assert Registry(stack.settings).tags(app_name) == []  # nothing was pushed

@@ -24,6 +24,8 @@ from billowin.stack.single_box import SingleBox
 from .conftest import Load, wait_for
 
 WEB = [Process(name="web")]
+# A bad release is given up on sooner than the defaults, to keep the suite quick.
+IMPATIENT = {"healthy_deadline": "15s", "progress_deadline": "20s"}
 
 
 def get(router: httpx.Client, app: str) -> httpx.Response:
@@ -122,7 +124,8 @@ def test_a_bad_release_fails_auto_reverts_and_the_previous_one_keeps_serving(
     wait_for(lambda: serving(router, app_name, "good"), 30, "v1 to be served")
 
     with Load(stack, f"{app_name}.localhost") as load:
-        crashing = deployer.deploy(app_name, make_image(app_name, "crash", kind="crash"), WEB, timeout=150)
+        crash = make_image(app_name, "crash", kind="crash")
+        crashing = deployer.deploy(app_name, crash, WEB, deadlines=IMPATIENT, timeout=150)
         unhealthy = deployer.deploy(
             app_name, make_image(app_name, "sick", kind="unhealthy"), WEB, timeout=150
         )

@@ -79,3 +79,17 @@ def test_the_failure_reason_is_the_telling_line_of_the_log() -> None:
         "Build 'docker' errored after 5 seconds: Script exited with non-zero exit status: 1",
     ]
     assert failure_reason(log) == "ERROR: No matching distribution found for nosuchpkg==1.0"
+
+
+def test_a_syntax_error_is_reported_over_packers_own_lines() -> None:
+    log = [
+        "    docker: -----> Checking the source compiles",
+        "==> docker: *** Error compiling '/app/app.py'...",
+        '==> docker:   File "/app/app.py", line 1',
+        "==> docker: SyntaxError: invalid syntax",
+        "==> docker: error: the Python source does not compile",
+        "==> docker: Provisioning step had errors: Running the cleanup provisioner, if present...",
+        "Build 'docker' errored after 6 seconds: Script exited with non-zero exit status: 1",
+        "==> Builds finished but no artifacts were created.",
+    ]
+    assert failure_reason(log) == "error: the Python source does not compile"
