@@ -33,7 +33,8 @@ status: venv ## Health and versions of every part of the running stack
 	$(BIN)/billowin status
 
 test: venv ## The whole suite: lint, types, unit tests, integration tests against the real stack
-	$(BIN)/ruff check billowin tests
+	$(PY) -m tests.testdata
+	$(BIN)/ruff check billowin tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -p no:cacheprovider -ra tests
 
@@ -44,7 +45,7 @@ integration: venv ## Integration tests only (starts a real stack on free ports)
 	$(BIN)/pytest -p no:cacheprovider -ra tests/integration
 
 lint: venv ## ruff
-	$(BIN)/ruff check billowin tests
+	$(BIN)/ruff check billowin tests bench
 
 typecheck: venv ## mypy --strict on the package
 	$(BIN)/mypy

@@ -218,6 +218,10 @@ class Builder:
             shutil.rmtree(work, ignore_errors=True)
 
     # -- disk hygiene --------------------------------------------------------
+    def remove_stale_build_containers(self) -> int:
+        """Remove build containers a crashed control plane left behind (label ``billowin.build``)."""
+        return self.docker.remove_containers(label="billowin.build")
+
     def collect_garbage(self, app: str) -> list[str]:
         """Remove images of ``app`` beyond its last ``keep_images`` successful builds."""
         records_dir = self.settings.state_dir / "builds" / app

@@ -136,3 +136,20 @@ def status() -> None:
         )
     Console().print(table)
     raise typer.Exit(0 if data["ok"] else 1)
+
+
+@app.command()
+def build(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="The app's name (a DNS label).")],
+    repository: Annotated[str, typer.Argument(help="An https:// URL or a local path.")],
+    sha: Annotated[str, typer.Argument(help="The full 40-character commit SHA to build.")],
+) -> None:
+    """Build REPOSITORY at SHA into an image for APP, streaming the build log."""
+    settings = Settings()
+    try:
+        record = _builder(settings).build(
+            app_name, repository, sha, log=lambda line: Console().print(line, markup=False, highlight=False)
+        )
+    except BillowinError as exc:
+        _fail(exc)
+    console.print(f"[green]Built[/] {record.image}@{record.digest} in {record.seconds}s")

@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     rubygems_mirror: str = Field("", validation_alias=_env("RUBYGEMS_MIRROR"))
     allow_private_repositories: bool = Field(False, validation_alias=_env("ALLOW_PRIVATE_REPOSITORIES"))
 
+    # Triggers: webhooks, CI, and statuses back to GitHub.
+    github_webhook_secret: SecretStr | None = Field(None, validation_alias=_env("GITHUB_WEBHOOK_SECRET"))
+    github_token: SecretStr | None = Field(None, validation_alias=_env("GITHUB_TOKEN"))
+    github_api_url: str = Field("https://api.github.com", validation_alias=_env("GITHUB_API_URL"))
+    travis_public_key: str | None = Field(None, validation_alias=_env("TRAVIS_PUBLIC_KEY"))
+    travis_config_url: str | None = Field(None, validation_alias=_env("TRAVIS_CONFIG_URL"))
+    webhook_max_bytes: int = Field(25 * 1024 * 1024, validation_alias=_env("WEBHOOK_MAX_BYTES"))
+    public_url: str = Field("", validation_alias=_env("PUBLIC_URL"))
+    pipeline: bool = Field(True, validation_alias=_env("PIPELINE"))
+    deploy_timeout: float = Field(300, validation_alias=_env("DEPLOY_TIMEOUT"))
+
     # How `billowin setup` gets Nomad, Consul and consul-template:
     # "auto" tries HashiCorp's release archives, then builds from Go modules.
     install_method: Literal["auto", "release", "go"] = Field("auto", validation_alias=_env("INSTALL_METHOD"))

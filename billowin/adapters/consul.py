@@ -53,6 +53,36 @@ class ConsulRegistry:
         _, entries = self._call(f"read of {prefix}", self._client.kv.get, prefix, recurse=True)
         return [(e["Key"], e["Value"] or b"") for e in entries or []]
 
+    def kv_wait(self, prefix: str, index: int | None, wait: str = "30s") -> int:
+        """Block until something under ``prefix`` changes (or ``wait`` passes); returns the new index."""
+        new_index, _ = self._call(
+            f"watch of {prefix}", self._client.kv.get, prefix, index=index, wait=wait, keys=True
+        )
+        return int(new_index or 0)
+
+    # -- sessions: locks that die with their holder ------------------------
+    def session_create(self, name: str, ttl: int = 15) -> str:
+        session: str = self._call(
+            "session", self._client.session.create, name=name, ttl=ttl, behavior="delete", lock_delay=0
+        )
+        return session
+
+    def session_renew(self, session: str) -> bool:
+        try:
+            return self._call("session renew", self._client.session.renew, session) is not None
+        except ServiceError:
+            return False
+
+    def session_destroy(self, session: str) -> None:
+        self._call("session", self._client.session.destroy, session)
+
+    def kv_acquire(self, key: str, session: str, value: bytes = b"") -> bool:
+        ok: bool = self._call(f"lock {key}", self._client.kv.put, key, value, acquire=session)
+        return ok
+
+    def kv_release(self, key: str, session: str) -> None:
+        self._call(f"unlock {key}", self._client.kv.put, key, b"", release=session)
+
     def kv_delete_tree(self, prefix: str) -> None:
         self._call(f"delete of {prefix}", self._client.kv.delete, prefix, recurse=True)
 

@@ -72,6 +72,14 @@ class DockerEngine:
         )
         return str(image.id)
 
+    def remove_containers(self, *, label: str) -> int:
+        containers = self._call(
+            "container list", self._client.containers.list, all=True, filters={"label": label}
+        )
+        for container in containers:
+            self._call(f"removal of {container.short_id}", container.remove, force=True)
+        return len(containers)
+
     def remove_image(self, ref: str) -> None:
         try:
             self._call(ref, self._client.images.remove, ref, noprune=False)

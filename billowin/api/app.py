@@ -5,21 +5,36 @@ uvicorn runs it with ``--factory``; settings then come from the environment.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from billowin import __version__
 from billowin.api.deps import Systems
-from billowin.api.routes import health
+from billowin.api.routes import health, hooks, pipeline
 from billowin.errors import BillowinError
 from billowin.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    app = FastAPI(title="Billowin", version=__version__, description="A self-hosted Heroku.")
+    systems = Systems(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if systems.worker:
+            systems.worker.start()
+        yield
+        if systems.worker:
+            systems.worker.stop()
+
+    app = FastAPI(
+        title="Billowin", version=__version__, description="A self-hosted Heroku.", lifespan=lifespan
+    )
     app.state.settings = settings
-    app.state.systems = Systems(settings)
+    app.state.systems = systems
 
     @app.exception_handler(BillowinError)
     async def _billowin_error(_request: Request, exc: BillowinError) -> JSONResponse:
@@ -29,4 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(health.router)
+    app.include_router(hooks.router)
+    app.include_router(pipeline.router)
     return app

@@ -8,9 +8,16 @@ from fastapi import Depends, Request
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine, Registry
+from billowin.adapters.github import GitHubStatuses
 from billowin.adapters.haproxy import HAProxyRouter
 from billowin.adapters.nomad import NomadScheduler
+from billowin.adapters.packer import Packer
+from billowin.apps import AppStore
+from billowin.build import Builder
+from billowin.deploy import Deployer
+from billowin.pipeline import Worker
 from billowin.settings import Settings
+from billowin.stack.tools import Toolset
 
 
 def get_settings(request: Request) -> Settings:
@@ -22,7 +29,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 class Systems:
-    """Every adapter, built once per app from its settings."""
+    """Every adapter and service, built once per app from its settings."""
 
     def __init__(self, settings: Settings) -> None:
         self.nomad = NomadScheduler(settings)
@@ -30,6 +37,29 @@ class Systems:
         self.docker = DockerEngine(settings)
         self.registry = Registry(settings)
         self.router = HAProxyRouter(settings.haproxy_socket)
+        self.apps = AppStore(self.consul)
+        self.deployer = Deployer(settings, self.nomad, self.consul)
+        self.builder: Builder | None = None
+        self.worker: Worker | None = None
+        if settings.pipeline:
+            tools = Toolset.resolve(settings)
+            self.builder = Builder(
+                settings, Packer(str(tools.packer), settings.packer_dir), self.docker, self.registry
+            )
+            statuses = (
+                GitHubStatuses(settings.github_api_url, settings.github_token)
+                if settings.github_token
+                else None
+            )
+            self.worker = Worker(
+                self.consul,
+                self.apps,
+                self.builder,
+                self.deployer,
+                statuses=statuses,
+                public_url=settings.public_url,
+                deploy_timeout=settings.deploy_timeout,
+            )
 
 
 def get_systems(request: Request) -> Systems:

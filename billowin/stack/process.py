@@ -134,6 +134,17 @@ class ManagedProcess:
             hint=f"Read {self.log_path} for the full log.",
         )
 
+    def kill(self) -> None:
+        """SIGKILL the process itself (not its children), and reap it."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait(timeout=10)
+            self._proc = None
+        self.pidfile.unlink(missing_ok=True)
+
     def stop(self) -> None:
         pid = self.pid()
         if pid is None or not pid_alive(pid):

@@ -87,8 +87,17 @@ def docker_ping(socket_path: Path = DOCKER_SOCKET) -> bool:
 
 
 class SingleBox:
-    def __init__(self, tools: Toolset, ports: Ports, state_dir: Path, *, domain: str = "localhost") -> None:
+    def __init__(
+        self,
+        tools: Toolset,
+        ports: Ports,
+        state_dir: Path,
+        *,
+        domain: str = "localhost",
+        api_env: dict[str, str] | None = None,
+    ) -> None:
         self.tools = tools
+        self.api_env = api_env or {}
         self.ports = ports
         self.state_dir = state_dir
         self.domain = domain
@@ -367,7 +376,7 @@ template {{
                 "--no-access-log",
             ],
             ready=http_ok(f"http://127.0.0.1:{self.ports.api}/health", expect=lambda r: r.status_code == 200),
-            env=self.env(),
+            env={**self.env(), **self.api_env},
         )
 
     # -- lifecycle --------------------------------------------------------------
@@ -412,12 +421,18 @@ template {{
         proc.wait_ready(timeout)
         progress(f"{proc.name}: ready")
 
-    def restart(self, name: str, timeout: float = 120) -> None:
-        """Stop one process of the stack and start it again on the same ports."""
+    def restart(self, name: str, timeout: float = 120, *, crash: bool = False) -> None:
+        """Stop one process of the stack and start it again on the same ports.
+
+        ``crash``: SIGKILL the process alone, as a crash would, instead of stopping it cleanly.
+        """
         proc = next((p for p in self.processes if p.name == name), None)
         if proc is None:
             raise ServiceError(name, "is not part of this running stack")
-        proc.stop()
+        if crash:
+            proc.kill()
+        else:
+            proc.stop()
         proc.start()
         proc.wait_ready(timeout)
 

@@ -82,10 +82,10 @@ go)
   step "Building"
   mkdir -p /app/bin
   if go list -f '{{.Name}}' . 2>/dev/null | grep -qx main; then
-    go build -trimpath -o /app/bin/web .
+    go build -o /app/bin/web .
   fi
   if [ -d cmd ]; then
-    go build -trimpath -o /app/bin/ ./cmd/...
+    go build -o /app/bin/ ./cmd/...
   fi
   ;;
 ruby)

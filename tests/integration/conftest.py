@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine
@@ -32,15 +34,46 @@ from billowin.stack.install import base_image_tag, docker_image_exists
 from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import Toolset
 
+from . import fake_github as fake_github_server
+from .fake_github import FakeGitHub
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+WEBHOOK_SECRET = "billowin-test-webhook-secret"
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleBox]:
+def fake_github() -> Iterator[FakeGitHub]:
+    fake, server = fake_github_server.start()
+    yield fake
+    server.should_exit = True
+
+
+@pytest.fixture(scope="session")
+def travis_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, fake_github: FakeGitHub, travis_key: rsa.RSAPrivateKey
+) -> Iterator[SingleBox]:
     settings = Settings()  # where `make setup` put the binaries
     tools = Toolset.resolve(settings)  # raises (fails the session) when any is missing
     state = tmp_path_factory.mktemp("stack")
-    box = SingleBox(tools, Ports.free(), state)
+    travis_pem = travis_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    api_env = {
+        "BILLOWIN_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "BILLOWIN_GITHUB_TOKEN": "ghp_billowintesttoken",
+        "BILLOWIN_GITHUB_API_URL": fake_github.url,
+        "BILLOWIN_TRAVIS_PUBLIC_KEY": travis_pem.decode(),
+        "BILLOWIN_PUBLIC_URL": "http://billowin.test",
+        "BILLOWIN_DEPLOY_TIMEOUT": "120",
+    }
+    box = SingleBox(tools, Ports.free(), state, api_env=api_env)
     box.start()
     try:
         yield box

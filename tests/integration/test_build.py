@@ -169,3 +169,26 @@ def test_an_unrecognizable_repository_says_what_was_looked_for(
         builder.build(app_name, str(repo), commit(repo))
     for marker in ("Gemfile", "go.mod", "requirements.txt", "package.json"):
         assert marker in info.value.message
+
+
+def test_images_beyond_the_last_n_builds_are_collected(
+    stack: SingleBox, tmp_path: Path, app_name: str
+) -> None:
+    settings = stack.settings.model_copy(update={"keep_images": 1})
+    builder = Builder(
+        settings,
+        Packer(str(stack.tools.packer), settings.packer_dir),
+        DockerEngine(settings),
+        Registry(settings),
+    )
+    repo = sample(tmp_path, "go")
+    first = builder.build(app_name, str(repo), commit(repo))
+    (repo / "VERSION").write_text("2\n")
+    second = builder.build(app_name, str(repo), commit(repo, "second"))
+
+    docker_engine = DockerEngine(settings)
+    assert first.image and second.image
+    assert not docker_engine.image_exists(first.image)
+    assert docker_engine.image_exists(second.image)
+    assert Registry(settings).tags(app_name) == [second.sha]
+    assert builder.record(app_name, first.sha).status == "collected"

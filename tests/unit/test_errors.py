@@ -18,7 +18,7 @@ def test_every_error_says_what_to_do_next() -> None:
 
 
 def test_errors_map_to_plain_http_answers() -> None:
-    app = create_app(Settings())
+    app = create_app(Settings(pipeline=False))
 
     @app.get("/boom")
     def boom() -> None:

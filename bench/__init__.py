@@ -1,0 +1,1 @@
+"""Billowin's benchmarks: ``make bench`` (``python -m bench``)."""

@@ -1,0 +1,303 @@
+"""Measure Billowin on the real single-box stack, each figure beside a same-run baseline.
+
+Starts its own stack on free ports (as the integration tests do), then:
+
+- ``build``: per language, a cold build (new app, empty dependency cache) and a
+  warm one (code-only change); the baseline is a plain ``docker build`` of an
+  equivalent hand-written Dockerfile, timed in the same run.
+- ``deploy``: job registered -> new release serving through HAProxy.
+- ``recovery``: ``docker kill`` of the instance -> requests succeed again.
+- ``router``: requests/s and latency through HAProxy with ``wrk``, against the
+  same container hit directly on its port.
+
+Writes ``bench/results.json`` and prints a table. These machines are noisy:
+compare ratios, not seconds. No figure here is ever asserted in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from billowin.adapters.consul import ConsulRegistry
+from billowin.adapters.docker import DockerEngine, Registry
+from billowin.adapters.nomad import NomadScheduler
+from billowin.adapters.packer import Packer
+from billowin.build import Builder
+from billowin.deploy import Deployer
+from billowin.jobspec import Process
+from billowin.settings import Settings
+from billowin.stack.single_box import Ports, SingleBox
+from billowin.stack.tools import Toolset
+
+REPO = Path(__file__).resolve().parents[1]
+APPS = REPO / "tests" / "fixtures" / "apps"
+RESULTS = REPO / "bench" / "results.json"
+console = Console(stderr=True)
+
+# What a user would write by hand for the same sample app, on the same base images.
+HAND_DOCKERFILES = {
+    "python": "RUN python3 -m venv /app/.venv && /app/.venv/bin/pip install -r requirements.txt\n"
+    'CMD ["sh", "-c", "/app/.venv/bin/gunicorn --bind 0.0.0.0:$PORT app:app"]\n',
+    "node": 'RUN npm ci --omit=dev\nCMD ["sh", "-c", "npm start"]\n',
+    "go": 'RUN go build -o /app/bin/web .\nCMD ["/app/bin/web"]\n',
+    "ruby": "RUN bundle install --local\n"
+    'CMD ["sh", "-c", "bundle exec puma -b tcp://0.0.0.0:$PORT config.ru"]\n',
+}
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    started = time.monotonic()
+    fn(*args, **kwargs)
+    return round(time.monotonic() - started, 2)
+
+
+def git_commit(repo: Path, message: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
+    if not (repo / ".git").exists():
+        subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message], check=True, env=env)
+    return subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, env=env, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError("condition not met in time")
+
+
+def answers(url: str, host: str | None = None, text: str = "") -> bool:
+    try:
+        resp = httpx.get(url, headers={"Host": host} if host else None, timeout=2)
+    except httpx.HTTPError:
+        return False
+    return resp.status_code == 200 and text in resp.text
+
+
+def bench_build(box: SingleBox, builder: Builder, languages: list[str], work: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    engine = docker.from_env()
+    try:
+        for language in languages:
+            app = f"b{language}{uuid.uuid4().hex[:6]}"
+            repo = work / app
+            shutil.copytree(APPS / language, repo)
+            shutil.rmtree(box.settings.cache_dir / "build-cache" / app, ignore_errors=True)
+            cold = timed(builder.build, app, str(repo), git_commit(repo, "cold"))
+            warm_runs = []
+            for n in range(2):
+                (repo / "CHANGELOG").write_text(f"change {n}\n")  # a code-only change
+                sha = git_commit(repo, f"warm {n}")
+                warm_runs.append(timed(builder.build, app, str(repo), sha))
+            # Baseline: the hand-written Dockerfile, built cold by `docker build` on the same base.
+            base = builder.language_image(language, log=lambda _l: None)
+            hand = work / f"{app}-hand"
+            shutil.copytree(APPS / language, hand)
+            shutil.copy(box.settings.ca_bundle, hand / "host-ca.crt")  # behind a TLS-inspecting proxy
+            (hand / "Dockerfile").write_text(
+                f"FROM {base}\nWORKDIR /app\nCOPY . /app\n"
+                "ENV SSL_CERT_FILE=/app/host-ca.crt PIP_CERT=/app/host-ca.crt "
+                "NODE_EXTRA_CA_CERTS=/app/host-ca.crt npm_config_cafile=/app/host-ca.crt\n"
+                f"{HAND_DOCKERFILES[language]}"
+            )
+            tag = f"billowin-bench/{app}:hand"
+            by_hand = timed(engine.images.build, path=str(hand), tag=tag, rm=True, nocache=True)
+            engine.images.remove(tag, force=True)
+            warm = round(statistics.median(warm_runs), 2)
+            out[language] = {
+                "cold_s": cold,
+                "warm_s": warm,
+                "warm_runs_s": warm_runs,
+                "by_hand_docker_build_cold_s": by_hand,
+                "warm_over_cold": round(warm / cold, 3),
+                "cold_over_by_hand": round(cold / by_hand, 3),
+            }
+            console.print(f"  build {language}: cold {cold}s, warm {warm}s, by hand {by_hand}s")
+    finally:
+        engine.close()
+    return out
+
+
+def bench_deploy_and_recovery(box: SingleBox, builder: Builder, work: Path) -> dict[str, Any]:
+    settings = box.settings
+    app = f"bdeploy{uuid.uuid4().hex[:6]}"
+    repo = work / app
+    shutil.copytree(APPS / "go", repo)
+    record = builder.build(app, str(repo), git_commit(repo, "v1"))
+    assert record.image
+    deployer = Deployer(settings, NomadScheduler(settings), ConsulRegistry(settings))
+    router = f"http://127.0.0.1:{box.ports.router_http}/"
+    host = f"{app}.{settings.domain}"
+    started = time.monotonic()
+    release = deployer.deploy(app, record.image, [Process(name="web")])
+    wait_for(lambda: answers(router, host, "Hello from Go"), 60)
+    deploy_s = round(time.monotonic() - started, 2)
+    console.print(f"  deploy: registered -> serving {deploy_s}s ({release.status})")
+
+    engine = docker.from_env()
+    try:
+        (container,) = engine.containers.list(filters={"label": f"billowin.app={app}"})
+        direct_port = container.attrs["NetworkSettings"]["Ports"]
+        killed = time.monotonic()
+        container.kill()
+        time.sleep(0.2)
+        wait_for(lambda: answers(router, host, "Hello from Go"), 120)
+        recovery_s = round(time.monotonic() - killed, 2)
+        console.print(f"  recovery: docker kill -> serving again {recovery_s}s")
+        (container,) = engine.containers.list(filters={"label": f"billowin.app={app}"})
+        direct_port = container.attrs["NetworkSettings"]["Ports"]
+    finally:
+        engine.close()
+    host_port = next(iter(direct_port.values()))[0]["HostPort"]
+    router_figures = bench_router(router, host, f"http://127.0.0.1:{host_port}/")
+    NomadScheduler(settings).stop(app)
+    return {
+        "deploy": {"registered_to_serving_s": deploy_s, "release_status": release.status.value},
+        "recovery": {"kill_to_serving_s": recovery_s},
+        "router": router_figures,
+    }
+
+
+def wrk(url: str, host: str | None, seconds: int = 5) -> dict[str, float]:
+    argv = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency"]
+    if host:
+        argv += ["-H", f"Host: {host}"]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+
+    def latency(pct: str) -> float:
+        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)", out, re.MULTILINE)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return round(value * {"us": 0.001, "ms": 1, "s": 1000}[unit], 3)
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def bench_router(router: str, host: str, direct: str) -> dict[str, Any]:
+    through = wrk(router, host)
+    baseline = wrk(direct, None)
+    console.print(f"  router: {through['rps']:.0f} req/s through HAProxy, {baseline['rps']:.0f} direct")
+    return {
+        "through_haproxy": through,
+        "direct_container": baseline,
+        "rps_ratio": round(through["rps"] / baseline["rps"], 3),
+        "p99_ratio": round(through["p99_ms"] / baseline["p99_ms"], 3) if baseline["p99_ms"] else None,
+    }
+
+
+def versions(box: SingleBox) -> dict[str, str | None]:
+    health = httpx.get(f"http://127.0.0.1:{box.ports.api}/health", timeout=20).json()["components"]
+    out: dict[str, str | None] = {name: c.get("version") for name, c in health.items()}
+    out["packer"] = Packer(str(box.tools.packer), box.settings.packer_dir).version()
+    return out
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    # A SIGTERM (Ctrl-C's cousin from `timeout` or CI) still tears the stack down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--languages", default="python,node,go,ruby")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    settings = Settings()
+    tools = Toolset.resolve(settings)
+    with tempfile.TemporaryDirectory(prefix="billowin-bench-") as tmp:
+        work = Path(tmp)
+        box = SingleBox(tools, Ports.free(), work / "stack")
+        with box.running(lambda msg: console.print(f"  {msg}")):
+            bs = box.settings
+            builder = Builder(bs, Packer(str(tools.packer), bs.packer_dir), DockerEngine(bs), Registry(bs))
+            results = {
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": machine(),
+                "versions": versions(box),
+                "build": bench_build(box, builder, args.languages.split(","), work),
+                **bench_deploy_and_recovery(box, builder, work),
+            }
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    table = Table("figure", "value", "baseline (same run)", "ratio", title="Billowin benchmarks")
+    for lang, b in results["build"].items():
+        table.add_row(
+            f"build {lang} cold",
+            f"{b['cold_s']}s",
+            f"docker build {b['by_hand_docker_build_cold_s']}s",
+            f"{b['cold_over_by_hand']}x",
+        )
+        table.add_row(
+            f"build {lang} warm", f"{b['warm_s']}s", f"cold {b['cold_s']}s", f"{b['warm_over_cold']}x"
+        )
+    table.add_row("deploy: registered -> serving", f"{results['deploy']['registered_to_serving_s']}s", "", "")
+    table.add_row("recovery: kill -> serving", f"{results['recovery']['kill_to_serving_s']}s", "", "")
+    r = results["router"]
+    table.add_row(
+        "router req/s",
+        f"{r['through_haproxy']['rps']:.0f}",
+        f"direct {r['direct_container']['rps']:.0f}",
+        f"{r['rps_ratio']}x",
+    )
+    table.add_row(
+        "router p99",
+        f"{r['through_haproxy']['p99_ms']}ms",
+        f"direct {r['direct_container']['p99_ms']}ms",
+        f"{r['p99_ratio']}x",
+    )
+    Console().print(table)
+    console.print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""``GET /pipeline/{app}/jobs[/{id}]``: every deploy job, its steps, and its build log."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from billowin.api.deps import SystemsDep
+from billowin.errors import NotFound
+from billowin.pipeline import Job, JobStore
+
+router = APIRouter(prefix="/pipeline", tags=["pipeline"])
+
+
+@router.get("/{app}/jobs", response_model=list[Job])
+async def jobs(app: str, systems: SystemsDep) -> list[Job]:
+    await asyncio.to_thread(systems.apps.get, app)
+    return await asyncio.to_thread(JobStore(systems.consul).list, app)
+
+
+@router.get("/{app}/jobs/{job_id}", response_model=Job)
+async def job(app: str, job_id: str, systems: SystemsDep) -> Job:
+    found = await asyncio.to_thread(JobStore(systems.consul).get, app, job_id)
+    if found is None:
+        raise NotFound(f"{app} has no job {job_id}")
+    return found
+
+
+@router.get("/{app}/jobs/{job_id}/log", response_class=PlainTextResponse)
+async def job_log(app: str, job_id: str, systems: SystemsDep) -> str:
+    found = await job(app, job_id, systems)
+    path = systems.builder.log_path(app, found.sha) if systems.builder else None
+    steps = "\n".join(f"{s.at:%H:%M:%S} {s.state.value:<10} {s.message}" for s in found.steps)
+    build_log = path.read_text() if path and path.exists() else "(no build log yet)"
+    return f"{steps}\n\n--- build log ---\n{build_log}"

@@ -1,0 +1,345 @@
+"""The durable deploy pipeline: queued → building → deploying → live / failed / superseded.
+
+Accepted work is written to Consul KV before the webhook is answered, under
+``billowin/pipeline/<app>/jobs/<id>``. Workers (threads in the API process)
+watch that prefix with blocking queries. Work is serialized per app with a
+Consul session lock, which dies with its holder: a killed API leaves no stuck
+lock, only a job in ``building`` or ``deploying`` that the next holder resumes
+once (builds are keyed by SHA, deploys by release) or fails cleanly.
+A newer SHA supersedes older queued ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from billowin.adapters.consul import ConsulRegistry
+from billowin.adapters.github import GitHubStatuses
+from billowin.apps import App, AppStore, DeployOn
+from billowin.build import Builder
+from billowin.deploy import Deployer
+from billowin.errors import BillowinError
+from billowin.jobspec import Process
+from billowin.releases import ReleaseStatus
+from billowin.webhooks import CodeEvent
+
+log = logging.getLogger("billowin.pipeline")
+PREFIX = "billowin/pipeline"
+MAX_ATTEMPTS = 2
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    BUILDING = "building"
+    DEPLOYING = "deploying"
+    LIVE = "live"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+
+TERMINAL = {JobState.LIVE, JobState.FAILED, JobState.SUPERSEDED}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Step(BaseModel):
+    at: datetime = Field(default_factory=_now)
+    state: JobState
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    app: str
+    sha: str
+    branch: str | None = None
+    repository: str | None = None  # owner/name on GitHub, for statuses
+    source: str = "push"
+    delivery: str | None = None
+    state: JobState = JobState.QUEUED
+    reason: str = ""
+    release: str | None = None
+    attempts: int = 0
+    steps: list[Step] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=_now)
+
+    def move(self, state: JobState, message: str) -> None:
+        self.state = state
+        self.steps.append(Step(state=state, message=message))
+
+
+class JobStore:
+    def __init__(self, consul: ConsulRegistry) -> None:
+        self.consul = consul
+
+    def _key(self, app: str, job_id: str) -> str:
+        return f"{PREFIX}/{app}/jobs/{job_id}"
+
+    def create(self, app: str, sha: str, **fields: str | None) -> Job:
+        seq_key = f"{PREFIX}/{app}/seq"
+        for _ in range(20):
+            index, raw = self.consul.kv_get(seq_key)
+            number = int(raw or b"0") + 1
+            if self.consul.kv_put(seq_key, str(number).encode(), cas=index):
+                job = Job(id=f"{number:08d}", app=app, sha=sha, **fields)  # type: ignore[arg-type]
+                job.move(JobState.QUEUED, f"queued {sha[:12]} ({job.source})")
+                self.save(job)
+                return job
+        raise BillowinError(f"could not queue a job for {app}: too much contention")
+
+    def save(self, job: Job) -> None:
+        self.consul.kv_put(self._key(job.app, job.id), job.model_dump_json().encode())
+
+    def get(self, app: str, job_id: str) -> Job | None:
+        _, raw = self.consul.kv_get(self._key(app, job_id))
+        return Job.model_validate_json(raw) if raw else None
+
+    def list(self, app: str) -> list[Job]:
+        entries = self.consul.kv_list(f"{PREFIX}/{app}/jobs/")
+        return sorted((Job.model_validate_json(v) for _, v in entries), key=lambda j: j.id)
+
+    def apps_with_open_jobs(self) -> set[str]:
+        entries = self.consul.kv_list(f"{PREFIX}/")
+        out = set()
+        for key, value in entries:
+            if "/jobs/" in key and value and Job.model_validate_json(value).state not in TERMINAL:
+                out.add(key.split("/")[2])
+        return out
+
+
+class Intake:
+    """Turns verified events into queued jobs, durably and quickly (this runs inside the webhook reply)."""
+
+    def __init__(self, apps: AppStore, jobs: JobStore) -> None:
+        self.apps = apps
+        self.jobs = jobs
+
+    def _delivery_key(self, delivery: str) -> str:
+        return f"billowin/deliveries/{delivery}"
+
+    def claim_delivery(self, delivery: str | None) -> bool:
+        """True if this delivery id is new, or its earlier processing failed (a redelivery)."""
+        if not delivery:
+            return True
+        key = self._delivery_key(delivery)
+        consul = self.jobs.consul
+        if consul.kv_put(key, b"[]", cas=0):
+            return True
+        index, raw = consul.kv_get(key)
+        refs = (
+            []
+            if raw is None
+            else [r.split("/") for r in raw.decode().strip("[]").replace('"', "").split(",") if r]
+        )
+        jobs = [self.jobs.get(app, job_id) for app, job_id in refs]
+        if jobs and all(j is not None and j.state == JobState.FAILED for j in jobs):
+            return consul.kv_put(key, b"[]", cas=index)  # only one concurrent redelivery wins
+        return False
+
+    def _remember(self, delivery: str | None, jobs: list[Job]) -> None:
+        if delivery:
+            refs = json.dumps([f"{j.app}/{j.id}" for j in jobs])
+            self.jobs.consul.kv_put(self._delivery_key(delivery), refs.encode())
+
+    def accept(self, event: CodeEvent) -> list[Job]:
+        """Queue a deploy for every app this event should deploy; returns the jobs."""
+        queued: list[Job] = []
+        for app in self.apps.all():
+            if app.github_repo != event.repository or not self._wants(app, event):
+                continue
+            queued.append(
+                self.jobs.create(
+                    app.name,
+                    event.sha,
+                    branch=event.branch,
+                    repository=event.repository,
+                    source=event.source,
+                    delivery=event.delivery,
+                )
+            )
+        self._remember(event.delivery, queued)
+        return queued
+
+    def _wants(self, app: App, event: CodeEvent) -> bool:
+        if event.kind == "push":
+            return app.deploy_on == DeployOn.PUSH and event.branch == app.branch
+        # A CI result: only a success deploys, and only for apps that wait for CI.
+        if app.deploy_on != DeployOn.CI or not event.ci_passed:
+            return False
+        if app.ci_workflow and event.source == "workflow_run" and event.workflow != app.ci_workflow:
+            return False
+        # Fork check suites carry no branch; their SHA is then trusted only via the app's branch.
+        return event.branch == app.branch
+
+
+Report = Callable[[Job, str, str], None]
+
+
+class Worker:
+    """Runs queued jobs: one app at a time per lock, many apps in parallel."""
+
+    def __init__(
+        self,
+        consul: ConsulRegistry,
+        apps: AppStore,
+        builder: Builder,
+        deployer: Deployer,
+        *,
+        statuses: GitHubStatuses | None = None,
+        public_url: str = "",
+        deploy_timeout: float = 300,
+    ) -> None:
+        self.consul = consul
+        self.apps = apps
+        self.jobs = JobStore(consul)
+        self.builder = builder
+        self.deployer = deployer
+        self.statuses = statuses
+        self.public_url = public_url.rstrip("/")
+        self.deploy_timeout = deploy_timeout
+        self._stop = threading.Event()
+        self._busy: set[str] = set()
+        self._busy_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        self.builder.remove_stale_build_containers()
+        thread = threading.Thread(target=self._watch, name="billowin-pipeline", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        index: int | None = None
+        while not self._stop.is_set():
+            try:
+                for app in self.jobs.apps_with_open_jobs():
+                    self._maybe_run(app)
+                new_index = self.consul.kv_wait(f"{PREFIX}/", index, wait="5s")
+                index = new_index if index is None or new_index >= index else None
+            except BillowinError as exc:
+                log.warning("pipeline watch: %s", exc.message)
+                self._stop.wait(2)
+
+    def _maybe_run(self, app: str) -> None:
+        with self._busy_lock:
+            if app in self._busy:
+                return
+            self._busy.add(app)
+        thread = threading.Thread(target=self._run_app, args=(app,), name=f"billowin-{app}", daemon=True)
+        thread.start()
+
+    # -- one app ---------------------------------------------------------------
+    def _run_app(self, app_name: str) -> None:
+        session = None
+        try:
+            session = self.consul.session_create(f"billowin-pipeline-{app_name}")
+            if not self.consul.kv_acquire(f"{PREFIX}/{app_name}/lock", session):
+                return  # another worker has it; its session dies with it if it dies
+            stop_renewing = threading.Event()
+            renewer = threading.Thread(target=self._renew, args=(session, stop_renewing), daemon=True)
+            renewer.start()
+            try:
+                while not self._stop.is_set() and self._run_next(app_name):
+                    pass
+            finally:
+                stop_renewing.set()
+        except BillowinError as exc:
+            log.warning("pipeline %s: %s", app_name, exc.message)
+        finally:
+            if session:
+                with contextlib.suppress(BillowinError):
+                    self.consul.session_destroy(session)  # releases the lock (behavior=delete)
+            with self._busy_lock:
+                self._busy.discard(app_name)
+
+    def _renew(self, session: str, stop: threading.Event) -> None:
+        while not stop.wait(5):
+            self.consul.session_renew(session)
+
+    def _run_next(self, app_name: str) -> bool:
+        """Run the newest queued job of the app; returns whether there was one."""
+        jobs = self.jobs.list(app_name)
+        for job in jobs:
+            if job.state in (JobState.BUILDING, JobState.DEPLOYING):  # left behind by a dead worker
+                if job.attempts >= MAX_ATTEMPTS:
+                    self._fail(job, f"interrupted while {job.state.value} {job.attempts} times; giving up")
+                else:
+                    job.move(JobState.QUEUED, f"resuming after an interrupted {job.state.value}")
+                    self.jobs.save(job)
+        queued = [j for j in jobs if j.state == JobState.QUEUED]
+        if not queued:
+            return False
+        newest = queued[-1]
+        for older in queued[:-1]:
+            older.move(JobState.SUPERSEDED, f"superseded by {newest.sha[:12]}")
+            self.jobs.save(older)
+            self._report(older, "error", f"superseded by {newest.sha[:7]}")
+        self._process(newest)
+        return True
+
+    def _process(self, job: Job) -> None:
+        try:
+            app = self.apps.get(job.app)
+        except BillowinError as exc:
+            self._fail(job, exc.message)
+            return
+        job.attempts += 1
+        job.move(JobState.BUILDING, f"building {job.sha[:12]} (attempt {job.attempts})")
+        self.jobs.save(job)
+        self._report(job, "pending", "building")
+        try:
+            record = self.builder.build(app.name, app.repository, job.sha)
+            assert record.image is not None
+            job.move(JobState.DEPLOYING, f"built {record.image}@{record.digest}; deploying")
+            self.jobs.save(job)
+            self._report(job, "pending", "deploying")
+            processes = [
+                Process(name=name, command=["sh", "-c", cmd], count=1 if name == "web" else 0)
+                for name, cmd in record.processes.items()
+                if name != "release"
+            ]
+            release = self.deployer.deploy(
+                app.name, record.image, processes, domains=app.domains, timeout=self.deploy_timeout
+            )
+        except BillowinError as exc:
+            if self._stop.is_set():  # shutting down: leave the job for the next worker to resume
+                log.info("pipeline %s: stopped while %s; will resume", job.app, job.state.value)
+                return
+            self._fail(job, exc.message)
+            return
+        job.release = release.name
+        if release.status == ReleaseStatus.LIVE:
+            job.move(JobState.LIVE, f"{release.name} is live")
+            self.jobs.save(job)
+            self._report(job, "success", f"{release.name} is live")
+        else:
+            self._fail(job, f"{release.name} did not become healthy: {release.description}")
+
+    def _fail(self, job: Job, reason: str) -> None:
+        job.reason = reason
+        job.move(JobState.FAILED, reason)
+        self.jobs.save(job)
+        self._report(job, "failure", reason)
+
+    def _report(self, job: Job, state: str, description: str) -> None:
+        if self.statuses is None or not job.repository:
+            return
+        target = f"{self.public_url}/pipeline/{job.app}/jobs/{job.id}" if self.public_url else None
+        try:
+            self.statuses.report(job.repository, job.sha, state, description, target)
+        except BillowinError as exc:  # a status that cannot be posted never stops a deploy
+            log.warning("GitHub status for %s %s: %s", job.app, job.sha[:12], exc.message)
