@@ -48,6 +48,7 @@ from billowin.jobspec import Process
 from billowin.settings import Settings
 from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import Toolset
+from tests.gitrepo import commit
 
 REPO = Path(__file__).resolve().parents[1]
 APPS = REPO / "tests" / "fixtures" / "apps"
@@ -69,23 +70,6 @@ def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     started = time.monotonic()
     fn(*args, **kwargs)
     return round(time.monotonic() - started, 2)
-
-
-def git_commit(repo: Path, message: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "bench",
-        "GIT_AUTHOR_EMAIL": "b@b",
-        "GIT_COMMITTER_NAME": "bench",
-        "GIT_COMMITTER_EMAIL": "b@b",
-    }
-    if not (repo / ".git").exists():
-        subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
-    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message], check=True, env=env)
-    return subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, env=env, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
@@ -114,11 +98,11 @@ def bench_build(box: SingleBox, builder: Builder, languages: list[str], work: Pa
             repo = work / app
             shutil.copytree(APPS / language, repo)
             shutil.rmtree(box.settings.cache_dir / "build-cache" / app, ignore_errors=True)
-            cold = timed(builder.build, app, str(repo), git_commit(repo, "cold"))
+            cold = timed(builder.build, app, str(repo), commit(repo, "cold"))
             warm_runs = []
             for n in range(2):
                 (repo / "CHANGELOG").write_text(f"change {n}\n")  # a code-only change
-                sha = git_commit(repo, f"warm {n}")
+                sha = commit(repo, f"warm {n}")
                 warm_runs.append(timed(builder.build, app, str(repo), sha))
             # Baseline: the hand-written Dockerfile, built cold by `docker build` on the same base.
             base = builder.language_image(language, log=lambda _l: None)
@@ -154,7 +138,7 @@ def bench_deploy_and_recovery(box: SingleBox, builder: Builder, work: Path) -> d
     app = f"bdeploy{uuid.uuid4().hex[:6]}"
     repo = work / app
     shutil.copytree(APPS / "go", repo)
-    record = builder.build(app, str(repo), git_commit(repo, "v1"))
+    record = builder.build(app, str(repo), commit(repo, "v1"))
     assert record.image
     deployer = Deployer(settings, NomadScheduler(settings), ConsulRegistry(settings))
     router = f"http://127.0.0.1:{box.ports.router_http}/"

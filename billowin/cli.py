@@ -14,8 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.packer import Packer
+from billowin.apps import App, AppStore, DeployOn
 from billowin.build import Builder
 from billowin.detect import LANGUAGES
 from billowin.errors import BillowinError
@@ -153,3 +155,54 @@ def build(
     except BillowinError as exc:
         _fail(exc)
     console.print(f"[green]Built[/] {record.image}@{record.digest} in {record.seconds}s")
+
+
+@app.command("apps:create")
+def apps_create(
+    name: Annotated[str, typer.Argument(help="The app's name: a DNS label, served at <name>.<domain>.")],
+    repository: Annotated[str, typer.Option(help="What to build: an https:// URL or a local path.")],
+    github_repo: Annotated[str | None, typer.Option(help="owner/name on GitHub, to match webhooks.")] = None,
+    branch: Annotated[str, typer.Option(help="The branch to follow.")] = "main",
+    deploy_on: Annotated[
+        DeployOn, typer.Option(help="push: every push deploys; ci: wait for CI.")
+    ] = DeployOn.PUSH,
+    ci_workflow: Annotated[str | None, typer.Option(help="Only this GitHub Actions workflow counts.")] = None,
+    domain: Annotated[list[str] | None, typer.Option(help="A custom domain (repeatable).")] = None,
+) -> None:
+    """Create an app that follows a repository's branch."""
+    settings = Settings()
+    try:
+        new = App(
+            name=name,
+            repository=repository,
+            github_repo=github_repo,
+            branch=branch,
+            deploy_on=deploy_on,
+            ci_workflow=ci_workflow,
+            domains=domain or [],
+        )
+        AppStore(ConsulRegistry(settings)).create(new)
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    except BillowinError as exc:
+        _fail(exc)
+    console.print(f"[green]Created[/] {name}: http://{name}.{settings.domain}:{settings.router_port}")
+    console.print(
+        f"Point a GitHub webhook at {settings.public_url or '<public url>'}/hooks/github "
+        "(events: push, workflow_run)."
+    )
+
+
+@app.command("apps")
+def apps_list() -> None:
+    """List apps and the branch each follows."""
+    settings = Settings()
+    try:
+        apps = AppStore(ConsulRegistry(settings)).all()
+    except BillowinError as exc:
+        _fail(exc)
+    table = Table("app", "repository", "branch", "deploys on")
+    for a in apps:
+        table.add_row(a.name, a.github_repo or a.repository, a.branch, a.deploy_on.value)
+    Console().print(table)

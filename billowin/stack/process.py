@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +25,26 @@ from billowin.errors import ServiceError
 Ready = Callable[[], bool]
 
 
+# Below both the kernel's ephemeral range (32768+), where outgoing connections take
+# their ports, and Nomad's dynamic port range (20000-32000), where app ports come from.
+FREE_PORT_RANGE = (10000, 19999)
+_taken: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, outside the ranges others allocate from at random."""
+    for _ in range(1000):
+        port = random.randint(*FREE_PORT_RANGE)  # noqa: S311 - not for security
+        if port in _taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
+    raise ServiceError("ports", f"no free port in {FREE_PORT_RANGE}")
 
 
 def http_ok(url: str, *, expect: Callable[[httpx.Response], bool] | None = None) -> Ready:

@@ -380,17 +380,6 @@ template {{
         )
 
     # -- lifecycle --------------------------------------------------------------
-    def all_processes(self) -> list[ManagedProcess]:
-        return [
-            self.dockerd(),
-            self.registry(),
-            self.consul(),
-            self.nomad(),
-            self.haproxy(),
-            self.consul_template(),
-            self.api(),
-        ]
-
     def start(self, progress: Progress = lambda _msg: None, *, timeout: float = 120) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -459,16 +448,18 @@ template {{
             return
 
     def stop(self) -> None:
-        """Stop everything this stack started, newest first."""
-        procs = {p.name: p for p in self.all_processes()}
-        if procs["nomad"].running():
+        """Stop everything this stack started (or a previous `billowin up` did), newest first."""
+        if self._pidfile("nomad").running():
             self.stop_jobs()
+        started = {p.name: p for p in self.processes}
         for name in ("api", "consul-template", "haproxy", "nomad", "consul", "registry", "dockerd"):
-            proc = procs[name]
-            if proc.pidfile.exists() or any(p.name == name for p in self.processes):
-                started = next((p for p in self.processes if p.name == name), proc)
-                started.stop()
+            proc = started.get(name) or self._pidfile(name)
+            proc.stop()
         self.processes.clear()
+
+    def _pidfile(self, name: str) -> ManagedProcess:
+        """A handle on a process known only by its pidfile (to stop it, not to start it)."""
+        return ManagedProcess(name=name, argv=[], run_dir=self.state_dir, ready=lambda: True)
 
     @contextmanager
     def running(self, progress: Progress = lambda _msg: None) -> Iterator[SingleBox]:

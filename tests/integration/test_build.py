@@ -8,7 +8,6 @@ run with Docker and asked for its page.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.packer import BuildFailed, Packer
 from billowin.build import Builder
 from billowin.stack.single_box import SingleBox
+from tests.gitrepo import commit
 
 from .conftest import wait_for
 
@@ -31,24 +31,6 @@ EXPECTED = {
     "go": "Hello from Go on Billowin\n",
     "ruby": "Hello from Ruby on Billowin\n",
 }
-
-
-def commit(repo: Path, message: str = "deploy") -> str:
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-        "PATH": "/usr/bin:/bin",
-    }
-    if not (repo / ".git").exists():
-        subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
-    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message], check=True, env=env)
-    out = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, env=env, capture_output=True, text=True
-    )
-    return out.stdout.strip()
 
 
 def sample(tmp_path: Path, language: str) -> Path:

@@ -25,11 +25,12 @@ from billowin.adapters.consul import ConsulRegistry
 from billowin.apps import App, AppStore, DeployOn
 from billowin.stack.single_box import SingleBox
 from billowin.webhooks import github_signature
+from tests.gitrepo import commit
 from tests.testdata import webhook_example
 
 from .conftest import WEBHOOK_SECRET, wait_for
 from .fake_github import FakeGitHub
-from .test_build import APPS, commit
+from .test_build import APPS
 
 TERMINAL = {"live", "failed", "superseded"}
 
@@ -219,13 +220,21 @@ def test_a_broken_push_fails_reports_it_and_the_previous_release_keeps_serving(
 
     (app_repo / "app.rb").write_text("class App < Sinatra::Base\n  get '/' do\n    'broken'\n")  # no `end`
     bad = commit(app_repo, "broken")
-    job = hooks.wait_job(app.name, hooks.github("push", push_payload(app, bad)).json()["jobs"][0]["id"])
+    delivery = str(uuid.uuid4())
+    job = hooks.wait_job(
+        app.name, hooks.github("push", push_payload(app, bad), delivery=delivery).json()["jobs"][0]["id"]
+    )
     assert job["state"] == "failed"
     assert "app.rb" in job["reason"], job["reason"]
     assert hooks.page(app.name) == "Hello from Ruby on Billowin\n"
     final = fake_github.statuses(bad)[-1]
     assert final["state"] == "failure" and "app.rb" in final["description"]
     assert fake_github.violations == []
+
+    # A manual redelivery of the failed delivery is processed again.
+    redelivered = hooks.github("push", push_payload(app, bad), delivery=delivery)
+    assert redelivered.status_code == 202, redelivered.text
+    assert hooks.wait_job(app.name, redelivered.json()["jobs"][0]["id"])["state"] == "failed"
 
 
 def test_hostile_and_replayed_deliveries_are_refused_and_run_nothing(
@@ -283,3 +292,20 @@ def test_killing_the_api_mid_build_ends_in_a_finished_deploy_not_a_hung_one(
     assert job["state"] == "live", job  # resumed: builds are keyed by SHA
     assert any("resuming" in s["message"] for s in job["steps"]), job["steps"]
     assert wait_for(lambda: hooks.page(app.name), 30, "the app to be served")
+
+
+def test_quick_successive_pushes_end_with_the_newest_live_and_none_lost(
+    hooks: Hooks, make_app, app_repo: Path
+) -> None:
+    app = make_app()
+    shas = []
+    for n in range(3):
+        set_greeting(app_repo, f"Push {n}")
+        shas.append(commit(app_repo, f"push {n}"))
+        app_rb = app_repo / "app.rb"
+        app_rb.write_text(app_rb.read_text().replace(f"Push {n}", "Hello from Ruby on Billowin"))
+    ids = [hooks.github("push", push_payload(app, sha)).json()["jobs"][0]["id"] for sha in shas]
+    finished = [hooks.wait_job(app.name, job_id) for job_id in ids]
+    assert finished[-1]["state"] == "live", finished[-1]
+    assert all(j["state"] in ("live", "superseded") for j in finished), [j["state"] for j in finished]
+    assert wait_for(lambda: hooks.page(app.name) == "Push 2\n", 30, "the newest push to be served")

@@ -40,3 +40,12 @@ def test_a_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
     proc = ManagedProcess("ghost", ["/nonexistent/ghost"], tmp_path, ready=lambda: True)
     with pytest.raises(ServiceError, match="could not start"):
         proc.start()
+
+
+def test_free_ports_are_distinct_and_outside_the_ephemeral_and_nomad_ranges() -> None:
+    from billowin.stack.single_box import Ports
+
+    ports = [Ports.free() for _ in range(5)]
+    numbers = [n for p in ports for n in vars(p).values()]
+    assert len(numbers) == len(set(numbers))
+    assert all(10000 <= n < 20000 for n in numbers)

@@ -25,19 +25,16 @@ from billowin.webhooks import parse_github, parse_travis, verify_github, verify_
 router = APIRouter(prefix="/hooks", tags=["webhooks"])
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The raw body, or ``None`` when it is over ``limit`` bytes (read no further than that)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+        return None
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            return None
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -59,9 +56,8 @@ def _queue(systems: Any, event: Any) -> JSONResponse:
 @router.post("/github", status_code=202)
 async def github(request: Request, settings: SettingsDep, systems: SystemsDep) -> JSONResponse:
     """GitHub ``push``, ``workflow_run``, ``check_suite`` and ``ping`` deliveries."""
-    try:
-        body = await read_body(request, settings.webhook_max_bytes)
-    except BodyTooLarge:
+    body = await read_body(request, settings.webhook_max_bytes)
+    if body is None:
         return _reply(413, f"payload over {settings.webhook_max_bytes} bytes")
     secrets = await asyncio.to_thread(_secrets, settings, systems)
     if not secrets:
@@ -104,9 +100,8 @@ def travis_key(settings: Settings) -> str | None:
 @router.post("/travis", status_code=202)
 async def travis(request: Request, settings: SettingsDep, systems: SystemsDep) -> JSONResponse:
     """Travis CI webhook notifications (form-encoded ``payload``, ``Signature`` header)."""
-    try:
-        body = await read_body(request, settings.webhook_max_bytes)
-    except BodyTooLarge:
+    body = await read_body(request, settings.webhook_max_bytes)
+    if body is None:
         return _reply(413, f"payload over {settings.webhook_max_bytes} bytes")
     payload = (parse_qs(body.decode(errors="replace")).get("payload") or [""])[0]
     try:
