@@ -17,6 +17,7 @@ compare ratios, not seconds. No figure here is ever asserted in the test suite.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -42,12 +44,14 @@ from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.nomad import NomadScheduler
 from billowin.adapters.packer import Packer
+from billowin.apps import App, AppStore
 from billowin.build import Builder
 from billowin.deploy import Deployer
 from billowin.jobspec import Process
 from billowin.settings import Settings
 from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import Toolset
+from billowin.webhooks import github_signature
 from tests.gitrepo import commit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,6 +200,96 @@ def wrk(url: str, host: str | None, seconds: int = 5) -> dict[str, float]:
     }
 
 
+SECRET = "billowin-bench-secret"  # noqa: S105 - a throwaway for the bench stack
+
+
+def signed_push(api: str, github_repo: str, sha: str, delivery: str) -> httpx.Request:
+    body = json.dumps(
+        {"ref": "refs/heads/main", "after": sha, "deleted": False, "repository": {"full_name": github_repo}}
+    ).encode()
+    return httpx.Request(
+        "POST",
+        f"{api}/hooks/github",
+        content=body,
+        headers={
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": github_signature(SECRET.encode(), body),
+            "Content-Type": "application/json",
+        },
+    )
+
+
+def bench_push_to_live(box: SingleBox, languages: list[str], work: Path) -> dict[str, Any]:
+    """Signed push accepted -> the new release answering through HAProxy, cold then warm."""
+    api = f"http://127.0.0.1:{box.ports.api}"
+    router = f"http://127.0.0.1:{box.ports.router_http}/"
+    apps = AppStore(ConsulRegistry(box.settings))
+    out: dict[str, Any] = {}
+    for language in languages:
+        name = f"p{language}{uuid.uuid4().hex[:6]}"
+        repo = work / name
+        shutil.copytree(APPS / language, repo)
+        apps.create(App(name=name, repository=str(repo), github_repo=f"bench/{name}"))
+        figures = {}
+        for run in ("cold", "warm"):
+            marker = f"{run}-{uuid.uuid4().hex[:8]}"
+            (repo / "VERSION").write_text(marker)
+            sha = commit(repo, run)
+            started = time.monotonic()
+            with httpx.Client() as client:
+                resp = client.send(signed_push(api, f"bench/{name}", sha, str(uuid.uuid4())))
+            resp.raise_for_status()
+            job_id = resp.json()["jobs"][0]["id"]
+
+            def live(job: str = job_id, app_name: str = name) -> bool:
+                jobs = httpx.get(f"{api}/pipeline/{app_name}/jobs", timeout=5).json()
+                state = next(j["state"] for j in jobs if j["id"] == job)
+                if state == "failed":
+                    raise RuntimeError(f"push-to-live job {job} of {app_name} failed")
+                return state == "live" and answers(router, f"{app_name}.{box.settings.domain}")
+
+            wait_for(live, 600)
+            figures[f"{run}_s"] = round(time.monotonic() - started, 2)
+        console.print(f"  push -> live {language}: cold {figures['cold_s']}s, warm {figures['warm_s']}s")
+        out[language] = figures
+        NomadScheduler(box.settings).stop(name)
+    return out
+
+
+def bench_webhook_ack(box: SingleBox, builder: Builder, work: Path, deliveries: int = 50) -> dict[str, Any]:
+    """Reply times of concurrent signed deliveries while a build runs."""
+    api = f"http://127.0.0.1:{box.ports.api}"
+    repo = work / "ack-build"
+    shutil.copytree(APPS / "node", repo)
+    sha = commit(repo, "busy")
+    build = threading.Thread(target=builder.build, args=("ackbusy", str(repo), sha))
+    build.start()
+    time.sleep(2)  # the build is under way
+
+    async def one(client: httpx.AsyncClient, n: int) -> float:
+        request = signed_push(api, "bench/nobody-follows-this", "f" * 40, f"ack-{uuid.uuid4()}-{n}")
+        started = time.monotonic()
+        resp = await client.send(request)
+        resp.raise_for_status()
+        return (time.monotonic() - started) * 1000
+
+    async def all_at_once() -> list[float]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return list(await asyncio.gather(*(one(client, n) for n in range(deliveries))))
+
+    times = sorted(asyncio.run(all_at_once()))
+    build.join()
+    p50, p99 = times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
+    console.print(f"  webhook ack: p50 {p50:.1f}ms, p99 {p99:.1f}ms over {deliveries} concurrent deliveries")
+    return {
+        "deliveries": deliveries,
+        "p50_ms": round(p50, 1),
+        "p99_ms": round(p99, 1),
+        "max_ms": round(times[-1], 1),
+    }
+
+
 def bench_router(router: str, host: str, direct: str) -> dict[str, Any]:
     through = wrk(router, host)
     baseline = wrk(direct, None)
@@ -240,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     tools = Toolset.resolve(settings)
     with tempfile.TemporaryDirectory(prefix="billowin-bench-") as tmp:
         work = Path(tmp)
-        box = SingleBox(tools, Ports.free(), work / "stack")
+        box = SingleBox(
+            tools, Ports.free(), work / "stack", api_env={"BILLOWIN_GITHUB_WEBHOOK_SECRET": SECRET}
+        )
         with box.running(lambda msg: console.print(f"  {msg}")):
             bs = box.settings
             builder = Builder(bs, Packer(str(tools.packer), bs.packer_dir), DockerEngine(bs), Registry(bs))
@@ -250,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                 "versions": versions(box),
                 "build": bench_build(box, builder, args.languages.split(","), work),
                 **bench_deploy_and_recovery(box, builder, work),
+                "webhook_ack": bench_webhook_ack(box, builder, work),
+                "push_to_live": bench_push_to_live(box, args.languages.split(","), work),
             }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     table = Table("figure", "value", "baseline (same run)", "ratio", title="Billowin benchmarks")
@@ -265,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     table.add_row("deploy: registered -> serving", f"{results['deploy']['registered_to_serving_s']}s", "", "")
     table.add_row("recovery: kill -> serving", f"{results['recovery']['kill_to_serving_s']}s", "", "")
+    ack = results["webhook_ack"]
+    table.add_row("webhook ack p50 / p99", f"{ack['p50_ms']} / {ack['p99_ms']} ms", "", "")
+    for lang, p in results["push_to_live"].items():
+        table.add_row(f"push -> live {lang}", f"cold {p['cold_s']}s, warm {p['warm_s']}s", "", "")
     r = results["router"]
     table.add_row(
         "router req/s",
