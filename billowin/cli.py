@@ -18,6 +18,7 @@ from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.packer import Packer
 from billowin.apps import App, AppStore, DeployOn
+from billowin.auth import TokenStore
 from billowin.build import Builder
 from billowin.detect import LANGUAGES
 from billowin.errors import BillowinError
@@ -206,3 +207,15 @@ def apps_list() -> None:
     for a in apps:
         table.add_row(a.name, a.github_repo or a.repository, a.branch, a.deploy_on.value)
     Console().print(table)
+
+
+@app.command("tokens:create")
+def tokens_create(name: Annotated[str, typer.Argument(help="Who or what the token is for.")]) -> None:
+    """Create an API token (admin; talks to Consul directly). It is printed once, never stored."""
+    settings = Settings()
+    try:
+        token = TokenStore(ConsulRegistry(settings)).create(name)
+    except BillowinError as exc:
+        _fail(exc)
+    console.print(f"Token for {name} (shown once; keep it secret):")
+    print(token)

@@ -7,6 +7,7 @@ ever handle ``BillowinError``::
     BillowinError
     ├── ConfigError          settings are missing or inconsistent
     ├── InvalidInput         a user-supplied value was refused
+    ├── Unauthorized         no valid API token
     ├── NotFound             the thing asked for does not exist
     ├── Conflict             someone else changed it first (check-and-set)
     ├── InstallError         `billowin setup` could not install a tool
@@ -41,6 +42,10 @@ class ConfigError(BillowinError):
 
 class InvalidInput(BillowinError):
     status_code = 422
+
+
+class Unauthorized(BillowinError):
+    status_code = 401
 
 
 class NotFound(BillowinError):

@@ -13,8 +13,10 @@ from billowin.adapters.haproxy import HAProxyRouter
 from billowin.adapters.nomad import NomadScheduler
 from billowin.adapters.packer import Packer
 from billowin.apps import AppStore
+from billowin.auth import TokenRecord, TokenStore
 from billowin.build import Builder
 from billowin.deploy import Deployer
+from billowin.errors import Unauthorized
 from billowin.pipeline import Worker
 from billowin.settings import Settings
 from billowin.stack.tools import Toolset
@@ -68,3 +70,18 @@ def get_systems(request: Request) -> Systems:
 
 
 SystemsDep = Annotated[Systems, Depends(get_systems)]
+
+
+def require_token(request: Request, systems: SystemsDep) -> TokenRecord:
+    """Every endpoint but ``/health`` and the webhooks needs a valid ``Authorization: Bearer`` token."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    record = TokenStore(systems.consul).verify(token.strip()) if scheme.lower() == "bearer" else None
+    if record is None:
+        raise Unauthorized(
+            "a valid API token is required",
+            hint="Send `Authorization: Bearer <token>`; an admin makes one: `billowin tokens:create NAME`.",
+        )
+    return record
+
+
+TokenDep = Annotated[TokenRecord, Depends(require_token)]

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.apps import App, AppStore, DeployOn
+from billowin.auth import TokenStore
 from billowin.stack.single_box import SingleBox
 from billowin.webhooks import github_signature
 from tests.gitrepo import commit
@@ -39,6 +40,8 @@ class Hooks:
     def __init__(self, stack: SingleBox) -> None:
         self.api = f"http://127.0.0.1:{stack.ports.api}"
         self.router = f"http://127.0.0.1:{stack.ports.router_http}"
+        token = TokenStore(ConsulRegistry(stack.settings)).create("trigger tests")
+        self.auth = {"Authorization": f"Bearer {token}"}
 
     def github(
         self,
@@ -59,7 +62,7 @@ class Hooks:
         return httpx.post(f"{self.api}/hooks/github", content=raw, headers=headers, timeout=10)
 
     def jobs(self, app: str) -> list[dict[str, Any]]:
-        resp = httpx.get(f"{self.api}/pipeline/{app}/jobs", timeout=10)
+        resp = httpx.get(f"{self.api}/pipeline/{app}/jobs", headers=self.auth, timeout=10)
         resp.raise_for_status()
         return list(resp.json())
 
@@ -151,7 +154,9 @@ def test_a_signed_push_deploys_and_a_second_push_replaces_it(
     states = [s["state"] for s in fake_github.statuses(sha2)]
     assert states[0] == "pending" and states[-1] == "success", states
     assert fake_github.statuses(sha2)[-1]["target_url"].endswith(f"/pipeline/{app.name}/jobs/{job2['id']}")
-    log = httpx.get(f"{hooks.api}/pipeline/{app.name}/jobs/{job2['id']}/log", timeout=10).text
+    log = httpx.get(
+        f"{hooks.api}/pipeline/{app.name}/jobs/{job2['id']}/log", headers=hooks.auth, timeout=10
+    ).text
     assert "building" in log and "Pushed" in log
 
 
@@ -309,3 +314,26 @@ def test_quick_successive_pushes_end_with_the_newest_live_and_none_lost(
     assert finished[-1]["state"] == "live", finished[-1]
     assert all(j["state"] in ("live", "superseded") for j in finished), [j["state"] for j in finished]
     assert wait_for(lambda: hooks.page(app.name) == "Push 2\n", 30, "the newest push to be served")
+
+
+def test_pipeline_endpoints_refuse_missing_wrong_and_guessed_tokens(
+    hooks: Hooks, make_app, stack: SingleBox
+) -> None:
+    app = make_app()
+    url = f"{hooks.api}/pipeline/{app.name}/jobs"
+    good = hooks.auth["Authorization"].removeprefix("Bearer ")
+    token_id = good.split("_")[1]
+    for headers in (
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": good},  # no scheme
+        {"Authorization": f"Bearer bw_{token_id}_{'A' * 43}"},  # a real id, a guessed secret
+        {"Authorization": f"Bearer bw_{'0' * 16}_{good.split('_', 2)[2]}"},  # the secret under another id
+    ):
+        resp = httpx.get(url, headers=headers, timeout=10)
+        assert resp.status_code == 401, (headers, resp.text)
+        assert "tokens:create" in resp.json()["hint"]
+    assert httpx.get(url, headers=hooks.auth, timeout=10).status_code == 200
+    # The token itself is stored only as a hash.
+    stored = ConsulRegistry(stack.settings).kv_get(f"billowin/tokens/{token_id}")[1] or b""
+    assert good.split("_", 2)[2].encode() not in stored

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from billowin.api.deps import SystemsDep
+from billowin.api.deps import SystemsDep, require_token
 from billowin.errors import NotFound
 from billowin.pipeline import Job, JobStore
 
-router = APIRouter(prefix="/pipeline", tags=["pipeline"])
+router = APIRouter(prefix="/pipeline", tags=["pipeline"], dependencies=[Depends(require_token)])
 
 
 @router.get("/{app}/jobs", response_model=list[Job])
