@@ -151,10 +151,10 @@ class Intake:
             refs = json.dumps([f"{j.app}/{j.id}" for j in jobs])
             self.jobs.consul.kv_put(self._delivery_key(delivery), refs.encode())
 
-    def accept(self, event: CodeEvent) -> list[Job]:
+    def accept(self, event: CodeEvent, apps: list[App] | None = None) -> list[Job]:
         """Queue a deploy for every app this event should deploy; returns the jobs."""
         queued: list[Job] = []
-        for app in self.apps.all():
+        for app in self.apps.all() if apps is None else apps:
             if app.github_repo != event.repository or not self._wants(app, event):
                 continue
             queued.append(

@@ -1,4 +1,7 @@
-"""Release records, kept in Consul KV under ``billowin/apps/<app>/releases/``.
+"""Release records, kept in Consul KV.
+
+Records live under ``billowin/releases/<app>/`` (apart from the app records,
+so listing apps stays cheap however long an app's history grows).
 
 A release is what ran: the image, the process formation and the domains,
 plus the outcome of rolling it out. Numbers only go up (v1, v2, …), like
@@ -16,7 +19,7 @@ from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import Conflict, NotFound
 from billowin.jobspec import Process
 
-PREFIX = "billowin/apps"
+PREFIX = "billowin/releases"
 
 
 class ReleaseStatus(StrEnum):

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from billowin.api.deps import SettingsDep, SystemsDep
+from billowin.apps import App
 from billowin.errors import InvalidInput
 from billowin.pipeline import Intake, JobStore
 from billowin.settings import Settings
@@ -43,11 +44,11 @@ def _reply(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"message": message, **extra})
 
 
-def _queue(systems: Any, event: Any) -> JSONResponse:
+def _queue(systems: Any, event: Any, apps: list[App] | None = None) -> JSONResponse:
     intake = Intake(systems.apps, JobStore(systems.consul))
     if not intake.claim_delivery(event.delivery):
         return _reply(200, "duplicate delivery: already accepted", delivery=event.delivery)
-    jobs = intake.accept(event)
+    jobs = intake.accept(event, apps)
     if not jobs:
         return _reply(202, f"nothing to deploy for {event.repository} {event.branch or ''} {event.sha[:12]}")
     return _reply(202, "queued", jobs=[{"app": j.app, "id": j.id, "sha": j.sha} for j in jobs])
@@ -59,7 +60,8 @@ async def github(request: Request, settings: SettingsDep, systems: SystemsDep) -
     body = await read_body(request, settings.webhook_max_bytes)
     if body is None:
         return _reply(413, f"payload over {settings.webhook_max_bytes} bytes")
-    secrets = await asyncio.to_thread(_secrets, settings, systems)
+    apps = await asyncio.to_thread(systems.apps.all)
+    secrets = _secrets(settings, apps)
     if not secrets:
         return _reply(401, "no webhook secret is configured; refusing unsigned deliveries")
     if not verify_github(secrets, body, request.headers.get("x-hub-signature-256")):
@@ -72,12 +74,12 @@ async def github(request: Request, settings: SettingsDep, systems: SystemsDep) -
         return _reply(400, exc.message)
     if event is None:
         return _reply(200, "pong" if event_name == "ping" else f"{event_name}: nothing to do")
-    return await asyncio.to_thread(_queue, systems, event)
+    return await asyncio.to_thread(_queue, systems, event, apps)
 
 
-def _secrets(settings: Settings, systems: Any) -> list[bytes]:
+def _secrets(settings: Settings, apps: list[App]) -> list[bytes]:
     found = [settings.github_webhook_secret] if settings.github_webhook_secret else []
-    found += [a.webhook_secret for a in systems.apps.all() if a.webhook_secret]
+    found += [a.webhook_secret for a in apps if a.webhook_secret]
     return [s.get_secret_value().encode() for s in found]
 
 
