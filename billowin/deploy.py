@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.nomad import NomadScheduler
 from billowin.errors import InvalidInput
 from billowin.jobspec import AppJob, Process, render
+from billowin.ports import Scheduler
 from billowin.releases import Release, ReleaseStatus, ReleaseStore
 from billowin.settings import Settings
 
@@ -39,7 +39,7 @@ def _placement_failures(plan: dict[str, Any]) -> str:
 
 
 class Deployer:
-    def __init__(self, settings: Settings, nomad: NomadScheduler, consul: ConsulRegistry) -> None:
+    def __init__(self, settings: Settings, nomad: Scheduler, consul: ConsulRegistry) -> None:
         self.settings = settings
         self.nomad = nomad
         self.releases = ReleaseStore(consul)
