@@ -23,6 +23,7 @@ SYSTEM_PACKAGES = {
     "debootstrap": "debootstrap",
     "git": "git",
     "iptables": "iptables",
+    "wrk": "wrk",  # `make bench`
 }
 SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
