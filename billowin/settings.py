@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     ca_bundle: Path = Field(Path("/etc/ssl/certs/ca-certificates.crt"), validation_alias=_env("CA_BUNDLE"))
     pip_index_url: str = Field("", validation_alias=_env("PIP_INDEX_URL"))
     npm_registry: str = Field("", validation_alias=_env("NPM_REGISTRY"))
-    goproxy: str = Field("", validation_alias=_env("GOPROXY"))
+    goproxy: str = Field("", validation_alias=_env("GOPROXY"))  # empty: Go's own default
+    debian_mirror: str = Field("", validation_alias=_env("DEBIAN_MIRROR"))  # empty: what apt uses here
     rubygems_mirror: str = Field("", validation_alias=_env("RUBYGEMS_MIRROR"))
     allow_private_repositories: bool = Field(False, validation_alias=_env("ALLOW_PRIVATE_REPOSITORIES"))
 

@@ -303,6 +303,35 @@ class Installer:
             shutil.rmtree(rootfs, ignore_errors=True)
 
 
+APT_SOURCES = Path("/etc/apt")
+
+
+def debian_mirror(settings: Settings, suite: str, apt_dir: Path = APT_SOURCES) -> str:
+    """The Debian mirror to debootstrap from: the setting, else the one this machine's apt uses."""
+    if settings.debian_mirror:
+        return settings.debian_mirror
+    for path in sorted(apt_dir.glob("sources.list.d/*.sources")):
+        for block in path.read_text().split("\n\n"):
+            fields = dict(
+                (k.strip(), v.strip())
+                for k, _, v in (
+                    line.partition(":") for line in block.splitlines() if not line.startswith("#")
+                )
+            )
+            if fields.get("Types", "").split()[:1] == ["deb"] and suite in fields.get("Suites", "").split():
+                return fields["URIs"].split()[0]
+    legacy = apt_dir / "sources.list"
+    if legacy.exists():
+        for line in legacy.read_text().splitlines():
+            parts = [p for p in line.split() if not p.startswith("[")]
+            if len(parts) >= 3 and parts[0] == "deb" and parts[2] == suite:
+                return parts[1]
+    raise InstallError(
+        f"cannot tell which Debian mirror to use for {suite}",
+        hint="Set BILLOWIN_DEBIAN_MIRROR to your Debian mirror's URL.",
+    )
+
+
 def base_image_tag(settings: Settings) -> str:
     spec = load_versions(settings.versions_file)["base-image"]
     return f"billowin/base:{spec['suite']}-r{spec['recipe']}"

@@ -74,3 +74,30 @@ def test_missing_binaries_are_named_with_what_to_run(tmp_path: Path) -> None:
         Toolset.resolve(settings)
     assert "nomad" in info.value.message and "consul-template" in info.value.message
     assert "make setup" in info.value.hint
+
+
+def test_the_debian_mirror_comes_from_this_machines_apt_sources(tmp_path: Path) -> None:
+    from billowin.stack.install import debian_mirror
+
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
+    )
+    assert debian_mirror(Settings(), "bookworm", tmp_path) == "http://mirror.example/debian"
+    assert (
+        debian_mirror(Settings(debian_mirror="http://local/debian"), "bookworm", tmp_path)
+        == "http://local/debian"
+    )
+    with pytest.raises(InstallError, match="Debian mirror"):
+        debian_mirror(Settings(), "trixie", tmp_path)
+
+
+def test_a_legacy_sources_list_is_understood(tmp_path: Path) -> None:
+    from billowin.stack.install import debian_mirror
+
+    (tmp_path / "sources.list").write_text(
+        "# comment\ndeb [arch=amd64] http://old.example/debian bookworm main\n"
+    )
+    assert debian_mirror(Settings(), "bookworm", tmp_path) == "http://old.example/debian"
