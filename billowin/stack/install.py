@@ -284,10 +284,10 @@ class Installer:
                     f"--include={packages}",
                     str(spec["suite"]),
                     str(rootfs),
-                    str(spec["mirror"]),
+                    debian_mirror(self.settings, str(spec["suite"])),
                 ],
                 what="debootstrap of the base image",
-                hint="Check that this machine reaches the Debian mirror in versions.toml.",
+                hint="Check that this machine reaches its Debian mirror (or set BILLOWIN_DEBIAN_MIRROR).",
             )
             for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
                 for child in (rootfs / junk).glob("*"):
