@@ -16,10 +16,12 @@ from rich.table import Table
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine, Registry
+from billowin.adapters.nomad import NomadScheduler
 from billowin.adapters.packer import Packer
 from billowin.apps import App, AppStore, DeployOn
 from billowin.auth import TokenStore
 from billowin.build import Builder
+from billowin.deploy import Deployer
 from billowin.detect import LANGUAGES
 from billowin.errors import BillowinError
 from billowin.settings import Settings
@@ -219,3 +221,49 @@ def tokens_create(name: Annotated[str, typer.Argument(help="Who or what the toke
         _fail(exc)
     console.print(f"Token for {name} (shown once; keep it secret):")
     print(token)
+
+
+def _deployer(settings: Settings) -> Deployer:
+    return Deployer(settings, NomadScheduler(settings), ConsulRegistry(settings))
+
+
+@app.command("releases")
+def releases(app_name: Annotated[str, typer.Argument(metavar="APP")]) -> None:
+    """List an app's releases, newest first."""
+    settings = Settings()
+    try:
+        history = _deployer(settings).releases.list(app_name)
+    except BillowinError as exc:
+        _fail(exc)
+    table = Table("release", "status", "image", "when", "note")
+    for r in reversed(history):
+        note = f"rollback to {r.rollback_of}" if r.rollback_of else r.description
+        table.add_row(r.name, r.status.value, r.image, f"{r.created_at:%Y-%m-%d %H:%M:%S}", note)
+    Console().print(table)
+
+
+@app.command("rollback")
+def rollback(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    release: Annotated[str | None, typer.Argument(help="vN; default: the previous live release.")] = None,
+) -> None:
+    """Roll APP back to an earlier release (its image, process types and domains), as a new release."""
+    settings = Settings()
+    number = None
+    if release is not None:
+        if not release.removeprefix("v").isdigit():
+            console.print(f"[bold red]error:[/] {release!r} is not a release like v3")
+            raise typer.Exit(1)
+        number = int(release.removeprefix("v"))
+    try:
+        result = _deployer(settings).rollback(app_name, number, progress=lambda m: console.print(f"  {m}"))
+    except BillowinError as exc:
+        _fail(exc)
+    if result.status.value != "live":
+        console.print(f"[bold red]{result.name} failed:[/] {result.description}")
+        raise typer.Exit(1)
+    console.print(f"[green]{app_name} {result.name} is live[/] ({result.description})")
+
+
+if __name__ == "__main__":
+    app()

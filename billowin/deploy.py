@@ -55,6 +55,7 @@ class Deployer:
         deadlines: dict[str, str] | None = None,
         timeout: float = 180,
         progress: Progress = _quiet,
+        rollback_of: str | None = None,
     ) -> Release:
         """Deploy ``image`` as a new release of ``app``; returns the release with its outcome.
 
@@ -68,7 +69,7 @@ class Deployer:
             processes = [
                 p.model_copy(update={"count": counts[p.name]}) if p.name in counts else p for p in processes
             ]
-        release = self.releases.create(app, image, processes, list(domains or []))
+        release = self.releases.create(app, image, processes, list(domains or []), rollback_of=rollback_of)
         progress(f"{app} {release.name}: rendering and validating the job")
         variables = AppJob(
             app=app,
@@ -96,7 +97,9 @@ class Deployer:
         progress(f"{app} {release.name}: registered as job version {release.job_version}; rolling out")
         result = self.nomad.wait_for_deployment(app, timeout=timeout, after_version=release.job_version)
         if result.status == "successful":
-            self._finish(release, ReleaseStatus.LIVE, "deployed")
+            self._finish(
+                release, ReleaseStatus.LIVE, f"rollback to {rollback_of}" if rollback_of else "deployed"
+            )
         else:
             after = self.nomad.current(app) or {}
             if after.get("Version", -1) > (release.job_version or 0):
@@ -104,6 +107,36 @@ class Deployer:
             self._finish(release, ReleaseStatus.FAILED, result.description or result.status)
         progress(f"{app} {release.name}: {release.status.value} ({release.description})")
         return release
+
+    def rollback(
+        self, app: str, number: int | None = None, *, timeout: float = 180, progress: Progress = _quiet
+    ) -> Release:
+        """Roll ``app`` back to release ``number`` (default: the last live one before the current).
+
+        The old release's image, process types and domains are deployed again as a new
+        release, like Heroku's ``releases:rollback``; the current scale is kept.
+        """
+        history = self.releases.list(app)
+        if number is None:
+            live = [r for r in history if r.status == ReleaseStatus.LIVE]
+            if len(live) < 2:
+                raise InvalidInput(
+                    f"{app} has no earlier live release to roll back to",
+                    hint=f"List releases with `billowin releases {app}`.",
+                )
+            target = live[-2]
+        else:
+            target = self.releases.get(app, number)
+        progress(f"{app}: rolling back to {target.name} ({target.image})")
+        return self.deploy(
+            app,
+            target.image,
+            target.processes,
+            domains=target.domains,
+            timeout=timeout,
+            progress=progress,
+            rollback_of=target.name,
+        )
 
     def _finish(self, release: Release, status: ReleaseStatus, description: str) -> None:
         release.status = status

@@ -42,6 +42,7 @@ class Release(BaseModel):
     description: str = ""
     job_version: int | None = None
     reverted_to_version: int | None = None
+    rollback_of: str | None = None  # the release this one restored
     created_at: datetime = Field(default_factory=_now)
     finished_at: datetime | None = None
 
@@ -67,9 +68,21 @@ class ReleaseStore:
                 return number
         raise Conflict(f"could not allocate a release number for {app}")
 
-    def create(self, app: str, image: str, processes: list[Process], domains: list[str]) -> Release:
+    def create(
+        self,
+        app: str,
+        image: str,
+        processes: list[Process],
+        domains: list[str],
+        rollback_of: str | None = None,
+    ) -> Release:
         release = Release(
-            app=app, number=self._next_number(app), image=image, processes=processes, domains=domains
+            app=app,
+            number=self._next_number(app),
+            image=image,
+            processes=processes,
+            domains=domains,
+            rollback_of=rollback_of,
         )
         self.save(release)
         return release

@@ -6,6 +6,9 @@ and Docker of the session's stack.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -199,3 +202,44 @@ def test_an_app_with_no_healthy_instance_gets_a_clear_503_page(
     resp = wait_for(unavailable, 60, "the router to answer 503")
     assert f"{app_name} has no healthy instance" in resp.text
     assert "billowin logs" in resp.text
+
+
+def test_rollback_restores_the_earlier_image_as_a_new_release(
+    stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
+) -> None:
+    cleanup_apps.append(app_name)
+    assert deployer.deploy(app_name, make_image(app_name, "v1", greeting="first"), WEB).status == "live"
+    assert deployer.deploy(app_name, make_image(app_name, "v2", greeting="second"), WEB).status == "live"
+    wait_for(lambda: serving(router, app_name, "second release=v2"), 30, "v2 to be served")
+
+    # What a user types; the CLI talks to the same stack.
+    env = {**os.environ, **stack.env()}
+    done = subprocess.run(
+        [sys.executable, "-m", "billowin.cli", "rollback", app_name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "v3 is live" in done.stderr
+
+    # The old image answers again, under a new release number.
+    wait_for(lambda: serving(router, app_name, "first release=v3"), 30, "the rolled-back image to be served")
+    history = deployer.releases.list(app_name)
+    assert [(r.name, r.status.value, r.rollback_of) for r in history] == [
+        ("v1", "live", None),
+        ("v2", "live", None),
+        ("v3", "live", "v1"),
+    ]
+    assert history[2].image == history[0].image
+    listing = subprocess.run(
+        [sys.executable, "-m", "billowin.cli", "releases", app_name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "rollback to v1" in listing.stdout
