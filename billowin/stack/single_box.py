@@ -283,6 +283,8 @@ plugin "docker" {{
             str(self.router_dir / "haproxy.pid"),
             "--haproxy",
             str(self.tools.haproxy),
+            "--nomad-addr",
+            f"http://127.0.0.1:{self.ports.nomad_http}",
         ]
 
     def consul_template_config(self, *, once: bool) -> Path:
