@@ -143,7 +143,9 @@ def test_the_stack_wires_the_guard_to_its_nomad(tmp_path: Path) -> None:
     from billowin.stack.single_box import Ports, SingleBox
     from billowin.stack.tools import Toolset
 
-    tools = Toolset(*(Path(f"/bin/{n}") for n in ("nomad", "consul", "ct", "dockerd", HAPROXY, "reg", "packer")))
+    tools = Toolset(
+        *(Path(f"/bin/{n}") for n in ("nomad", "consul", "ct", "dockerd", HAPROXY, "reg", "packer"))
+    )
     box = SingleBox(tools, Ports(nomad_http=14646), tmp_path)
     argv = box._reload_argv()
     assert argv[argv.index("--nomad-addr") + 1] == "http://127.0.0.1:14646"
