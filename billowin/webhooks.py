@@ -133,6 +133,7 @@ def parse_travis(payload: str) -> CodeEvent:
             data.get("branch"),
             data["commit"],
             ci_passed=status in ("passed", "fixed"),
+            delivery=f"travis-{data.get('id', '')}-{data['commit']}",  # one per build and commit
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidInput(f"the Travis payload is malformed: {exc}") from exc

@@ -8,7 +8,6 @@ durably in Consul before the reply. The reply never waits for a build.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -16,12 +15,12 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from billowin.api.deps import SettingsDep, SystemsDep
+from billowin.api.deps import SettingsDep, Systems, SystemsDep
 from billowin.apps import App
 from billowin.errors import InvalidInput
 from billowin.pipeline import Intake, JobStore
 from billowin.settings import Settings
-from billowin.webhooks import parse_github, parse_travis, verify_github, verify_travis
+from billowin.webhooks import CodeEvent, parse_github, parse_travis, verify_github, verify_travis
 
 router = APIRouter(prefix="/hooks", tags=["webhooks"])
 
@@ -44,7 +43,7 @@ def _reply(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"message": message, **extra})
 
 
-def _queue(systems: Any, event: Any, apps: list[App] | None = None) -> JSONResponse:
+def _queue(systems: Systems, event: CodeEvent, apps: list[App] | None = None) -> JSONResponse:
     intake = Intake(systems.apps, JobStore(systems.consul))
     if not intake.claim_delivery(event.delivery):
         return _reply(200, "duplicate delivery: already accepted", delivery=event.delivery)
@@ -77,7 +76,7 @@ async def github(request: Request, settings: SettingsDep, systems: SystemsDep) -
     return await asyncio.to_thread(_queue, systems, event, apps)
 
 
-def _secrets(settings: Settings, apps: list[App]) -> list[bytes]:
+def _secrets(settings: Settings, apps: list[App]) -> list[bytes]:  # global first, then per app
     found = [settings.github_webhook_secret] if settings.github_webhook_secret else []
     found += [a.webhook_secret for a in apps if a.webhook_secret]
     return [s.get_secret_value().encode() for s in found]
@@ -118,6 +117,4 @@ async def travis(request: Request, settings: SettingsDep, systems: SystemsDep) -
         event = parse_travis(payload)
     except InvalidInput as exc:
         return _reply(400, exc.message)
-    data = json.loads(payload)
-    event = type(event)(**{**event.__dict__, "delivery": f"travis-{data.get('id', '')}-{event.sha}"})
     return await asyncio.to_thread(_queue, systems, event)
