@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import docker
 import httpx
@@ -20,7 +21,7 @@ from billowin.adapters.haproxy import check_config
 from billowin.adapters.nomad import NomadScheduler
 from billowin.deploy import Deployer
 from billowin.jobspec import Process
-from billowin.releases import ReleaseStatus
+from billowin.releases import Release, ReleaseStatus
 from billowin.router.reload import servers_per_app
 from billowin.stack.single_box import SingleBox
 
@@ -38,6 +39,16 @@ def get(router: httpx.Client, app: str) -> httpx.Response:
 def serving(router: httpx.Client, app: str, text: str) -> bool:
     resp = get(router, app)
     return resp.status_code == 200 and resp.text.startswith(text)
+
+
+def deploy_live(deployer: Deployer, make_image, router: httpx.Client, app: str, greeting: str) -> Release:  # type: ignore[no-untyped-def]
+    """Deploy a new release of the sample image and wait until the router serves it."""
+    release = deployer.deploy(app, make_image(app, f"r{uuid.uuid4().hex[:6]}", greeting=greeting), WEB)
+    assert release.status == ReleaseStatus.LIVE, release.description
+    wait_for(
+        lambda: serving(router, app, f"{greeting} release={release.name}"), 30, f"{release.name} to be served"
+    )
+    return release
 
 
 def test_deploy_routes_by_name_and_scaling_balances_across_instances(
@@ -79,9 +90,7 @@ def test_a_killed_instance_is_restarted_and_served_again(
     stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
 ) -> None:
     cleanup_apps.append(app_name)
-    release = deployer.deploy(app_name, make_image(app_name, "v1", greeting="sturdy"), WEB)
-    assert release.status == ReleaseStatus.LIVE, release.description
-    wait_for(lambda: serving(router, app_name, "sturdy"), 30, "the app to be served")
+    deploy_live(deployer, make_image, router, app_name, "sturdy")
 
     engine = docker.DockerClient(base_url=stack.settings.docker_host)
     try:
@@ -101,8 +110,7 @@ def test_a_rollout_under_constant_load_fails_no_request(
     stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
 ) -> None:
     cleanup_apps.append(app_name)
-    assert deployer.deploy(app_name, make_image(app_name, "v1", greeting="blue"), WEB).status == "live"
-    wait_for(lambda: serving(router, app_name, "blue"), 30, "v1 to be served")
+    deploy_live(deployer, make_image, router, app_name, "blue")
     green = make_image(app_name, "v2", greeting="green")
 
     with Load(stack, f"{app_name}.localhost") as load:
@@ -122,9 +130,7 @@ def test_a_bad_release_fails_auto_reverts_and_the_previous_one_keeps_serving(
     stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
 ) -> None:
     cleanup_apps.append(app_name)
-    good = deployer.deploy(app_name, make_image(app_name, "v1", greeting="good"), WEB)
-    assert good.status == ReleaseStatus.LIVE, good.description
-    wait_for(lambda: serving(router, app_name, "good"), 30, "v1 to be served")
+    good = deploy_live(deployer, make_image, router, app_name, "good")
 
     with Load(stack, f"{app_name}.localhost") as load:
         crash = make_image(app_name, "crash", kind="crash")
@@ -150,8 +156,7 @@ def test_restarting_consul_never_breaks_or_empties_the_router(
     stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
 ) -> None:
     cleanup_apps.append(app_name)
-    assert deployer.deploy(app_name, make_image(app_name, "v1", greeting="steady"), WEB).status == "live"
-    wait_for(lambda: serving(router, app_name, "steady"), 30, "the app to be served")
+    deploy_live(deployer, make_image, router, app_name, "steady")
 
     live = stack.router_dir / "haproxy.cfg"
     seen: dict[str, int] = {}  # every distinct live config, and how many servers it gave the app
