@@ -245,6 +245,28 @@ class Builder:
                 self._save(old)
         return removed
 
+    def records(self, app: str) -> list[BuildRecord]:
+        """Every build of ``app`` Billowin remembers, newest first."""
+        found = []
+        for path in (self.settings.state_dir / "builds" / app).glob("*.json"):
+            try:
+                found.append(BuildRecord.model_validate_json(path.read_text()))
+            except ValueError:
+                continue
+        return sorted(found, key=lambda r: r.started_at, reverse=True)
+
+    def forget(self, app: str) -> int:
+        """Remove every image, registry manifest, record and log of ``app`` (``apps:destroy``)."""
+        removed = 0
+        for record in self.records(app):
+            if record.image and record.status != "collected":
+                self.docker.remove_image(record.image)
+                if record.digest:
+                    self.registry.delete(app, record.digest)
+                removed += 1
+        shutil.rmtree(self.settings.state_dir / "builds" / app, ignore_errors=True)
+        return removed
+
 
 def _tee(fh: TextIO, log: LogLine) -> LogLine:
     def write(line: str) -> None:

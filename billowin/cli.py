@@ -1,8 +1,9 @@
 """The ``billowin`` command line (typer).
 
-Platform verbs live here: ``setup``, ``up``, ``down``, ``status``. App verbs
-(Heroku-style ``apps:create``, ``config:set``, ``ps:scale``…) call the same
-library code as the HTTP API.
+Platform verbs live here and act on this machine: ``setup``, ``up``, ``down``,
+``status``, ``build``, ``tokens:create``. App verbs (Heroku-style
+``apps:create``, ``config:set``, ``ps:scale``…) talk to the HTTP API; they
+live in ``billowin.cli_apps``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from rich.table import Table
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine, Registry
-from billowin.adapters.nomad import NomadScheduler
 from billowin.adapters.packer import Packer
-from billowin.apps import App, AppStore, DeployOn
 from billowin.auth import TokenStore
 from billowin.build import Builder
-from billowin.deploy import Deployer
+from billowin.cli_apps import register as register_app_verbs
 from billowin.detect import LANGUAGES
 from billowin.errors import BillowinError
 from billowin.settings import Settings
@@ -160,57 +159,6 @@ def build(
     console.print(f"[green]Built[/] {record.image}@{record.digest} in {record.seconds}s")
 
 
-@app.command("apps:create")
-def apps_create(
-    name: Annotated[str, typer.Argument(help="The app's name: a DNS label, served at <name>.<domain>.")],
-    repository: Annotated[str, typer.Option(help="What to build: an https:// URL or a local path.")],
-    github_repo: Annotated[str | None, typer.Option(help="owner/name on GitHub, to match webhooks.")] = None,
-    branch: Annotated[str, typer.Option(help="The branch to follow.")] = "main",
-    deploy_on: Annotated[
-        DeployOn, typer.Option(help="push: every push deploys; ci: wait for CI.")
-    ] = DeployOn.PUSH,
-    ci_workflow: Annotated[str | None, typer.Option(help="Only this GitHub Actions workflow counts.")] = None,
-    domain: Annotated[list[str] | None, typer.Option(help="A custom domain (repeatable).")] = None,
-) -> None:
-    """Create an app that follows a repository's branch."""
-    settings = Settings()
-    try:
-        new = App(
-            name=name,
-            repository=repository,
-            github_repo=github_repo,
-            branch=branch,
-            deploy_on=deploy_on,
-            ci_workflow=ci_workflow,
-            domains=domain or [],
-        )
-        AppStore(ConsulRegistry(settings)).create(new)
-    except ValueError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
-    except BillowinError as exc:
-        _fail(exc)
-    console.print(f"[green]Created[/] {name}: http://{name}.{settings.domain}:{settings.router_port}")
-    console.print(
-        f"Point a GitHub webhook at {settings.public_url or '<public url>'}/hooks/github "
-        "(events: push, workflow_run)."
-    )
-
-
-@app.command("apps")
-def apps_list() -> None:
-    """List apps and the branch each follows."""
-    settings = Settings()
-    try:
-        apps = AppStore(ConsulRegistry(settings)).all()
-    except BillowinError as exc:
-        _fail(exc)
-    table = Table("app", "repository", "branch", "deploys on")
-    for a in apps:
-        table.add_row(a.name, a.github_repo or a.repository, a.branch, a.deploy_on.value)
-    Console().print(table)
-
-
 @app.command("tokens:create")
 def tokens_create(name: Annotated[str, typer.Argument(help="Who or what the token is for.")]) -> None:
     """Create an API token (admin; talks to Consul directly). It is printed once, never stored."""
@@ -223,46 +171,7 @@ def tokens_create(name: Annotated[str, typer.Argument(help="Who or what the toke
     print(token)
 
 
-def _deployer(settings: Settings) -> Deployer:
-    return Deployer(settings, NomadScheduler(settings), ConsulRegistry(settings))
-
-
-@app.command("releases")
-def releases(app_name: Annotated[str, typer.Argument(metavar="APP")]) -> None:
-    """List an app's releases, newest first."""
-    settings = Settings()
-    try:
-        history = _deployer(settings).releases.list(app_name)
-    except BillowinError as exc:
-        _fail(exc)
-    table = Table("release", "status", "image", "when", "note")
-    for r in reversed(history):
-        note = f"rollback to {r.rollback_of}" if r.rollback_of else r.description
-        table.add_row(r.name, r.status.value, r.image, f"{r.created_at:%Y-%m-%d %H:%M:%S}", note)
-    Console().print(table)
-
-
-@app.command("rollback")
-def rollback(
-    app_name: Annotated[str, typer.Argument(metavar="APP")],
-    release: Annotated[str | None, typer.Argument(help="vN; default: the previous live release.")] = None,
-) -> None:
-    """Roll APP back to an earlier release (its image, process types and domains), as a new release."""
-    settings = Settings()
-    number = None
-    if release is not None:
-        if not release.removeprefix("v").isdigit():
-            console.print(f"[bold red]error:[/] {release!r} is not a release like v3")
-            raise typer.Exit(1)
-        number = int(release.removeprefix("v"))
-    try:
-        result = _deployer(settings).rollback(app_name, number, progress=lambda m: console.print(f"  {m}"))
-    except BillowinError as exc:
-        _fail(exc)
-    if result.status.value != "live":
-        console.print(f"[bold red]{result.name} failed:[/] {result.description}")
-        raise typer.Exit(1)
-    console.print(f"[green]{app_name} {result.name} is live[/] ({result.description})")
+register_app_verbs(app)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billowin.adapters.consul import ConsulRegistry
-from billowin.errors import InvalidInput
+from billowin.errors import Conflict, InvalidInput
 from billowin.jobspec import AppJob, Process, render
-from billowin.ports import Scheduler
+from billowin.oneoff import RunJob, Runner, shell_command
+from billowin.ports import ConfigStore, Scheduler
 from billowin.releases import Release, ReleaseStatus, ReleaseStore
 from billowin.settings import Settings
 
@@ -39,10 +40,27 @@ def _placement_failures(plan: dict[str, Any]) -> str:
 
 
 class Deployer:
-    def __init__(self, settings: Settings, nomad: Scheduler, consul: ConsulRegistry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        nomad: Scheduler,
+        consul: ConsulRegistry,
+        config: ConfigStore | None = None,
+        runner: Runner | None = None,
+    ) -> None:
         self.settings = settings
         self.nomad = nomad
         self.releases = ReleaseStore(consul)
+        self.config = config
+        self.runner = runner
+
+    def config_template(self, app: str, version: int) -> tuple[str | None, list[str]]:
+        """The Nomad template for a config version, and the Vault policies it needs (none if empty)."""
+        if not version or self.config is None:
+            return None, []
+        if not self.config.read(app, version):
+            return None, []
+        return self.config.template(app, version), self.config.job_vault_policies()
 
     def deploy(
         self,
@@ -56,40 +74,40 @@ class Deployer:
         timeout: float = 180,
         progress: Progress = _quiet,
         rollback_of: str | None = None,
+        config_version: int | None = None,
+        release_command: str | None = None,
+        cause: str = "",
+        sha: str | None = None,
     ) -> Release:
         """Deploy ``image`` as a new release of ``app``; returns the release with its outcome.
 
         ``keep_scale``: process types that already run keep their current count, as on Heroku.
         ``deadlines``: overrides of the job's update timings (``healthy_deadline``,
         ``progress_deadline``, ``min_healthy_time``, ``shutdown_delay``, ``kill_timeout``).
+        ``config_version``: the config-var version to run (default: the app's latest).
+        ``release_command``: the Procfile ``release`` phase, run once before the rollout;
+        if it fails, nothing is rolled out.
         """
-        current = self.nomad.current(app)
-        if keep_scale and current:
-            counts = {g["Name"]: g["Count"] for g in current.get("TaskGroups") or []}
-            processes = [
-                p.model_copy(update={"count": counts[p.name]}) if p.name in counts else p for p in processes
-            ]
-        release = self.releases.create(app, image, processes, list(domains or []), rollback_of=rollback_of)
-        progress(f"{app} {release.name}: rendering and validating the job")
-        variables = AppJob(
-            app=app,
-            release=release.name,
-            image=image,
-            processes=processes,
-            domains=release.domains,
-            **(deadlines or {}),
+        if config_version is None:
+            config_version = self.config.latest(app)[0] if self.config else 0
+        release = self.releases.create(
+            app,
+            image,
+            processes,
+            list(domains or []),
+            rollback_of=rollback_of,
+            config_version=config_version,
+            cause=cause,
+            sha=sha,
         )
         try:
-            job = self.nomad.parse(render(self.settings.jobspecs_dir, TEMPLATE, variables))
-            problem = _placement_failures(self.nomad.plan(job))
-            if problem:
-                raise InvalidInput(
-                    f"Nomad cannot place {app} {release.name}: {problem}",
-                    hint="Lower the memory/CPU of its process types, scale down, or add capacity.",
-                )
-            self.nomad.submit(job, expect_modify_index=int(current["JobModifyIndex"]) if current else 0)
+            config_template, policies = self.config_template(app, config_version)
+            if release_command:
+                self._release_phase(release, release_command, config_template, policies, progress)
+            progress(f"{app} {release.name}: rendering and validating the job")
+            self._register(release, processes, config_template, policies, keep_scale, deadlines)
         except Exception as exc:
-            self._finish(release, ReleaseStatus.FAILED, str(exc))
+            self._finish(release, ReleaseStatus.FAILED, getattr(exc, "message", None) or str(exc))
             raise
         registered = self.nomad.current(app) or {}
         release.job_version = registered.get("Version")
@@ -136,7 +154,87 @@ class Deployer:
             timeout=timeout,
             progress=progress,
             rollback_of=target.name,
+            config_version=target.config_version,
+            cause=f"rollback to {target.name}",
+            sha=target.sha,
         )
+
+    def _register(
+        self,
+        release: Release,
+        processes: list[Process],
+        config_template: str | None,
+        policies: list[str],
+        keep_scale: bool,
+        deadlines: dict[str, str] | None,
+        attempts: int = 3,
+    ) -> None:
+        """Parse, plan and register the job; a job changed meanwhile (a scale) is re-read and retried."""
+        app = release.app
+        for attempt in range(attempts):
+            current = self.nomad.current(app)
+            if keep_scale and current:
+                counts = {g["Name"]: g["Count"] for g in current.get("TaskGroups") or []}
+                processes = [
+                    p.model_copy(update={"count": counts[p.name]}) if p.name in counts else p
+                    for p in processes
+                ]
+            variables = AppJob(
+                app=app,
+                release=release.name,
+                image=release.image,
+                processes=processes,
+                domains=release.domains,
+                config_template=config_template,
+                vault_policies=policies,
+                **(deadlines or {}),
+            )
+            job = self.nomad.parse(render(self.settings.jobspecs_dir, TEMPLATE, variables))
+            problem = _placement_failures(self.nomad.plan(job))
+            if problem:
+                raise InvalidInput(
+                    f"Nomad cannot place {app} {release.name}: {problem}",
+                    hint="Lower the memory/CPU of its process types, scale down, or add capacity.",
+                )
+            try:
+                self.nomad.submit(job, expect_modify_index=int(current["JobModifyIndex"]) if current else 0)
+                return
+            except Conflict:
+                if attempt == attempts - 1:
+                    raise
+
+    def _release_phase(
+        self,
+        release: Release,
+        command: str,
+        config_template: str | None,
+        policies: list[str],
+        progress: Progress,
+    ) -> None:
+        if self.runner is None:
+            raise InvalidInput(f"{release.app} has a release command but this deployer cannot run it")
+        progress(f"{release.app} {release.name}: running the release command: {command}")
+        spec = RunJob(
+            job_id=self.runner.new_job_id(release.app, "release"),
+            app=release.app,
+            release=release.name,
+            kind="release",
+            image=release.image,
+            command=shell_command(command),
+            config_template=config_template,
+            vault_policies=policies,
+        )
+        code = 0
+        for event in self.runner.run(spec, timeout=self.settings.deploy_timeout):
+            if event.exit_code is not None:
+                code = event.exit_code
+            else:
+                progress(f"  release: {event.text}")
+        if code != 0:
+            raise InvalidInput(
+                f"the release command failed (exit {code}); nothing was rolled out",
+                hint="Fix the Procfile `release:` command (see its output above) and deploy again.",
+            )
 
     def _finish(self, release: Release, status: ReleaseStatus, description: str) -> None:
         release.status = status

@@ -43,6 +43,9 @@ class AppJob(BaseModel):
     image: str = Field(pattern=r"^[A-Za-z0-9._:/@-]{1,255}$")
     processes: list[Process]
     domains: list[str] = Field(default_factory=list)
+    # A Nomad template body rendering the release's config vars (from the ConfigStore), if any.
+    config_template: str | None = None
+    vault_policies: list[str] = Field(default_factory=list)
     # Fast deploys on one box; every figure is a Nomad duration.
     shutdown_delay: str = Field("5s", pattern=DURATION)
     kill_timeout: str = Field("10s", pattern=DURATION)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,7 +29,7 @@ from billowin.build import Builder
 from billowin.deploy import Deployer
 from billowin.errors import BillowinError
 from billowin.jobspec import Process
-from billowin.releases import ReleaseStatus
+from billowin.releases import Release, ReleaseStatus
 from billowin.webhooks import CodeEvent
 
 log = logging.getLogger("billowin.pipeline")
@@ -52,6 +53,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class JobKind(StrEnum):
+    BUILD = "build"  # build a commit, then deploy it (webhooks, `billowin deploy --sha`)
+    IMAGE = "image"  # deploy an already-built image (`billowin deploy --image`)
+    CONFIG = "config"  # roll out the app's newest config vars (`config:set` / `config:unset`)
+    DOMAINS = "domains"  # roll out the app's domains (`domains:add` / `domains:remove`)
+    ROLLBACK = "rollback"  # redeploy an earlier release (`billowin rollback`)
+
+
+# Code jobs: a newer one makes older queued ones pointless. Other kinds all run, in order.
+CODE_KINDS = {JobKind.BUILD, JobKind.IMAGE}
+
+
 class Step(BaseModel):
     at: datetime = Field(default_factory=_now)
     state: JobState
@@ -61,7 +74,11 @@ class Step(BaseModel):
 class Job(BaseModel):
     id: str
     app: str
-    sha: str
+    kind: JobKind = JobKind.BUILD
+    sha: str = ""
+    image: str | None = None
+    rollback_to: int | None = None
+    note: str = ""  # what asked for it, shown in releases: "config:set GREETING"
     branch: str | None = None
     repository: str | None = None  # owner/name on GitHub, for statuses
     source: str = "push"
@@ -72,6 +89,15 @@ class Job(BaseModel):
     attempts: int = 0
     steps: list[Step] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=_now)
+
+    def describe(self) -> str:
+        if self.kind == JobKind.BUILD:
+            return f"build and deploy {self.sha[:12]}"
+        if self.kind == JobKind.IMAGE:
+            return f"deploy image {self.image}"
+        if self.kind == JobKind.ROLLBACK:
+            return f"roll back to v{self.rollback_to}" if self.rollback_to else "roll back"
+        return self.note or f"roll out new {self.kind.value}"
 
     def move(self, state: JobState, message: str) -> None:
         self.state = state
@@ -85,14 +111,14 @@ class JobStore:
     def _key(self, app: str, job_id: str) -> str:
         return f"{PREFIX}/{app}/jobs/{job_id}"
 
-    def create(self, app: str, sha: str, **fields: str | None) -> Job:
+    def create(self, app: str, sha: str = "", **fields: object) -> Job:
         seq_key = f"{PREFIX}/{app}/seq"
         for _ in range(20):
             index, raw = self.consul.kv_get(seq_key)
             number = int(raw or b"0") + 1
             if self.consul.kv_put(seq_key, str(number).encode(), cas=index):
-                job = Job(id=f"{number:08d}", app=app, sha=sha, **fields)  # type: ignore[arg-type]
-                job.move(JobState.QUEUED, f"queued {sha[:12]} ({job.source})")
+                job = Job.model_validate({"id": f"{number:08d}", "app": app, "sha": sha, **fields})
+                job.move(JobState.QUEUED, f"queued: {job.describe()} ({job.source})")
                 self.save(job)
                 return job
         raise BillowinError(f"could not queue a job for {app}: too much contention")
@@ -103,6 +129,22 @@ class JobStore:
     def get(self, app: str, job_id: str) -> Job | None:
         _, raw = self.consul.kv_get(self._key(app, job_id))
         return Job.model_validate_json(raw) if raw else None
+
+    def wait(self, app: str, job_id: str, *, steps_seen: int, timeout: float) -> Job | None:
+        """The job once it has more than ``steps_seen`` steps (or is finished), or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        index: int | None = None
+        while True:
+            job = self.get(app, job_id)
+            if job is None or len(job.steps) > steps_seen or job.state in TERMINAL:
+                return job
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return job
+            index = self.consul.kv_wait(self._key(app, job_id), index, wait=f"{max(1, int(remaining))}s")
+
+    def delete(self, app: str) -> None:
+        self.consul.kv_delete_tree(f"{PREFIX}/{app}/")
 
     def list(self, app: str) -> list[Job]:
         entries = self.consul.kv_list(f"{PREFIX}/{app}/jobs/")
@@ -283,12 +325,13 @@ class Worker:
         queued = [j for j in jobs if j.state == JobState.QUEUED]
         if not queued:
             return False
-        newest = queued[-1]
-        for older in queued[:-1]:
-            older.move(JobState.SUPERSEDED, f"superseded by {newest.sha[:12]}")
+        code = [j for j in queued if j.kind in CODE_KINDS]
+        for older in code[:-1]:
+            older.move(JobState.SUPERSEDED, f"superseded by job {code[-1].id} ({code[-1].describe()})")
             self.jobs.save(older)
-            self._report(older, "error", f"superseded by {newest.sha[:7]}")
-        self._process(newest)
+            self._report(older, "error", f"superseded by {code[-1].sha[:7] or code[-1].id}")
+        remaining = [j for j in queued if j.kind not in CODE_KINDS or j is code[-1]]
+        self._process(remaining[0])
         return True
 
     def _process(self, job: Job) -> None:
@@ -298,28 +341,15 @@ class Worker:
             self._fail(job, exc.message)
             return
         job.attempts += 1
-        job.move(JobState.BUILDING, f"building {job.sha[:12]} (attempt {job.attempts})")
-        self.jobs.save(job)
-        self._report(job, "pending", "building")
         try:
-            record = self.builder.build(app.name, app.repository, job.sha)
-            assert record.image is not None
-            job.move(JobState.DEPLOYING, f"built {record.image}@{record.digest}; deploying")
-            self.jobs.save(job)
-            self._report(job, "pending", "deploying")
-            processes = [
-                Process(name=name, command=["sh", "-c", cmd], count=1 if name == "web" else 0)
-                for name, cmd in record.processes.items()
-                if name != "release"
-            ]
-            release = self.deployer.deploy(
-                app.name, record.image, processes, domains=app.domains, timeout=self.deploy_timeout
-            )
+            release = self._execute(app, job)
         except BillowinError as exc:
             if self._stop.is_set():  # shutting down: leave the job for the next worker to resume
                 log.info("pipeline %s: stopped while %s; will resume", job.app, job.state.value)
                 return
             self._fail(job, exc.message)
+            return
+        if release is None:
             return
         job.release = release.name
         if release.status == ReleaseStatus.LIVE:
@@ -328,6 +358,81 @@ class Worker:
             self._report(job, "success", f"{release.name} is live")
         else:
             self._fail(job, f"{release.name} did not become healthy: {release.description}")
+
+    def _progress(self, job: Job) -> Callable[[str], None]:
+        def report(message: str) -> None:
+            job.steps.append(Step(state=job.state, message=message))
+            self.jobs.save(job)
+
+        return report
+
+    def _execute(self, app: App, job: Job) -> Release | None:
+        """Carry out one job; returns the release it made (None when there was nothing to roll out)."""
+        deploy = self.deployer
+        timeout = self.deploy_timeout
+        if job.kind == JobKind.BUILD:
+            job.move(JobState.BUILDING, f"building {job.sha[:12]} (attempt {job.attempts})")
+            self.jobs.save(job)
+            self._report(job, "pending", "building")
+            record = self.builder.build(app.name, app.repository, job.sha)
+            assert record.image is not None
+            job.move(JobState.DEPLOYING, f"built {record.image}@{record.digest}; deploying")
+            self.jobs.save(job)
+            self._report(job, "pending", "deploying")
+            current = deploy.releases.current(app.name)
+            counts = {p.name: p.count for p in current.processes} if current else {}
+            processes = [
+                Process(
+                    name=name,
+                    command=["sh", "-c", cmd],
+                    count=counts.get(name, 1 if name == "web" else 0),
+                )
+                for name, cmd in record.processes.items()
+                if name != "release"
+            ]
+            return deploy.deploy(
+                app.name,
+                record.image,
+                processes,
+                domains=app.domains,
+                timeout=timeout,
+                release_command=record.processes.get("release"),
+                cause=f"{job.source} {job.sha[:7]}",
+                sha=job.sha,
+                progress=self._progress(job),
+            )
+        job.move(JobState.DEPLOYING, f"{job.describe()} (attempt {job.attempts})")
+        self.jobs.save(job)
+        if job.kind == JobKind.ROLLBACK:
+            return deploy.rollback(app.name, job.rollback_to, timeout=timeout, progress=self._progress(job))
+        current = deploy.releases.current(app.name)
+        if job.kind == JobKind.IMAGE:
+            assert job.image is not None
+            processes = current.processes if current else [Process(name="web")]
+            return deploy.deploy(
+                app.name,
+                job.image,
+                processes,
+                domains=app.domains,
+                timeout=timeout,
+                cause=job.note or "deploy image",
+                progress=self._progress(job),
+            )
+        # CONFIG / DOMAINS: the running release again, with the app's newest config and domains.
+        if current is None:
+            job.move(JobState.LIVE, "saved; it applies with the app's first deploy")
+            self.jobs.save(job)
+            return None
+        return deploy.deploy(
+            app.name,
+            current.image,
+            current.processes,
+            domains=app.domains,
+            timeout=timeout,
+            cause=job.note or job.kind.value,
+            sha=current.sha,
+            progress=self._progress(job),
+        )
 
     def _fail(self, job: Job, reason: str) -> None:
         job.reason = reason

@@ -8,6 +8,7 @@ touching them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,3 +77,37 @@ class ServiceRegistry(Probe, Protocol):
     def healthy_instances(self, service: str) -> list[Instance]: ...
 
     def wait_for_healthy(self, service: str, *, count: int, timeout: float) -> list[Instance]: ...
+
+
+class ConfigStore(Probe, Protocol):
+    """Where an app's config vars live, as immutable numbered versions (Nomad Variables or Vault KV v2).
+
+    Every change writes a whole new version; a release pins the version it runs,
+    so a rollback restores the config along with the image.
+    """
+
+    backend: str  # "nomad" | "vault"
+
+    def write(self, app: str, values: Mapping[str, str]) -> int:
+        """Store ``values`` as the app's next version; returns its number (1, 2, …)."""
+        ...
+
+    def read(self, app: str, version: int) -> dict[str, str]:
+        """The values of one version; ``NotFound`` when it does not exist."""
+        ...
+
+    def latest(self, app: str) -> tuple[int, dict[str, str]]:
+        """The newest version and its values; ``(0, {})`` for an app without config."""
+        ...
+
+    def delete(self, app: str) -> None:
+        """Remove every version of the app's config (``apps:destroy``)."""
+        ...
+
+    def template(self, app: str, version: int) -> str:
+        """A Nomad ``template`` body that renders the version as ``KEY="value"`` env-file lines."""
+        ...
+
+    def job_vault_policies(self) -> list[str]:
+        """Vault policies a job needs to read its config (empty for Nomad Variables)."""
+        ...

@@ -38,6 +38,9 @@ class Release(BaseModel):
     image: str
     processes: list[Process]
     domains: list[str] = Field(default_factory=list)
+    config_version: int = 0  # the app's config-var version this release runs (0: none)
+    sha: str | None = None  # the commit it was built from, when built by Billowin
+    cause: str = ""  # what made it: "push abc1234", "config:set GREETING", "rollback to v2"…
     status: ReleaseStatus = ReleaseStatus.DEPLOYING
     description: str = ""
     job_version: int | None = None
@@ -75,14 +78,18 @@ class ReleaseStore:
         processes: list[Process],
         domains: list[str],
         rollback_of: str | None = None,
+        **fields: object,
     ) -> Release:
-        release = Release(
-            app=app,
-            number=self._next_number(app),
-            image=image,
-            processes=processes,
-            domains=domains,
-            rollback_of=rollback_of,
+        release = Release.model_validate(
+            {
+                "app": app,
+                "number": self._next_number(app),
+                "image": image,
+                "processes": processes,
+                "domains": domains,
+                "rollback_of": rollback_of,
+                **fields,
+            }
         )
         self.save(release)
         return release
@@ -97,6 +104,14 @@ class ReleaseStore:
                 f"{app} has no release v{number}", hint=f"List them with `billowin releases {app}`."
             )
         return Release.model_validate_json(raw)
+
+    def current(self, app: str) -> Release | None:
+        """The newest live release: what the app runs now (failed releases were reverted)."""
+        live = [r for r in self.list(app) if r.status == ReleaseStatus.LIVE]
+        return live[-1] if live else None
+
+    def delete(self, app: str) -> None:
+        self._consul.kv_delete_tree(f"{PREFIX}/{app}/")
 
     def list(self, app: str) -> list[Release]:
         entries = self._consul.kv_list(f"{PREFIX}/{app}/releases/")

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     consul_token: SecretStr | None = Field(None, validation_alias=_env("CONSUL_TOKEN", "CONSUL_HTTP_TOKEN"))
     vault_addr: str | None = Field(None, validation_alias=_env("VAULT_ADDR", "VAULT_ADDR"))
     vault_token: SecretStr | None = Field(None, validation_alias=_env("VAULT_TOKEN", "VAULT_TOKEN"))
+    # Where apps' config vars live: Nomad Variables (no extra service) or Vault's KV v2.
+    config_backend: Literal["nomad", "vault"] = Field("nomad", validation_alias=_env("CONFIG_BACKEND"))
+    vault_kv_mount: str = Field("secret", validation_alias=_env("VAULT_KV_MOUNT"))
     docker_host: str = Field(
         "unix:///var/run/docker.sock", validation_alias=_env("DOCKER_HOST", "DOCKER_HOST")
     )

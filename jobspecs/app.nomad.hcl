@@ -102,6 +102,25 @@ job "[[ app ]]" {
         BILLOWIN_PROCESS = "[[ proc.name ]]"
       }
 
+[%- if config_template %]
+
+      # Config vars: rendered from the version this release pins, straight into
+      # the task's environment. They never appear in the job itself.
+      template {
+        destination = "secrets/config.env"
+        env         = true
+        change_mode = "noop"
+        data        = [[ config_template | tojson ]]
+      }
+[%- endif %]
+[%- if vault_policies %]
+
+      vault {
+        policies    = [[ vault_policies | tojson ]]
+        change_mode = "noop"
+      }
+[%- endif %]
+
       resources {
         cpu    = [[ proc.cpu ]]
         memory = [[ proc.memory ]]

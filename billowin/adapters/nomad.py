@@ -7,14 +7,17 @@ with blocking queries.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import nomad
 import nomad.api.exceptions as nomad_exc
 import requests
 
-from billowin.errors import Conflict, InvalidInput, NotFound, ServiceError, Unreachable
+from billowin.errors import BillowinError, Conflict, InvalidInput, NotFound, ServiceError, Unreachable
 from billowin.ports import ComponentHealth, DeployResult
 from billowin.settings import Settings
 
@@ -29,29 +32,45 @@ def _detail(exc: nomad_exc.BaseNomadException) -> str:
     return str(resp)
 
 
+def nomad_client(settings: Settings, *, timeout: int = 10) -> nomad.Nomad:
+    """A python-nomad client for ``settings.nomad_addr`` (with its token, if any)."""
+    token = settings.nomad_token.get_secret_value() if settings.nomad_token else None
+    return nomad.Nomad(address=settings.nomad_addr, token=token, timeout=timeout)
+
+
+def translate_error(exc: nomad_exc.BaseNomadException, what: str, address: str) -> BillowinError:
+    """The Billowin error for a python-nomad exception raised while working on ``what``."""
+    if isinstance(exc, nomad_exc.URLNotFoundNomadException):
+        return NotFound(f"Nomad has no {what}")
+    if isinstance(exc, nomad_exc.BadRequestNomadException):
+        return InvalidInput(f"Nomad refused the {what}: {_detail(exc)}")
+    detail = _detail(exc)
+    if isinstance(exc.nomad_resp, requests.RequestException):
+        return Unreachable(SYSTEM, address)
+    if isinstance(exc, nomad_exc.URLNotAuthorizedNomadException):
+        return ServiceError(
+            SYSTEM,
+            f"{what}: permission denied ({detail})",
+            hint="Check BILLOWIN_NOMAD_TOKEN (or NOMAD_TOKEN).",
+        )
+    if "modify index" in detail.lower():
+        return Conflict(f"the job changed while this deploy ran: {detail}")
+    return ServiceError(SYSTEM, f"{what} failed: {detail}")
+
+
 class NomadScheduler:
     """The ``Scheduler`` port implemented on a real Nomad agent."""
 
     def __init__(self, settings: Settings, *, timeout: int = 10) -> None:
         self._address = settings.nomad_addr
-        token = settings.nomad_token.get_secret_value() if settings.nomad_token else None
-        self._client = nomad.Nomad(address=self._address, token=token, timeout=timeout)
+        self._client = nomad_client(settings, timeout=timeout)
 
     # -- error translation -------------------------------------------------
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except nomad_exc.URLNotFoundNomadException as exc:
-            raise NotFound(f"Nomad has no {what}") from exc
-        except nomad_exc.BadRequestNomadException as exc:
-            raise InvalidInput(f"Nomad refused the {what}: {_detail(exc)}") from exc
         except nomad_exc.BaseNomadException as exc:
-            detail = _detail(exc)
-            if isinstance(exc.nomad_resp, requests.RequestException):
-                raise Unreachable(SYSTEM, self._address) from exc
-            if "modify index" in detail.lower():
-                raise Conflict(f"the job changed while this deploy ran: {detail}") from exc
-            raise ServiceError(SYSTEM, f"{what} failed: {detail}") from exc
+            raise translate_error(exc, what, self._address) from exc
 
     # -- Probe ------------------------------------------------------------
     def health(self) -> ComponentHealth:
@@ -167,3 +186,64 @@ class NomadScheduler:
                     deployment_id=dep.get("ID"),
                     job_version=dep.get("JobVersion"),
                 )
+
+    # -- logs ----------------------------------------------------------------
+    def log_frames(
+        self,
+        alloc_id: str,
+        task: str,
+        stream: str,
+        *,
+        origin: str = "start",
+        offset: int = 0,
+        follow: bool = False,
+    ) -> Iterator[bytes | None]:
+        """Read a task's stdout or stderr through Nomad's alloc logs API.
+
+        Yields the bytes of each data frame, and ``None`` for each heartbeat
+        frame (Nomad sends them while a followed log is quiet, so a reader can
+        check whether it should stop). Ends when Nomad closes the stream: at
+        the end of the log, or when the task is gone while following.
+        """
+        params = {
+            "task": task,
+            "type": stream,
+            "origin": origin,
+            "offset": str(offset),
+            "follow": str(follow).lower(),
+        }
+        resp = self._call(
+            f"logs of allocation {alloc_id}",
+            self._client.client.stream_logs.request,
+            alloc_id,
+            method="get",
+            params=params,
+            stream=True,
+            timeout=(10, 60),
+        )
+        decoder = json.JSONDecoder()
+        buffer = ""
+        try:
+            for chunk in resp.iter_content(chunk_size=None, decode_unicode=False):
+                buffer += chunk.decode("utf-8", errors="replace")
+                while True:
+                    buffer = buffer.lstrip()
+                    if not buffer:
+                        break
+                    try:
+                        frame, end = decoder.raw_decode(buffer)
+                    except json.JSONDecodeError:
+                        break  # an incomplete frame: wait for more bytes
+                    buffer = buffer[end:]
+                    data = frame.get("Data") if isinstance(frame, dict) else None
+                    yield base64.b64decode(data) if data else None
+        except requests.RequestException as exc:
+            raise Unreachable(SYSTEM, self._address) from exc
+        finally:
+            resp.close()
+
+    def allocation(self, alloc_id: str) -> dict[str, Any]:
+        alloc: dict[str, Any] = self._call(
+            f"allocation {alloc_id}", self._client.allocation.get_allocation, alloc_id
+        )
+        return alloc

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from billowin import __version__
 from billowin.api.deps import Systems
-from billowin.api.routes import health, hooks, pipeline
+from billowin.api.routes import apps, health, hooks, pipeline
 from billowin.errors import BillowinError
 from billowin.settings import Settings
 
@@ -46,4 +46,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(hooks.router)
     app.include_router(pipeline.router)
+    app.include_router(apps.router)
     return app

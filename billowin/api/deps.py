@@ -15,9 +15,12 @@ from billowin.adapters.packer import Packer
 from billowin.apps import AppStore
 from billowin.auth import TokenRecord, TokenStore
 from billowin.build import Builder
+from billowin.config_vars import config_store
 from billowin.deploy import Deployer
 from billowin.errors import Unauthorized
+from billowin.oneoff import Runner
 from billowin.pipeline import Worker
+from billowin.platform import Platform
 from billowin.settings import Settings
 from billowin.stack.tools import Toolset
 
@@ -40,7 +43,9 @@ class Systems:
         self.registry = Registry(settings)
         self.router = HAProxyRouter(settings.haproxy_socket)
         self.apps = AppStore(self.consul)
-        self.deployer = Deployer(settings, self.nomad, self.consul)
+        self.config = config_store(settings)
+        self.runner = Runner(settings, self.nomad)
+        self.deployer = Deployer(settings, self.nomad, self.consul, self.config, self.runner)
         self.builder: Builder | None = None
         self.worker: Worker | None = None
         if settings.pipeline:
@@ -62,6 +67,16 @@ class Systems:
                 public_url=settings.public_url,
                 deploy_timeout=settings.deploy_timeout,
             )
+        self.platform = Platform(
+            settings,
+            nomad=self.nomad,
+            consul=self.consul,
+            apps=self.apps,
+            deployer=self.deployer,
+            config=self.config,
+            runner=self.runner,
+            builder=self.builder,
+        )
 
 
 def get_systems(request: Request) -> Systems:

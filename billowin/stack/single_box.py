@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -84,6 +85,60 @@ def docker_ping(socket_path: Path = DOCKER_SOCKET) -> bool:
             return client.get("http://docker/_ping").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@dataclass(frozen=True)
+class VaultDev:
+    """A ``vault server -dev`` (in memory, unsealed, KV v2 at ``secret/``) and how to talk to it."""
+
+    process: ManagedProcess
+    addr: str
+    root_token: str
+
+    def env(self) -> dict[str, str]:
+        return {"BILLOWIN_VAULT_ADDR": self.addr, "BILLOWIN_VAULT_TOKEN": self.root_token}
+
+
+def _free_port_pair() -> int:
+    """A free port whose next one is free too: Vault's dev cluster listener takes port + 1."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise ServiceError("ports", "no two free consecutive ports for Vault")
+
+
+def vault_dev(vault: Path, state_dir: Path, *, port: int | None = None) -> VaultDev:
+    """A Vault dev server on ``port`` (default: a free one) with a random root token.
+
+    Not started: call ``.process.start()`` and ``.process.wait_ready(timeout)``, and
+    ``.process.stop()`` when done. It logs to ``<state_dir>/vault.log``; like any dev
+    server, Vault prints its (throwaway) root token there.
+    """
+    port = port or _free_port_pair()
+    addr = f"http://127.0.0.1:{port}"
+    token = secrets.token_urlsafe(24)
+    process = ManagedProcess(
+        name="vault",
+        argv=[
+            str(vault),
+            "server",
+            "-dev",
+            f"-dev-listen-address=127.0.0.1:{port}",
+            "-dev-no-store-token",  # leave ~/.vault-token alone
+        ],
+        run_dir=state_dir,
+        # The token goes through the environment, so it is not in `ps` output.
+        env={"VAULT_DEV_ROOT_TOKEN_ID": token, "VAULT_ADDR": addr},
+        ready=http_ok(f"{addr}/v1/sys/health", expect=lambda r: r.status_code == 200),
+        stop_signal=signal.SIGINT,
+        stop_timeout=30,
+    )
+    return VaultDev(process, addr, token)
 
 
 class SingleBox:
@@ -261,6 +316,10 @@ plugin "docker" {{
             stop_signal=signal.SIGINT,
             stop_timeout=30,
         )
+
+    def vault(self) -> VaultDev:
+        """A Vault dev server for this stack, on a free port; not part of ``start()``."""
+        return vault_dev(self.tools.vault, self.state_dir)
 
     def _router_env(self) -> dict[str, str]:
         return {

@@ -11,7 +11,7 @@ from typing import Any
 from billowin.errors import InstallError
 from billowin.settings import Settings
 
-HASHICORP_TOOLS = ("nomad", "consul", "consul-template")
+HASHICORP_TOOLS = ("nomad", "consul", "consul-template", "vault")
 
 # Binaries from Debian's packages, and the package each comes from.
 SYSTEM_PACKAGES = {
@@ -65,6 +65,7 @@ class Toolset:
     nomad: Path
     consul: Path
     consul_template: Path
+    vault: Path
     dockerd: Path
     haproxy: Path
     docker_registry: Path
@@ -96,6 +97,7 @@ class Toolset:
             nomad=found["nomad"],
             consul=found["consul"],
             consul_template=found["consul-template"],
+            vault=found["vault"],
             dockerd=found["dockerd"],
             haproxy=found["haproxy"],
             docker_registry=found["docker-registry"],
