@@ -83,11 +83,20 @@ def failure_reason(lines: list[str]) -> str:
 
 
 class Builder:
-    def __init__(self, settings: Settings, packer: Packer, docker: DockerEngine, registry: Registry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        packer: Packer,
+        docker: DockerEngine,
+        registry: Registry,
+        *,
+        on_finished: Callable[[BuildRecord], None] | None = None,  # monitoring: build durations
+    ) -> None:
         self.settings = settings
         self.packer = packer
         self.docker = docker
         self.registry = registry
+        self.on_finished = on_finished
         self._slots = threading.BoundedSemaphore(settings.build_concurrency)
         self._base_lock = threading.Lock()
 
@@ -163,6 +172,8 @@ class Builder:
                 record.finished_at = datetime.now(UTC)
                 record.seconds = round(time.monotonic() - started, 2)
                 self._save(record)
+                if self.on_finished is not None:
+                    self.on_finished(record)
         self.collect_garbage(app)
         return record
 

@@ -33,7 +33,7 @@ def validate_key(key: object) -> str:
         raise InvalidInput("a config var name cannot be empty")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(f"config var name {key[:40]!r}… is longer than {MAX_KEY_LENGTH} characters")
-    if not KEY.match(key):
+    if not KEY.fullmatch(key):
         raise InvalidInput(
             f"{key!r} is not a valid config var name: use letters, digits and '_', "
             "not starting with a digit (like DATABASE_URL)"
@@ -60,7 +60,7 @@ def validate_values(values: Mapping[str, str]) -> dict[str, str]:
 
 def validate_app(app: str) -> str:
     """``app`` if it is a valid app name (it becomes part of a storage path)."""
-    if not isinstance(app, str) or not DNS_LABEL.match(app):
+    if not isinstance(app, str) or not DNS_LABEL.fullmatch(app):
         raise InvalidInput(
             f"{app!r} is not a valid app name: lowercase letters, digits and '-', starting with a letter"
         )

@@ -220,7 +220,7 @@ class Deployer:
             release=release.name,
             kind="release",
             image=release.image,
-            command=shell_command(command),
+            script=shell_command(command),
             config_template=config_template,
             vault_policies=policies,
         )

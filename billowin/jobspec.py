@@ -7,6 +7,7 @@ variable is an error rather than an empty string.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -72,8 +73,18 @@ class AppJob(BaseModel):
         return value
 
 
+def hcl(value: object) -> str:
+    """``value`` as an HCL literal: JSON syntax, with HCL's ``${`` and ``%{`` template sequences escaped.
+
+    Every user-supplied string (Procfile commands, ``run`` commands, config templates) goes
+    through this, so ``${PORT}`` reaches the container's shell as typed instead of being
+    interpolated by Nomad's HCL parser.
+    """
+    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+
+
 def environment(jobspecs_dir: Path) -> jinja2.Environment:
-    return jinja2.Environment(  # noqa: S701 - HCL output, not HTML
+    env = jinja2.Environment(  # noqa: S701 - HCL output, not HTML
         loader=jinja2.FileSystemLoader(str(jobspecs_dir)),
         undefined=jinja2.StrictUndefined,
         variable_start_string="[[",
@@ -84,6 +95,8 @@ def environment(jobspecs_dir: Path) -> jinja2.Environment:
         comment_end_string="#]",
         keep_trailing_newline=True,
     )
+    env.filters["hcl"] = hcl
+    return env
 
 
 def render(jobspecs_dir: Path, template: str, variables: BaseModel) -> str:

@@ -8,6 +8,7 @@ afterwards so runs do not pile up in Nomad.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from billowin.adapters.nomad import NomadScheduler
-from billowin.errors import BillowinError, InvalidInput, ServiceError
+from billowin.errors import BillowinError, InvalidInput, NotFound, ServiceError
 from billowin.jobspec import render
 from billowin.logs import STREAMS
 from billowin.settings import Settings
@@ -26,6 +27,7 @@ from billowin.settings import Settings
 TEMPLATE = "run.nomad.hcl"
 TASK = "run"
 MAX_COMMAND = 4096
+FINISHED = ("complete", "failed", "lost")
 
 
 class RunJob(BaseModel):
@@ -36,7 +38,9 @@ class RunJob(BaseModel):
     release: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     kind: str = Field(pattern=r"^(run|release)$")
     image: str = Field(pattern=r"^[A-Za-z0-9._:/@-]{1,255}$")
-    command: list[str]
+    script: str  # run by the image's `sh`
+    # Template delimiters nobody can put in a command: the script is never a template.
+    delimiter: str = Field(default_factory=lambda: f"billowin-{secrets.token_hex(8)}")
     config_template: str | None = None
     vault_policies: list[str] = Field(default_factory=list)
     cpu: int = 100
@@ -52,13 +56,13 @@ class RunEvent:
     exit_code: int | None = None
 
 
-def shell_command(command: str) -> list[str]:
-    """The command as the image's shell runs it: ``sh -c`` inside the container, never on the host."""
+def shell_command(command: str) -> str:
+    """The command as a script for the image's ``sh`` (inside the container, never on the host)."""
     if not command.strip():
         raise InvalidInput("give a command to run, e.g. `billowin run APP -- python3 manage.py migrate`")
     if len(command) > MAX_COMMAND or "\x00" in command:
         raise InvalidInput("the command is too long or contains a NUL byte")
-    return ["sh", "-c", command]
+    return command + "\n"
 
 
 def _exit_code(alloc: dict[str, Any]) -> tuple[int, str]:
@@ -100,62 +104,67 @@ class Runner:
         )
 
     def follow(self, job_id: str, *, timeout: float = 600) -> Iterator[RunEvent]:
-        """The run's output as it comes, then its exit code; purges the job at the end."""
+        """The run's output as it comes, then its exit code; purges the job at the end.
+
+        One reader per stream follows the alloc logs; Nomad keeps a followed
+        stream open after the task ends, so once the allocation is finished
+        the readers are stopped and whatever they had not received yet is read
+        from where each stopped.
+        """
         deadline = time.monotonic() + timeout
         try:
             alloc = self._wait_alloc(job_id, deadline)
             events: list[RunEvent] = []
-            lock = threading.Condition()
-            done = 0
+            consumed = dict.fromkeys(STREAMS, 0)
+            partial = dict.fromkeys(STREAMS, b"")
+            lock = threading.Lock()
+            stop = threading.Event()
+
+            def take(stream: str, data: bytes) -> None:
+                consumed[stream] += len(data)
+                *lines, partial[stream] = (partial[stream] + data).split(b"\n")
+                events.extend(RunEvent(stream, ln.decode("utf-8", "replace")) for ln in lines)
 
             def read(stream: str) -> None:
-                nonlocal done
-                partial = b""
-                try:
+                with contextlib.suppress(BillowinError):
                     for data in self.nomad.log_frames(alloc["ID"], TASK, stream, follow=True):
-                        if not data:
-                            continue
-                        *lines, partial = (partial + data).split(b"\n")
                         with lock:
-                            events.extend(RunEvent(stream, ln.decode("utf-8", "replace")) for ln in lines)
-                            lock.notify()
-                except BillowinError:
-                    pass
-                finally:
-                    with lock:
-                        if partial:
-                            events.append(RunEvent(stream, partial.decode("utf-8", "replace")))
-                        done += 1
-                        lock.notify()
+                            if stop.is_set():
+                                return
+                            if data:
+                                take(stream, data)
 
             for stream in STREAMS:
                 threading.Thread(target=read, args=(stream,), daemon=True).start()
             while True:
+                time.sleep(0.2)
                 with lock:
-                    lock.wait_for(lambda: events or done == len(STREAMS), timeout=1)
                     batch, events[:] = list(events), []
-                    finished = done == len(STREAMS)
                 yield from batch
-                if finished:
+                alloc = self.nomad.allocation(alloc["ID"])
+                if alloc.get("ClientStatus") in FINISHED:
                     break
                 if time.monotonic() > deadline:
                     yield RunEvent("stderr", f"[billowin] the run took over {timeout:.0f}s; stopping it")
                     yield RunEvent(exit_code=124)
                     return
-            alloc = self._terminal(alloc["ID"], deadline)
+            with lock:
+                stop.set()
+                for stream in STREAMS:  # the rest, from where each reader got to
+                    with contextlib.suppress(NotFound):  # a task that never started has no logs
+                        for data in self.nomad.log_frames(alloc["ID"], TASK, stream, offset=consumed[stream]):
+                            if data:
+                                take(stream, data)
+                    if partial[stream]:
+                        events.append(RunEvent(stream, partial[stream].decode("utf-8", "replace")))
+                batch = list(events)
+            yield from batch
             code, reason = _exit_code(alloc)
             if reason:
                 yield RunEvent("stderr", f"[billowin] {reason}")
             yield RunEvent(exit_code=code)
         finally:
             self.nomad.stop(job_id, purge=True)
-
-    def _terminal(self, alloc_id: str, deadline: float) -> dict[str, Any]:
-        while True:
-            alloc = self.nomad.allocation(alloc_id)
-            if alloc.get("ClientStatus") in ("complete", "failed", "lost") or time.monotonic() > deadline:
-                return alloc
-            time.sleep(0.2)
 
     def run(self, spec: RunJob, *, timeout: float = 600) -> Iterator[RunEvent]:
         self.start(spec)

@@ -240,7 +240,9 @@ class Worker:
         statuses: GitHubStatuses | None = None,
         public_url: str = "",
         deploy_timeout: float = 300,
+        on_finished: Callable[[Job], None] | None = None,  # monitoring: deploys by outcome
     ) -> None:
+        self.on_finished = on_finished
         self.consul = consul
         self.apps = apps
         self.jobs = JobStore(consul)
@@ -329,6 +331,7 @@ class Worker:
         for older in code[:-1]:
             older.move(JobState.SUPERSEDED, f"superseded by job {code[-1].id} ({code[-1].describe()})")
             self.jobs.save(older)
+            self._finished(older)
             self._report(older, "error", f"superseded by {code[-1].sha[:7] or code[-1].id}")
         remaining = [j for j in queued if j.kind not in CODE_KINDS or j is code[-1]]
         self._process(remaining[0])
@@ -355,6 +358,7 @@ class Worker:
         if release.status == ReleaseStatus.LIVE:
             job.move(JobState.LIVE, f"{release.name} is live")
             self.jobs.save(job)
+            self._finished(job)
             self._report(job, "success", f"{release.name} is live")
         else:
             self._fail(job, f"{release.name} did not become healthy: {release.description}")
@@ -438,7 +442,12 @@ class Worker:
         job.reason = reason
         job.move(JobState.FAILED, reason)
         self.jobs.save(job)
+        self._finished(job)
         self._report(job, "failure", reason)
+
+    def _finished(self, job: Job) -> None:
+        if self.on_finished is not None:
+            self.on_finished(job)
 
     def _report(self, job: Job, state: str, description: str) -> None:
         if self.statuses is None or not job.repository:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
@@ -146,6 +147,11 @@ class Platform:
                 self.nomad.stop(job["ID"], purge=True)
         self.config.delete(name)
         if self.builder is not None:
+            # Nomad stops the instances gracefully (deregister, drain, SIGTERM); images go after.
+            deadline = time.monotonic() + self.settings.deploy_timeout
+            label = f"billowin.app={name}"
+            while self.builder.docker.running_containers(label=label) and time.monotonic() < deadline:
+                time.sleep(0.5)
             self.builder.forget(name)
         self.deployer.releases.delete(name)
         self.jobs.delete(name)
@@ -205,9 +211,14 @@ class Platform:
     # -- processes -------------------------------------------------------------
     def ps(self, name: str) -> list[InstanceStatus]:
         self.apps.get(name)
-        versions = {
-            r.job_version: r.name for r in self.deployer.releases.list(name) if r.job_version is not None
-        }
+        history = self.deployer.releases.list(name)
+        # Scaling makes new job versions too: an instance runs the newest release at or before its version.
+        versions = sorted((r.job_version, r.name) for r in history if r.job_version is not None)
+
+        def release_of(version: int) -> str | None:
+            names = [n for v, n in versions if v <= version]
+            return names[-1] if names else None
+
         out = []
         for alloc in self.nomad.allocations(name):
             if alloc.get("DesiredStatus") != "run" and alloc.get("ClientStatus") not in (
@@ -223,7 +234,7 @@ class Platform:
                     process=alloc.get("TaskGroup", ""),
                     alloc=alloc["ID"][:8],
                     state=alloc.get("ClientStatus", "unknown"),
-                    release=versions.get(int(alloc.get("JobVersion") or 0)),
+                    release=release_of(int(alloc.get("JobVersion") or 0)),
                     restarts=int(task.get("Restarts") or 0),
                     started_at=started,
                     age_seconds=age,
@@ -300,7 +311,7 @@ class Platform:
             release=release.name,
             kind="run",
             image=release.image,
-            command=shell_command(command),
+            script=shell_command(command),
             config_template=config_template,
             vault_policies=policies,
         )

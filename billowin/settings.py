@@ -96,6 +96,22 @@ class Settings(BaseSettings):
     pipeline: bool = Field(True, validation_alias=_env("PIPELINE"))
     deploy_timeout: float = Field(300, validation_alias=_env("DEPLOY_TIMEOUT"))
 
+    # Monitoring (billowin/monitoring/): samples every interval, one-minute points in SQLite, alerts.
+    monitoring: bool = Field(True, validation_alias=_env("MONITORING"))
+    metrics_interval: float = Field(10.0, gt=0, validation_alias=_env("METRICS_INTERVAL"))
+    metrics_retention_days: float = Field(7.0, ge=1, validation_alias=_env("METRICS_RETENTION_DAYS"))
+    metrics_token: SecretStr | None = Field(None, validation_alias=_env("METRICS_TOKEN"))
+    alert_webhook_url: SecretStr | None = Field(None, validation_alias=_env("ALERT_WEBHOOK_URL"))
+    alert_webhook_format: Literal["json", "slack"] = Field(
+        "json", validation_alias=_env("ALERT_WEBHOOK_FORMAT")
+    )
+    alert_webhook_attempts: int = Field(5, ge=1, validation_alias=_env("ALERT_WEBHOOK_ATTEMPTS"))
+    alert_crash_restarts: int = Field(5, ge=1, validation_alias=_env("ALERT_CRASH_RESTARTS"))
+    alert_crash_window: float = Field(600.0, gt=0, validation_alias=_env("ALERT_CRASH_WINDOW"))
+    alert_unhealthy_after: float = Field(60.0, ge=0, validation_alias=_env("ALERT_UNHEALTHY_AFTER"))
+    alert_5xx_ratio: float = Field(0.05, gt=0, le=1, validation_alias=_env("ALERT_5XX_RATIO"))
+    alert_5xx_min_requests: int = Field(20, ge=1, validation_alias=_env("ALERT_5XX_MIN_REQUESTS"))
+
     # How `billowin setup` gets Nomad, Consul and consul-template:
     # "auto" tries HashiCorp's release archives, then builds from Go modules.
     install_method: Literal["auto", "release", "go"] = Field("auto", validation_alias=_env("INSTALL_METHOD"))

@@ -84,7 +84,7 @@ job "[[ app ]]" {
         ports = ["http"]
 [%- endif %]
 [%- if proc.command %]
-        args  = [[ proc.command | tojson ]]
+        args  = [[ proc.command | hcl ]]
 [%- endif %]
         labels = [{
           "billowin.app"     = "[[ app ]]"
@@ -110,13 +110,13 @@ job "[[ app ]]" {
         destination = "secrets/config.env"
         env         = true
         change_mode = "noop"
-        data        = [[ config_template | tojson ]]
+        data        = [[ config_template | hcl ]]
       }
 [%- endif %]
 [%- if vault_policies %]
 
       vault {
-        policies    = [[ vault_policies | tojson ]]
+        policies    = [[ vault_policies | hcl ]]
         change_mode = "noop"
       }
 [%- endif %]

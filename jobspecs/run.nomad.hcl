@@ -25,9 +25,19 @@ job "[[ job_id ]]" {
     task "run" {
       driver = "docker"
 
+      # The command goes in a file, not in `args`: Nomad would interpolate any
+      # ${...} in the driver config, and the user's shell syntax must reach sh as typed.
+      template {
+        destination     = "local/billowin-run.sh"
+        perms           = "0755"
+        left_delimiter  = "[[ delimiter ]]{{"
+        right_delimiter = "}}[[ delimiter ]]"
+        data            = [[ script | hcl ]]
+      }
+
       config {
         image = "[[ image ]]"
-        args  = [[ command | tojson ]]
+        args  = ["sh", "/local/billowin-run.sh"]
         labels = [{
           "billowin.app"     = "[[ app ]]"
           "billowin.release" = "[[ release ]]"
@@ -46,13 +56,13 @@ job "[[ job_id ]]" {
         destination = "secrets/config.env"
         env         = true
         change_mode = "noop"
-        data        = [[ config_template | tojson ]]
+        data        = [[ config_template | hcl ]]
       }
 [%- endif %]
 [%- if vault_policies %]
 
       vault {
-        policies = [[ vault_policies | tojson ]]
+        policies = [[ vault_policies | hcl ]]
       }
 [%- endif %]
 

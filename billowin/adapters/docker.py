@@ -72,6 +72,10 @@ class DockerEngine:
         )
         return str(image.id)
 
+    def running_containers(self, *, label: str) -> int:
+        """How many containers with ``label`` (``key=value``) are running."""
+        return len(self._call("container list", self._client.containers.list, filters={"label": label}))
+
     def remove_containers(self, *, label: str) -> int:
         containers = self._call(
             "container list", self._client.containers.list, all=True, filters={"label": label}

@@ -2,7 +2,8 @@
 
 App ``A``'s config is the secret ``<mount>/billowin/A``; its versions are KV v2's
 own (Vault numbers them 1, 2, … under a per-secret lock, so two writers never
-share one). A job reads its pinned version through a Nomad template
+share one), and it keeps the last ``KEEP_VERSIONS`` of them, not KV v2's 10.
+A job reads its pinned version through a Nomad template
 ``secret "<mount>/data/billowin/A?version=N"`` with the ``billowin-apps``
 policy (``ensure_policy`` writes it).
 
@@ -25,6 +26,9 @@ from billowin.settings import Settings
 
 SYSTEM = "vault"
 POLICY = "billowin-apps"
+# Versions KV v2 keeps per app (its default is 10): releases pin versions, and a
+# rollback must still find the version its release ran with.
+KEEP_VERSIONS = 1000
 PERMISSION_HINT = (
     "Check BILLOWIN_VAULT_TOKEN (or VAULT_TOKEN): it must be a valid Vault token "
     "allowed to read and write {mount}/data/billowin/* and {mount}/metadata/billowin/*."
@@ -108,7 +112,16 @@ class VaultKV:
             secret=data,
             mount_point=self.mount,
         )
-        return int(resp["data"]["version"])
+        version = int(resp["data"]["version"])
+        if version == 1:  # a new secret: keep more than KV v2's default of 10 versions
+            self._call(
+                f"config of {app}",
+                self._client.secrets.kv.v2.update_metadata,
+                path=self.path(app),
+                max_versions=KEEP_VERSIONS,
+                mount_point=self.mount,
+            )
+        return version
 
     def read(self, app: str, version: int) -> dict[str, str]:
         validate_app(app)

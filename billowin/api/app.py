@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from billowin import __version__
 from billowin.api.deps import Systems
-from billowin.api.routes import apps, health, hooks, pipeline
+from billowin.api.routes import apps, dashboard, health, hooks, monitoring, pipeline
 from billowin.errors import BillowinError
 from billowin.settings import Settings
 
@@ -26,7 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if systems.worker:
             systems.worker.start()
+        systems.monitoring.start()
         yield
+        systems.monitoring.stop()
         if systems.worker:
             systems.worker.stop()
 
@@ -47,4 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(hooks.router)
     app.include_router(pipeline.router)
     app.include_router(apps.router)
+    app.include_router(monitoring.router)
+    app.include_router(dashboard.router)
+    app.mount(
+        "/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static"
+    )
+
+    @app.get("/", include_in_schema=False)
+    async def _home() -> RedirectResponse:
+        return RedirectResponse("/dashboard")
+
     return app

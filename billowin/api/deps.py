@@ -18,6 +18,7 @@ from billowin.build import Builder
 from billowin.config_vars import config_store
 from billowin.deploy import Deployer
 from billowin.errors import Unauthorized
+from billowin.monitoring import Monitoring
 from billowin.oneoff import Runner
 from billowin.pipeline import Worker
 from billowin.platform import Platform
@@ -46,12 +47,19 @@ class Systems:
         self.config = config_store(settings)
         self.runner = Runner(settings, self.nomad)
         self.deployer = Deployer(settings, self.nomad, self.consul, self.config, self.runner)
+        self.monitoring = Monitoring(
+            settings, self.consul, registered_apps=lambda: [a.name for a in self.apps.all()]
+        )
         self.builder: Builder | None = None
         self.worker: Worker | None = None
         if settings.pipeline:
             tools = Toolset.resolve(settings)
             self.builder = Builder(
-                settings, Packer(str(tools.packer), settings.packer_dir), self.docker, self.registry
+                settings,
+                Packer(str(tools.packer), settings.packer_dir),
+                self.docker,
+                self.registry,
+                on_finished=self.monitoring.metrics.build_finished,
             )
             statuses = (
                 GitHubStatuses(settings.github_api_url, settings.github_token)
@@ -66,6 +74,7 @@ class Systems:
                 statuses=statuses,
                 public_url=settings.public_url,
                 deploy_timeout=settings.deploy_timeout,
+                on_finished=self.monitoring.metrics.job_finished,
             )
         self.platform = Platform(
             settings,
@@ -87,10 +96,22 @@ def get_systems(request: Request) -> Systems:
 SystemsDep = Annotated[Systems, Depends(get_systems)]
 
 
+COOKIE = "billowin_token"  # set by the dashboard's login form: HttpOnly, SameSite=Strict
+
+
+def token_from(request: Request) -> str:
+    """The token a request carries: ``Authorization: Bearer …``, else the dashboard's cookie."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+    return request.cookies.get(COOKIE, "")
+
+
 def require_token(request: Request, systems: SystemsDep) -> TokenRecord:
     """Every endpoint but ``/health`` and the webhooks needs a valid ``Authorization: Bearer`` token."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    record = TokenStore(systems.consul).verify(token.strip()) if scheme.lower() == "bearer" else None
+    token = token_from(request)
+    record = TokenStore(systems.consul).verify(token) if token else None
     if record is None:
         raise Unauthorized(
             "a valid API token is required",

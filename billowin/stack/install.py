@@ -3,7 +3,7 @@
 Steps, each skipped when its result is already cached:
 
 1. Debian packages: Docker Engine, HAProxy, Packer, the Docker registry, debootstrap.
-2. Nomad, Consul and consul-template at the versions pinned in ``versions.toml``:
+2. Nomad, Consul, consul-template and Vault at the versions pinned in ``versions.toml``:
    from HashiCorp's release archives (SHA256SUMS-verified), or built from their
    Go modules when the archives are unreachable or ``BILLOWIN_INSTALL_METHOD=go``.
 3. The base Docker image, made without any registry: ``debootstrap`` a Debian
@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -187,12 +188,23 @@ class Installer:
             shutil.move(str(gobin / tool.name), tmp)
             shutil.rmtree(gobin, ignore_errors=True)
         else:
-            src = self.module_tree(str(go), tool)
+            src, substitutes = self.module_tree(str(go), tool)
+            hint = None
+            if substitutes:
+                used = ", ".join(f"{sub} {version}" for sub, version in substitutes)
+                hint = (
+                    f"The Go module proxy does not serve {tool.name} {tool.version}'s own sub-modules, "
+                    f"so these published versions stood in: {used}. If the errors above are about "
+                    f"missing or changed names, they do not match this release's code: pin other "
+                    f"versions under [{tool.name}.submodules] in versions.toml, or pin a release "
+                    f"whose go.mod requires versions that match."
+                )
             self.run(
                 [str(go), "build", "-trimpath", "-o", str(tmp), "."],
                 cwd=src,
                 env=env,
                 what=f"go build of {tool.module}",
+                hint=hint,
             )
         tmp.chmod(0o755)
         os.replace(tmp, target)
@@ -209,24 +221,28 @@ class Installer:
             raise InstallError(f"go mod download {module}@{version}: {info['Error']}")
         return info
 
-    def module_tree(self, go: str, tool: PinnedTool) -> Path:
+    def module_tree(self, go: str, tool: PinnedTool) -> tuple[Path, list[tuple[str, str]]]:
         """A writable copy of the module, with each ``replace => ./sub`` filled in.
 
         A module zip leaves out nested modules, so every locally replaced
-        sub-module is downloaded at the same commit as the release tag (its
-        pseudo-version), falling back to the version the go.mod requires.
+        sub-module is downloaded: at the version pinned for it in versions.toml
+        (``[tool.submodules]``), else at the release tag's own commit (as a
+        pseudo-version), else at the version the go.mod requires. Returns the
+        tree and the ``(sub, version)`` pairs that are not the tag's own commit.
         """
         info = self.go_download(go, tool.module, f"v{tool.version}")
+        check_license(Path(info["Dir"]), tool)
         tree = self.settings.cache_dir / "build" / f"{tool.name}-{tool.version}"
         shutil.rmtree(tree, ignore_errors=True)
         shutil.copytree(info["Dir"], tree)
         make_writable(tree)
         meta = json.loads(Path(info["Info"]).read_text())
-        origin_hash = meta.get("Origin", {}).get("Hash", "")
-        stamp = meta["Time"].replace("-", "").replace(":", "").replace("T", "")[:14]
+        commit = meta.get("Origin", {}).get("Hash", "")
+        pinned = dict(tool.submodules)
+        substitutes: list[tuple[str, str]] = []
         for sub, required in local_replacements(tree / "go.mod", tool.module):
-            candidates = [f"v0.0.0-{stamp}-{origin_hash[:12]}"] if origin_hash else []
-            candidates += [required] if required else []
+            at_commit = pseudo_versions(required, meta["Time"], commit)
+            candidates = submodule_candidates(pinned.get(sub), at_commit, required)
             last_error: InstallError | None = None
             for version in candidates:
                 try:
@@ -237,10 +253,14 @@ class Installer:
                 shutil.rmtree(tree / sub, ignore_errors=True)
                 shutil.copytree(sub_info["Dir"], tree / sub)
                 make_writable(tree / sub)
+                if version not in at_commit:
+                    substitutes.append((sub, version))
                 break
             else:
                 raise last_error or InstallError(f"no version found for {tool.module}/{sub}")
-        return tree
+        stand_ins = ", ".join(f"{sub} {version}" for sub, version in substitutes) or "none"
+        self.log_line(f"{tool.name} {tool.version}: sub-modules not at the tag's commit: {stand_ins}")
+        return tree, substitutes
 
     # -- 3. base image -------------------------------------------------------
     def base_image(self, ensure_engine: Callable[[], None]) -> str:
@@ -348,6 +368,65 @@ def make_writable(tree: Path) -> None:
         for name in files:
             path = Path(dirpath, name)
             path.chmod(path.stat().st_mode | 0o200)
+
+
+def pseudo_versions(required: str | None, commit_time: str, commit: str) -> list[str]:
+    """The pseudo-versions a sub-module at ``commit`` may go by, most likely first.
+
+    Go names an untagged commit ``vX.Y.(Z+1)-0.<time>-<hash>`` after the newest
+    ``vX.Y.Z`` tag it descends from (``v0.0.0-<time>-<hash>`` when there is none),
+    and a module proxy may serve only that canonical name. Which tag that is
+    cannot be known without the repository, so the guesses come from the version
+    the go.mod requires: the same base when it is itself a pseudo-version, else
+    the next patch version.
+    """
+    if not commit:
+        return []
+    stamp = commit_time.replace("-", "").replace(":", "").replace("T", "")[:14]
+    suffix = f"0.{stamp}-{commit[:12]}"
+    bases: list[str] = []
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)(-0\.\d{14}-[0-9a-f]{12})?", required or "")
+    if match:
+        major, minor, patch, pseudo = match.groups()
+        bases.append(f"v{major}.{minor}.{int(patch) + (0 if pseudo else 1)}")
+    candidates = [f"{base}-{suffix}" for base in bases]
+    return [*candidates, f"v0.0.0-{stamp}-{commit[:12]}"]
+
+
+def submodule_candidates(pinned: str | None, at_commit: list[str], required: str | None) -> list[str]:
+    """Versions to try for a locally replaced sub-module, best first.
+
+    A version pinned in versions.toml is the only one tried: it was chosen because
+    the others do not build.
+    """
+    if pinned:
+        return [pinned]
+    return [*at_commit, *([required] if required else [])]
+
+
+LICENSE_MARKERS = {"MPL-2.0": "Mozilla Public License, version 2.0"}
+
+
+def check_license(module_dir: Path, tool: PinnedTool) -> None:
+    """Refuse to build a release whose LICENSE is not the one versions.toml expects."""
+    if not tool.license:
+        return
+    marker = LICENSE_MARKERS.get(tool.license)
+    if marker is None:
+        raise InstallError(f"versions.toml names an unknown license for {tool.name}: {tool.license!r}")
+    try:
+        head = (module_dir / "LICENSE").read_text(errors="replace")[:2000]
+    except OSError:
+        head = ""
+    if marker not in head:
+        if "Business Source License" in head:
+            found = "the Business Source License"
+        else:
+            found = repr(next((line.strip() for line in head.splitlines() if line.strip()), "no LICENSE"))
+        raise InstallError(
+            f"{tool.name} {tool.version} is not licensed under {tool.license}: its LICENSE is {found}",
+            hint=f"Pin a {tool.license} release of {tool.name} in versions.toml.",
+        )
 
 
 def local_replacements(go_mod: Path, module: str) -> list[tuple[str, str | None]]:

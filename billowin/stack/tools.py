@@ -24,6 +24,8 @@ SYSTEM_PACKAGES = {
     "git": "git",
     "iptables": "iptables",
     "wrk": "wrk",  # `make bench`
+    "chromium": "chromium",  # the dashboard's browser tests
+    "chromedriver": "chromium-driver",
 }
 SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
@@ -34,6 +36,11 @@ class PinnedTool:
     version: str
     module: str
     build: str  # "go-install" | "module-dir"
+    # module-dir only: versions to use for locally replaced sub-modules ("sdk" -> "v0.9.2"),
+    # when the release's own commit is not served by the Go module proxy.
+    submodules: tuple[tuple[str, str], ...] = ()
+    # module-dir only: the license the release must carry ("MPL-2.0"); checked before building.
+    license: str | None = None
 
 
 def load_versions(path: Path) -> dict[str, Any]:
@@ -43,10 +50,20 @@ def load_versions(path: Path) -> dict[str, Any]:
 
 def pinned_tools(settings: Settings) -> list[PinnedTool]:
     versions = load_versions(settings.versions_file)
-    return [
-        PinnedTool(name, str(versions[name]["version"]), versions[name]["module"], versions[name]["build"])
-        for name in HASHICORP_TOOLS
-    ]
+    tools = []
+    for name in HASHICORP_TOOLS:
+        spec = versions[name]
+        tools.append(
+            PinnedTool(
+                name,
+                str(spec["version"]),
+                spec["module"],
+                spec["build"],
+                submodules=tuple(sorted((str(k), str(v)) for k, v in spec.get("submodules", {}).items())),
+                license=spec.get("license"),
+            )
+        )
+    return tools
 
 
 def cached_binary(settings: Settings, tool: PinnedTool) -> Path:
@@ -65,11 +82,11 @@ class Toolset:
     nomad: Path
     consul: Path
     consul_template: Path
-    vault: Path
     dockerd: Path
     haproxy: Path
     docker_registry: Path
     packer: Path
+    vault: Path
 
     @classmethod
     def resolve(cls, settings: Settings) -> Toolset:
@@ -97,9 +114,9 @@ class Toolset:
             nomad=found["nomad"],
             consul=found["consul"],
             consul_template=found["consul-template"],
-            vault=found["vault"],
             dockerd=found["dockerd"],
             haproxy=found["haproxy"],
             docker_registry=found["docker-registry"],
             packer=found["packer"],
+            vault=found["vault"],
         )

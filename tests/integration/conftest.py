@@ -34,7 +34,9 @@ from billowin.stack.install import base_image_tag, docker_image_exists
 from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import Toolset
 
+from . import alert_receiver as alert_receiver_server
 from . import fake_github as fake_github_server
+from .alert_receiver import AlertReceiver
 from .fake_github import FakeGitHub
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,8 +58,19 @@ def travis_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.fixture(scope="session")
+def alert_receiver() -> Iterator[AlertReceiver]:
+    """Where the session's API delivers its monitoring alerts."""
+    receiver = alert_receiver_server.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, fake_github: FakeGitHub, travis_key: rsa.RSAPrivateKey
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_github: FakeGitHub,
+    travis_key: rsa.RSAPrivateKey,
+    alert_receiver: AlertReceiver,
 ) -> Iterator[SingleBox]:
     settings = Settings()  # where `make setup` put the binaries
     tools = Toolset.resolve(settings)  # raises (fails the session) when any is missing
@@ -72,6 +85,11 @@ def stack(
         "BILLOWIN_TRAVIS_PUBLIC_KEY": travis_pem.decode(),
         "BILLOWIN_PUBLIC_URL": "http://billowin.test",
         "BILLOWIN_DEPLOY_TIMEOUT": "120",
+        # Monitoring: sample often, and call two crashes in a minute a crash loop, to keep tests short.
+        "BILLOWIN_METRICS_INTERVAL": "2",
+        "BILLOWIN_ALERT_WEBHOOK_URL": alert_receiver.url,
+        "BILLOWIN_ALERT_CRASH_RESTARTS": "2",
+        "BILLOWIN_ALERT_CRASH_WINDOW": "60",
     }
     box = SingleBox(tools, Ports.free(), state, api_env=api_env)
     box.start()
@@ -121,6 +139,11 @@ STARTS = {
     ),
     # Dies at once, every time.
     "crash": "echo 'boom: cannot connect to the database' >&2; exit 1",
+    # Serves (and passes its health check) for 8 s, then dies; again after each restart.
+    "flaky": (
+        'echo "$GREETING release=$BILLOWIN_RELEASE" > /srv/www/index.html; '
+        'busybox httpd -p "$PORT" -h /srv/www; sleep 8; exit 1'
+    ),
     # Runs, but its health check never passes (nothing to serve: 404).
     "unhealthy": 'exec busybox httpd -f -p "$PORT" -h /srv/www',
 }

@@ -164,7 +164,9 @@ def test_a_user_manages_an_app_through_the_cli(
     )
     instances = [i for i in cli.json("ps", app_name) if i["state"] == "running"]
     assert sorted(i["name"] for i in instances) == ["web.1", "web.2"]
-    assert all(i["release"] == "v3" and i["restarts"] == 0 for i in instances)
+    assert all(i["release"] == "v3" and i["restarts"] == 0 for i in instances), [
+        (i["release"], i["restarts"]) for i in instances
+    ]
 
     # Releases: the deploy, then one per config change, each with its config version.
     releases = cli.json("releases", app_name)
@@ -193,8 +195,8 @@ def test_a_user_manages_an_app_through_the_cli(
         assert secret_v1 not in body and secret_v2.split()[1] not in body, path
 
     # `run` prints a command's output, with the release's config; its exit code is the CLI's.
-    ran = cli("run", app_name, "--", "echo", "run-sees", "$GREETING")
-    assert f"run-sees {secret_v1}" in ran.stdout
+    ran = cli("run", app_name, "--", "echo", "run-sees", "${GREETING%%-*}")  # the secret's first word only
+    assert "run-sees first" in ran.stdout
     failed = cli("run", app_name, "--", "echo oops >&2; exit 3", ok=False)
     assert failed.returncode == 3 and "oops" in failed.stderr
 
@@ -218,34 +220,33 @@ def test_a_user_manages_an_app_through_the_cli(
 
 def check_logs_from_both_instances(cli: Cli, router: httpx.Client, app: str) -> None:
     """`logs --tail` merges both instances' stdout and stderr into one stream, tagged web.1 / web.2."""
-    proc = subprocess.Popen(
+    marker = uuid.uuid4().hex[:12]
+    seen: set[tuple[str, str]] = set()
+    with subprocess.Popen(
         cli.argv("logs", app, "--tail", "--num", "0"),
         env=cli.env,
         cwd=REPO,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout or []], daemon=True).start()
-    marker = uuid.uuid4().hex[:12]
-    seen: set[tuple[str, str]] = set()
-    try:
+    ) as proc:
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout or []], daemon=True).start()
+        try:
 
-        def both_seen() -> bool:
-            router.get(f"/note/{marker}", headers={"Host": f"{app}.localhost"})
-            while not lines.empty():
-                line = lines.get()
-                if marker in line:
-                    process = line.split()[1]
-                    stream = line.split()[3].rstrip(":")
-                    seen.add((process, stream))
-            return {"web.1", "web.2"} <= {p for p, _ in seen} and {"stdout", "stderr"} <= {s for _, s in seen}
+            def both_seen() -> bool:
+                router.get(f"/note/{marker}", headers={"Host": f"{app}.localhost"})
+                while not lines.empty():
+                    line = lines.get()
+                    if marker in line:
+                        process, stream = line.split()[1], line.split()[3].rstrip(":")
+                        seen.add((process, stream))
+                processes, streams = {p for p, _ in seen}, {s for _, s in seen}
+                return {"web.1", "web.2"} <= processes and {"stdout", "stderr"} <= streams
 
-        wait_for(both_seen, 60, "log lines from both instances, stdout and stderr")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+            wait_for(both_seen, 60, "log lines from both instances, stdout and stderr")
+        finally:
+            proc.terminate()
 
 
 def test_deploy_wait_exits_non_zero_when_the_release_fails(

@@ -19,6 +19,8 @@ import httpx
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.haproxy import check_config
 from billowin.adapters.nomad import NomadScheduler
+from billowin.apps import App, AppStore
+from billowin.auth import TokenStore
 from billowin.deploy import Deployer
 from billowin.jobspec import Process
 from billowin.releases import Release, ReleaseStatus
@@ -217,8 +219,13 @@ def test_rollback_restores_the_earlier_image_as_a_new_release(
     assert deployer.deploy(app_name, make_image(app_name, "v2", greeting="second"), WEB).status == "live"
     wait_for(lambda: serving(router, app_name, "second release=v2"), 30, "v2 to be served")
 
-    # What a user types; the CLI talks to the same stack.
-    env = {**os.environ, **stack.env()}
+    # What a user types; the CLI talks to the stack's API with a token.
+    AppStore(ConsulRegistry(stack.settings)).create(App(name=app_name, repository="/nonexistent"))
+    env = {
+        **os.environ,
+        "BILLOWIN_API_URL": f"http://127.0.0.1:{stack.ports.api}",
+        "BILLOWIN_API_TOKEN": TokenStore(ConsulRegistry(stack.settings)).create("rollback test"),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "billowin.cli", "rollback", app_name],
         env=env,
@@ -228,7 +235,7 @@ def test_rollback_restores_the_earlier_image_as_a_new_release(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "v3 is live" in done.stderr
+    assert "v3 is live" in done.stderr, done.stderr
 
     # The old image answers again, under a new release number.
     wait_for(lambda: serving(router, app_name, "first release=v3"), 30, "the rolled-back image to be served")

@@ -64,12 +64,30 @@ def test_a_one_off_run_is_a_batch_job_that_is_never_retried() -> None:
             release="v3",
             kind="run",
             image="127.0.0.1:5000/shop:abc",
-            command=shell_command("rake db:migrate && echo 'done; really'"),
+            script=shell_command("rake db:migrate && echo \"${HOME}\" '{{ x }}'"),
+            delimiter="billowin-0123",
         ),
     )
     assert 'type        = "batch"' in hcl
     assert "attempts = 0" in hcl
-    assert 'args  = ["sh", "-c", "rake db:migrate \\u0026\\u0026 echo \\u0027done; really\\u0027"]' in hcl
+    assert 'args  = ["sh", "/local/billowin-run.sh"]' in hcl
+    # The command is a file's content, verbatim: no HCL, Nomad or template interpolation applies.
+    assert 'data            = "rake db:migrate && echo \\"$${HOME}\\" \'{{ x }}\'\\n"' in hcl
+    assert 'left_delimiter  = "billowin-0123{{"' in hcl
+
+
+def test_shell_syntax_in_commands_is_not_interpolated_by_hcl() -> None:
+    hcl = render(
+        JOBSPECS,
+        "app.nomad.hcl",
+        AppJob(
+            app="shop",
+            release="v1",
+            image="img",
+            processes=[Process(name="web", command=["sh", "-c", "gunicorn -b 0.0.0.0:${PORT} %{x}"])],
+        ),
+    )
+    assert '"gunicorn -b 0.0.0.0:$${PORT} %%{x}"' in hcl
 
 
 @pytest.mark.parametrize("command", ["", "   ", "echo \x00", "x" * 5000])

@@ -9,8 +9,14 @@ import pytest
 
 from billowin.errors import InstallError
 from billowin.settings import Settings
-from billowin.stack.install import install_from_archive, local_replacements
-from billowin.stack.tools import Toolset, load_versions, pinned_tools
+from billowin.stack.install import (
+    check_license,
+    install_from_archive,
+    local_replacements,
+    pseudo_versions,
+    submodule_candidates,
+)
+from billowin.stack.tools import PinnedTool, Toolset, load_versions, pinned_tools
 
 
 def make_zip(name: str, content: bytes) -> bytes:
@@ -62,10 +68,69 @@ def test_local_replacements_are_found_with_their_required_versions(tmp_path: Pat
 def test_every_hashicorp_tool_is_pinned_in_one_versions_file() -> None:
     settings = Settings()
     tools = {t.name: t for t in pinned_tools(settings)}
-    assert set(tools) == {"nomad", "consul", "consul-template"}
+    assert set(tools) == {"nomad", "consul", "consul-template", "vault"}
     for tool in tools.values():
         assert tool.version[0].isdigit() and tool.build in {"go-install", "module-dir"}
     assert "base-image" in load_versions(settings.versions_file)
+    # Every tool built from its module tree must be an MPL-2.0 release.
+    assert all(t.license == "MPL-2.0" for t in tools.values() if t.build == "module-dir")
+
+
+def test_sub_module_pins_and_licenses_are_read_from_the_versions_file(tmp_path: Path) -> None:
+    versions = tmp_path / "versions.toml"
+    versions.write_text(
+        "".join(
+            f'[{name}]\nversion = "1.0.0"\nmodule = "example.com/{name}"\nbuild = "module-dir"\n'
+            for name in ("nomad", "consul", "consul-template")
+        )
+        + '[vault]\nversion = "1.14.2"\nmodule = "github.com/hashicorp/vault"\nbuild = "module-dir"\n'
+        'license = "MPL-2.0"\n[vault.submodules]\nsdk = "v0.9.2"\napi = "v1.9.2"\n'
+    )
+    tools = {t.name: t for t in pinned_tools(Settings(versions_file=versions))}
+    assert tools["vault"].submodules == (("api", "v1.9.2"), ("sdk", "v0.9.2"))
+    assert tools["vault"].license == "MPL-2.0"
+    assert tools["nomad"].submodules == () and tools["nomad"].license is None
+
+
+def test_a_sub_module_at_the_tags_commit_is_named_as_go_names_it() -> None:
+    commit = "bf23fe8636b04d554c0fa35a756c75c2f59026c0"  # vault v1.14.1
+    # go.mod requires a pseudo-version: same base (the newest sdk tag below it is v0.9.1).
+    assert pseudo_versions("v0.9.2-0.20230530190758-08ee474850e0", "2023-07-21T17:15:14Z", commit) == [
+        "v0.9.2-0.20230721171514-bf23fe8636b0",
+        "v0.0.0-20230721171514-bf23fe8636b0",
+    ]
+    # go.mod requires a release: the commit comes after it.
+    after_release = pseudo_versions("v1.9.2", "2023-07-21T17:15:14Z", commit)
+    assert after_release[0] == "v1.9.3-0.20230721171514-bf23fe8636b0"
+    assert pseudo_versions(None, "2023-07-21T17:15:14Z", commit) == ["v0.0.0-20230721171514-bf23fe8636b0"]
+    assert pseudo_versions("v1.9.2", "2023-07-21T17:15:14Z", "") == []  # the proxy named no commit
+
+
+def test_a_pinned_sub_module_version_is_the_only_one_tried() -> None:
+    at_commit = ["v0.9.2-0.20240228220726-7d15950da2e3", "v0.0.0-20240228220726-7d15950da2e3"]
+    assert submodule_candidates("v0.9.2", at_commit, "v0.10.2") == ["v0.9.2"]
+    assert submodule_candidates(None, at_commit, "v0.10.2") == [*at_commit, "v0.10.2"]
+    assert submodule_candidates(None, [], "v0.10.2") == ["v0.10.2"]
+    assert submodule_candidates(None, at_commit, None) == at_commit
+
+
+def test_a_release_under_another_license_is_refused_before_building(tmp_path: Path) -> None:
+    vault = PinnedTool("vault", "1.14.10", "github.com/hashicorp/vault", "module-dir", license="MPL-2.0")
+    (tmp_path / "LICENSE").write_text(
+        "License text copyright (c) 2020 MariaDB Corporation Ab, All Rights Reserved.\n"
+        '"Business Source License" is a trademark of MariaDB Corporation Ab.\n'
+    )
+    with pytest.raises(InstallError, match="Business Source License") as info:
+        check_license(tmp_path, vault)
+    assert "MPL-2.0" in info.value.hint
+    (tmp_path / "LICENSE").write_text(
+        "Copyright (c) 2015 HashiCorp, Inc.\n\nMozilla Public License, version 2.0\n"
+    )
+    check_license(tmp_path, vault)
+    check_license(tmp_path / "nowhere", PinnedTool("x", "1", "m", "module-dir"))  # no license asked: no check
+    (tmp_path / "LICENSE").unlink()
+    with pytest.raises(InstallError, match="no LICENSE"):
+        check_license(tmp_path, vault)
 
 
 def test_missing_binaries_are_named_with_what_to_run(tmp_path: Path) -> None:

@@ -144,7 +144,7 @@ def test_the_stack_wires_the_guard_to_its_nomad(tmp_path: Path) -> None:
     from billowin.stack.tools import Toolset
 
     tools = Toolset(
-        *(Path(f"/bin/{n}") for n in ("nomad", "consul", "ct", "dockerd", HAPROXY, "reg", "packer"))
+        *(Path(f"/bin/{n}") for n in ("nomad", "consul", "ct", "dockerd", HAPROXY, "reg", "packer", "vault"))
     )
     box = SingleBox(tools, Ports(nomad_http=14646), tmp_path)
     argv = box._reload_argv()

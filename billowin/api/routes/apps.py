@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from billowin.api.deps import SystemsDep, require_token
 from billowin.apps import App, DeployOn
-from billowin.errors import InvalidInput
+from billowin.errors import BillowinError, InvalidInput
 from billowin.pipeline import Job
 from billowin.platform import AppInfo, ConfigVars, InstanceStatus, Platform
 from billowin.releases import Release
@@ -266,8 +266,11 @@ async def logs(
     items = await _off(p.log_lines, app, lines=lines, follow=tail, process=process, stop=stop)
 
     async def body() -> AsyncIterator[str]:
-        async for line in _drain(items, stop):
-            yield (json.dumps(line.to_dict()) if format == "ndjson" else line.render()) + "\n"
+        try:
+            async for line in _drain(items, stop):
+                yield (json.dumps(line.to_dict()) if format == "ndjson" else line.render()) + "\n"
+        except BillowinError as exc:  # the answer has started: end it with the reason
+            yield f"[billowin] the log stream ended: {exc.message}\n"
 
     media = "application/x-ndjson" if format == "ndjson" else "text/plain; charset=utf-8"
     return StreamingResponse(body(), media_type=media, headers={"Cache-Control": "no-cache"})
@@ -282,10 +285,14 @@ async def run(app: str, body: RunRequest, p: PlatformDep) -> StreamingResponse:
     events = await _off(p.run, app, body.command, timeout=body.timeout)
 
     async def stream() -> AsyncIterator[str]:
-        async for event in _drain(events):
-            if event.exit_code is not None:
-                yield json.dumps({"exit_code": event.exit_code}) + "\n"
-            else:
-                yield json.dumps({"stream": event.stream, "text": event.text}) + "\n"
+        try:
+            async for event in _drain(events):
+                if event.exit_code is not None:
+                    yield json.dumps({"exit_code": event.exit_code}) + "\n"
+                else:
+                    yield json.dumps({"stream": event.stream, "text": event.text}) + "\n"
+        except BillowinError as exc:  # the answer has started: report it in the stream
+            yield json.dumps({"stream": "stderr", "text": f"[billowin] {exc.message}"}) + "\n"
+            yield json.dumps({"exit_code": 1}) + "\n"
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")

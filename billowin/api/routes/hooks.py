@@ -53,9 +53,18 @@ def _queue(systems: Systems, event: CodeEvent, apps: list[App] | None = None) ->
     return _reply(202, "queued", jobs=[{"app": j.app, "id": j.id, "sha": j.sha} for j in jobs])
 
 
+def _counted(systems: Systems, source: str, reply: JSONResponse) -> JSONResponse:
+    systems.monitoring.metrics.webhook(source, reply)  # billowin_webhooks_total{source, outcome}
+    return reply
+
+
 @router.post("/github", status_code=202)
 async def github(request: Request, settings: SettingsDep, systems: SystemsDep) -> JSONResponse:
     """GitHub ``push``, ``workflow_run``, ``check_suite`` and ``ping`` deliveries."""
+    return _counted(systems, "github", await _github(request, settings, systems))
+
+
+async def _github(request: Request, settings: Settings, systems: Systems) -> JSONResponse:
     body = await read_body(request, settings.webhook_max_bytes)
     if body is None:
         return _reply(413, f"payload over {settings.webhook_max_bytes} bytes")
@@ -101,6 +110,10 @@ def travis_key(settings: Settings) -> str | None:
 @router.post("/travis", status_code=202)
 async def travis(request: Request, settings: SettingsDep, systems: SystemsDep) -> JSONResponse:
     """Travis CI webhook notifications (form-encoded ``payload``, ``Signature`` header)."""
+    return _counted(systems, "travis", await _travis(request, settings, systems))
+
+
+async def _travis(request: Request, settings: Settings, systems: Systems) -> JSONResponse:
     body = await read_body(request, settings.webhook_max_bytes)
     if body is None:
         return _reply(413, f"payload over {settings.webhook_max_bytes} bytes")

@@ -1,0 +1,355 @@
+"""Bench figures of app management and capacity: config/rollback → live, rolling deploys, density.
+
+Each takes the running single-box stack; see ``bench/__main__.py`` for the
+others and for how results are written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+from rich.console import Console
+
+from billowin.adapters.consul import ConsulRegistry
+from billowin.adapters.docker import DockerEngine
+from billowin.adapters.nomad import NomadScheduler
+from billowin.apps import App, AppStore
+from billowin.auth import TokenStore
+from billowin.deploy import Deployer
+from billowin.jobspec import Process
+from billowin.stack.install import base_image_tag
+from billowin.stack.single_box import SingleBox
+
+console = Console(stderr=True)
+
+# Serves "<GREETING> release=<release>": a config var or a new image changes the page.
+HELLO = (
+    'mkdir -p /srv/www; echo "$GREETING release=$BILLOWIN_RELEASE" > /srv/www/index.html; '
+    'exec busybox httpd -f -p "$PORT" -h /srv/www'
+)
+CONTROL_PLANE = ("api", "nomad", "consul", "haproxy", "consul-template")
+
+
+def hello_image(box: SingleBox, work: Path, app: str, tag: str, greeting: str = "hello") -> str:
+    context = work / f"{app}-{tag}"
+    context.mkdir(parents=True, exist_ok=True)
+    (context / "Dockerfile").write_text(
+        f"FROM {base_image_tag(box.settings)}\n"
+        f'ENV GREETING="{greeting}"\n'
+        f"CMD {json.dumps(['sh', '-c', HELLO])}\n"
+    )
+    ref = f"{box.settings.registry}/{app}:{tag}"
+    engine = DockerEngine(box.settings)
+    engine.build(context, ref)
+    engine.push(ref)
+    return ref
+
+
+def serves(box: SingleBox, app: str, text: str) -> bool:
+    try:
+        resp = httpx.get(
+            f"http://127.0.0.1:{box.ports.router_http}/",
+            headers={"Host": f"{app}.{box.settings.domain}"},
+            timeout=2,
+        )
+    except httpx.HTTPError:
+        return False
+    return resp.status_code == 200 and resp.text.startswith(text)
+
+
+def until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError("condition not met in time")
+
+
+def api(box: SingleBox) -> httpx.Client:
+    token = TokenStore(ConsulRegistry(box.settings)).create("bench")
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{box.ports.api}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+
+
+def follow(client: httpx.Client, app: str, job: dict[str, Any]) -> dict[str, Any]:
+    while job["state"] not in ("live", "failed", "superseded"):
+        job = client.get(
+            f"/apps/{app}/deploys/{job['id']}", params={"wait": 20, "seen": len(job["steps"])}
+        ).json()
+    if job["state"] != "live":
+        raise RuntimeError(f"{app} job {job['id']} ended {job['state']}: {job.get('reason')}")
+    return job
+
+
+def bench_config_and_rollback(box: SingleBox, work: Path, runs: int = 3) -> dict[str, Any]:
+    """``config:set`` → new value served; ``rollback`` → old release served (median of ``runs``)."""
+    app = f"bcfg{uuid.uuid4().hex[:6]}"
+    AppStore(ConsulRegistry(box.settings)).create(App(name=app, repository="/nonexistent"))
+    image = hello_image(box, work, app, "v1")
+    config_s, rollback_s = [], []
+    with api(box) as client:
+        follow(client, app, client.post(f"/apps/{app}/deploys", json={"image": image}).json())
+        until(lambda: serves(box, app, "hello"), 60)
+        for n in range(runs):
+            value = f"value-{n}-{uuid.uuid4().hex[:6]}"
+            started = time.monotonic()
+            changed = client.patch(f"/apps/{app}/config", json={"set": {"GREETING": value}}).json()
+            until(lambda v=value: serves(box, app, v), 120)
+            config_s.append(round(time.monotonic() - started, 2))
+            follow(client, app, changed["job"])
+        releases = client.get(f"/apps/{app}/releases").json()
+        for n in range(runs):
+            target = releases[-2 - n]  # earlier and earlier config versions
+            text = "hello" if not target["config_version"] else None
+            started = time.monotonic()
+            job = client.post(f"/apps/{app}/releases/rollback", json={"release": target["number"]}).json()
+            job = follow(client, app, job)
+            release = job["release"]
+            until(
+                lambda r=release, t=text: serves(box, app, t or "") and f"release={r}" in _page(box, app), 120
+            )
+            rollback_s.append(round(time.monotonic() - started, 2))
+        client.delete(f"/apps/{app}", params={"confirm": app})
+    result = {
+        "config_to_live_s": round(statistics.median(config_s), 2),
+        "config_runs_s": config_s,
+        "rollback_to_live_s": round(statistics.median(rollback_s), 2),
+        "rollback_runs_s": rollback_s,
+    }
+    console.print(
+        f"  config -> live {result['config_to_live_s']}s, rollback -> live {result['rollback_to_live_s']}s"
+    )
+    return result
+
+
+def _page(box: SingleBox, app: str) -> str:
+    try:
+        return httpx.get(
+            f"http://127.0.0.1:{box.ports.router_http}/",
+            headers={"Host": f"{app}.{box.settings.domain}"},
+            timeout=2,
+        ).text
+    except httpx.HTTPError:
+        return ""
+
+
+def wrk_during(url: str, host: str, seconds: int, during: Callable[[], None]) -> dict[str, Any]:
+    """Constant load with wrk while ``during`` runs; wrk's own failed-request counts."""
+    argv = ["wrk", "-t2", "-c8", f"-d{seconds}s", "--latency", "-H", f"Host: {host}", url]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    time.sleep(2)
+    during()
+    out, _ = proc.communicate(timeout=seconds + 60)
+    total = int(_grep(out, r"(\d+) requests in") or 0)
+    non_2xx = int(_grep(out, r"Non-2xx or 3xx responses: (\d+)") or 0)
+    socket = [
+        int(x) for x in (_grep(out, r"Socket errors: (.*)") or "").replace(",", "").split() if x.isdigit()
+    ]
+    p99 = _grep(out, r"^\s+99%\s+([\d.]+\w+)")
+    return {
+        "requests": total,
+        "failed": non_2xx + sum(socket),
+        "non_2xx": non_2xx,
+        "socket_errors": sum(socket),
+        "p99": p99,
+    }
+
+
+def _grep(text: str, pattern: str) -> str | None:
+    match = re.search(pattern, text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def bench_rolling_deploy(box: SingleBox, work: Path) -> dict[str, Any]:
+    """Failed requests and p99 while a new release rolls out (blue/green) under constant load."""
+    app = f"broll{uuid.uuid4().hex[:6]}"
+    AppStore(ConsulRegistry(box.settings)).create(App(name=app, repository="/nonexistent"))
+    v1, v2 = hello_image(box, work, app, "v1", "one"), hello_image(box, work, app, "v2", "two")
+    with api(box) as client:
+        follow(client, app, client.post(f"/apps/{app}/deploys", json={"image": v1}).json())
+        client.post(f"/apps/{app}/ps/scale", json={"counts": {"web": 2}})
+        ConsulRegistry(box.settings).wait_for_healthy(app, count=2, timeout=60)
+        started: dict[str, float] = {}
+
+        def deploy() -> None:
+            started["t"] = time.monotonic()
+            follow(client, app, client.post(f"/apps/{app}/deploys", json={"image": v2}).json())
+            until(lambda: serves(box, app, "two"), 60)
+            started["live"] = time.monotonic() - started["t"]
+
+        load = wrk_during(
+            f"http://127.0.0.1:{box.ports.router_http}/", f"{app}.{box.settings.domain}", 30, deploy
+        )
+        client.delete(f"/apps/{app}", params={"confirm": app})
+    load["rollout_s"] = round(started.get("live", float("nan")), 2)
+    console.print(f"  rolling deploy: {load['failed']} failed of {load['requests']}, p99 {load['p99']}")
+    return load
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children, in MB."""
+    total = 0
+    pids = [pid]
+    try:
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total / 1024, 1)
+
+
+def control_plane_rss(box: SingleBox) -> dict[str, float]:
+    return {p.name: rss_mb(p.pid() or 0) for p in box.processes if p.name in CONTROL_PLANE and p.pid()}
+
+
+def bench_density(box: SingleBox, work: Path, target: int = 30) -> dict[str, Any]:
+    """Deploy small apps until ``target`` (or a failure); control-plane RSS and per-app memory."""
+    settings = box.settings
+    deployer = Deployer(settings, NomadScheduler(settings), ConsulRegistry(settings))
+    image = hello_image(box, work, "bdensity", "v1")
+    small = [Process(name="web", cpu=50, memory=32)]
+    apps: list[str] = []
+    samples = [{"apps": 0, **control_plane_rss(box)}]
+    failure = None
+    try:
+        for n in range(1, target + 1):
+            app = f"bd{n:02d}{uuid.uuid4().hex[:4]}"
+            release = deployer.deploy(app, image, small, timeout=120)
+            apps.append(app)
+            if release.status.value != "live":
+                failure = f"app {n}: {release.description}"
+                break
+            if n % 5 == 0:
+                until(lambda a=app: serves(box, a, "hello"), 60)
+                samples.append({"apps": n, **control_plane_rss(box)})
+                total = sum(v for k, v in samples[-1].items() if k != "apps")
+                console.print(f"  density: {n} apps; control plane {total:.0f} MB")
+        per_app = _container_memory(apps)
+    finally:
+        nomad = NomadScheduler(settings)
+        for app in apps:
+            nomad.stop(app)
+    last = samples[-1]
+    return {
+        "apps_running": len(apps) if failure is None else len(apps) - 1,
+        "target": target,
+        "failure": failure,
+        "control_plane_rss_mb": samples,
+        "billowin_api_rss_mb": last.get("api"),
+        "per_app_memory_mb": per_app,
+    }
+
+
+def _container_memory(apps: list[str]) -> dict[str, float]:
+    engine = docker.from_env()
+    try:
+        usage = []
+        for app in apps:
+            for container in engine.containers.list(filters={"label": f"billowin.app={app}"}):
+                stats = container.stats(stream=False)
+                usage.append(stats["memory_stats"].get("usage", 0) / 1024 / 1024)
+    finally:
+        engine.close()
+    if not usage:
+        return {}
+    return {"mean": round(statistics.mean(usage), 2), "max": round(max(usage), 2), "containers": len(usage)}
+
+
+def bench_by_hand(box: SingleBox, work: Path, language: str, dockerfile_tail: str, app_dir: Path) -> float:
+    """What a user does by hand: docker build of a hand Dockerfile, `nomad job run`, wait healthy."""
+    app = f"bh{language}{uuid.uuid4().hex[:5]}"
+    src = work / app
+    shutil.copytree(app_dir, src)
+    (src / "VERSION").write_text(uuid.uuid4().hex)
+    return _hand_deploy(box, src, app, dockerfile_tail, language)
+
+
+def _hand_deploy(box: SingleBox, src: Path, app: str, dockerfile_tail: str, language: str) -> float:
+    settings = box.settings
+    ref = f"{settings.registry}/{app}:hand"
+    (src / "Dockerfile").write_text(
+        f"FROM billowin/{language}:{_language_tag(settings)}\nWORKDIR /app\nCOPY . /app\n{dockerfile_tail}"
+    )
+    jobspec = src / "hand.nomad.hcl"
+    jobspec.write_text(HAND_JOBSPEC.replace("APP", app).replace("IMAGE", ref))
+    started = time.monotonic()
+    engine = docker.from_env()
+    try:
+        engine.images.build(path=str(src), tag=ref, rm=True)
+        for _ in engine.images.push(ref, stream=True, decode=True):
+            pass
+    finally:
+        engine.close()
+    subprocess.run(
+        [str(box.tools.nomad), "job", "run", "-detach", str(jobspec)],
+        check=True,
+        capture_output=True,
+        env={"NOMAD_ADDR": settings.nomad_addr, "PATH": "/usr/bin:/bin"},
+    )
+    ConsulRegistry(settings).wait_for_healthy(app, count=1, timeout=300)
+    seconds = round(time.monotonic() - started, 2)
+    NomadScheduler(settings).stop(app)
+    return seconds
+
+
+def _language_tag(settings: Any) -> str:
+    from billowin.stack.tools import load_versions
+
+    versions = load_versions(settings.versions_file)
+    return f"1-{versions['base-image']['suite']}-r{versions['languages']['recipe']}"
+
+
+# A minimal hand-written jobspec: one instance, a port, a Consul service with an HTTP check.
+HAND_JOBSPEC = """
+job "APP" {
+  datacenters = ["*"]
+  group "web" {
+    network {
+      port "http" {}
+    }
+    service {
+      name = "APP"
+      port = "http"
+      check {
+        type     = "http"
+        path     = "/"
+        interval = "2s"
+        timeout  = "2s"
+      }
+    }
+    task "web" {
+      driver = "docker"
+      config {
+        image = "IMAGE"
+        ports = ["http"]
+      }
+      env {
+        PORT = "${NOMAD_PORT_http}"
+      }
+      resources {
+        memory = 256
+      }
+    }
+  }
+}
+"""

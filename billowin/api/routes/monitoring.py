@@ -1,0 +1,89 @@
+"""Monitoring over the API: ``GET /apps/{app}/metrics``, ``GET /alerts`` and ``GET /metrics``.
+
+All three need a token. ``/metrics`` (Prometheus' text format) also accepts
+``BILLOWIN_METRICS_TOKEN`` as its bearer token, so a Prometheus server can
+scrape it with a token that opens nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+
+from billowin.api.deps import SettingsDep, SystemsDep, require_token
+from billowin.errors import InvalidInput
+from billowin.jobspec import DNS_LABEL
+from billowin.monitoring.aggregate import METRICS, stored_metrics
+from billowin.monitoring.service import parse_since
+from billowin.monitoring.store import Alert, AlertState, Series
+
+router = APIRouter(tags=["monitoring"])
+
+
+class AppMetrics(BaseModel):
+    app: str
+    since: datetime
+    step_seconds: int = 60  # one point per minute; the last one may be the unfinished current minute
+    units: dict[str, str]
+    series: list[Series]
+
+
+def _units() -> dict[str, str]:
+    return {name: METRICS[name].unit if name in METRICS else "ms" for name in stored_metrics()}
+
+
+@router.get("/apps/{app}/metrics", response_model=AppMetrics, dependencies=[Depends(require_token)])
+async def app_metrics(
+    app: str,
+    systems: SystemsDep,
+    since: str = "1h",
+    metric: Annotated[list[str] | None, Query(description="Repeat or comma-separate; default all.")] = None,
+    process: str | None = None,
+    instance: str | None = None,
+) -> AppMetrics:
+    """One-minute series of an app: traffic, latency percentiles, instances, restarts, CPU and memory."""
+    if not DNS_LABEL.match(app):
+        raise InvalidInput(f"{app!r} is not a valid app name")
+    start = parse_since(since, systems.monitoring.now())
+    series = await asyncio.to_thread(
+        systems.monitoring.series, app, since=start, metrics=metric or (), process=process, instance=instance
+    )
+    return AppMetrics(app=app, since=datetime.fromtimestamp(start, UTC), units=_units(), series=series)
+
+
+@router.get("/alerts", response_model=list[Alert], dependencies=[Depends(require_token)])
+async def alerts(
+    systems: SystemsDep,
+    since: str = "24h",
+    app: str | None = None,
+    state: Literal["firing", "all"] = "all",
+) -> list[Alert]:
+    """Alerts firing now, then those resolved within ``since`` (newest first)."""
+    monitoring = systems.monitoring
+    if state == "firing":
+        found = await asyncio.to_thread(monitoring.firing, app)
+        return [a for a in found if a.state == AlertState.FIRING]
+    return await asyncio.to_thread(monitoring.alerts, since=parse_since(since, monitoring.now()), app=app)
+
+
+async def require_scrape_token(request: Request, settings: SettingsDep, systems: SystemsDep) -> None:
+    """An API token, or ``BILLOWIN_METRICS_TOKEN`` when it is set."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    sent = token.strip().encode() if scheme.lower() == "bearer" else b""
+    if expected and hmac.compare_digest(sent, expected.encode()):
+        return
+    await asyncio.to_thread(require_token, request, systems)
+
+
+@router.get("/metrics", dependencies=[Depends(require_scrape_token)], response_class=Response)
+async def metrics(systems: SystemsDep) -> Response:
+    """Billowin's own metrics and each app's latest figures, in Prometheus' text format."""
+    body = await asyncio.to_thread(systems.monitoring.metrics.render)
+    return Response(content=body, media_type=CONTENT_TYPE_LATEST)

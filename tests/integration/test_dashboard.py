@@ -1,0 +1,103 @@
+"""The web dashboard in a real headless Chromium (Debian's ``chromium`` + ``chromedriver``, via Selenium).
+
+Logs in with an API token, opens an app's page, sees its charts drawn with
+data from real traffic through HAProxy, and saves a screenshot under
+``test-artifacts/`` (``BILLOWIN_TEST_ARTIFACTS`` to change it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from billowin.adapters.consul import ConsulRegistry
+from billowin.apps import App, AppStore
+from billowin.auth import TokenStore
+from billowin.deploy import Deployer
+from billowin.jobspec import Process
+from billowin.releases import ReleaseStatus
+from billowin.stack.single_box import SingleBox
+
+from .conftest import REPO, wait_for
+
+ARTIFACTS = Path(os.environ.get("BILLOWIN_TEST_ARTIFACTS") or REPO / "test-artifacts")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "chromium and chromedriver are missing: run `make setup`"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,900"):
+        options.add_argument(arg)
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    chrome.set_page_load_timeout(30)
+    yield chrome
+    chrome.quit()
+
+
+def test_dashboard_shows_an_apps_charts_with_data(
+    stack: SingleBox,
+    browser: webdriver.Chrome,
+    make_image,  # type: ignore[no-untyped-def]
+    deployer: Deployer,
+    app_name: str,
+    router: httpx.Client,
+    cleanup_apps: list[str],
+) -> None:
+    cleanup_apps.append(app_name)
+    AppStore(ConsulRegistry(stack.settings)).create(App(name=app_name, repository="/nonexistent"))
+    release = deployer.deploy(
+        app_name, make_image(app_name, "dash", greeting="dashboard"), [Process(name="web")]
+    )
+    assert release.status == ReleaseStatus.LIVE, release.description
+    token = TokenStore(ConsulRegistry(stack.settings)).create("dashboard test")
+    api = f"http://127.0.0.1:{stack.ports.api}"
+
+    # Traffic through the router until the monitoring has request points for the app.
+    def has_points() -> bool:
+        for _ in range(20):
+            router.get("/", headers={"Host": f"{app_name}.localhost"})
+        resp = httpx.get(f"{api}/dashboard/apps/{app_name}/charts.json", cookies={"billowin_token": token})
+        charts = {c["id"]: c for c in resp.json()["charts"]}
+        return any(v for s in charts["requests"]["series"] for v in s["values"] if v)
+
+    wait_for(has_points, 120, "request metrics for the app")
+
+    # Not logged in: the dashboard sends the browser to the login form.
+    browser.get(f"{api}/dashboard")
+    assert browser.current_url.endswith("/dashboard/login")
+    browser.find_element(By.ID, "token").send_keys("bw_not_a_real_token")
+    browser.find_element(By.ID, "login").click()
+    assert "not valid" in browser.find_element(By.ID, "login-error").text
+
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.ID, "login").click()
+    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "apps")))
+    browser.find_element(By.LINK_TEXT, app_name).click()
+
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_element(By.ID, "charts").get_attribute("data-loaded") == "true")
+    points = browser.find_element(By.ID, "chart-requests").get_attribute("data-points")
+    assert points is not None and int(points) > 0
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart-requests canvas"), (
+        "the requests chart was not drawn"
+    )
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart-latency canvas"), "the latency chart was not drawn"
+    releases = browser.find_element(By.ID, "releases").text
+    assert "v1" in releases and "live" in releases
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "dashboard-app.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
