@@ -9,6 +9,9 @@ Starts its own stack on free ports (as the integration tests do), then:
 - ``recovery``: ``docker kill`` of the instance -> requests succeed again.
 - ``router``: requests/s and latency through HAProxy with ``wrk``, against the
   same container hit directly on its port.
+- ``monitoring``: the API's CPU and memory with the collector on, against the
+  same API with it off, 20 apps running under steady traffic (``bench/monitoring.py``;
+  ``python -m bench.monitoring`` runs this figure alone).
 
 Writes ``bench/results.json`` and prints a table. These machines are noisy:
 compare ratios, not seconds. No figure here is ever asserted in the test suite.
@@ -40,6 +43,13 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench.figures import (
+    bench_config_and_rollback,
+    bench_density,
+    bench_rolling_deploy,
+    hand_deploy,
+)
+from bench.monitoring import bench_monitoring_overhead
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.nomad import NomadScheduler
@@ -68,6 +78,17 @@ HAND_DOCKERFILES = {
     "ruby": "RUN bundle install --local\n"
     'CMD ["sh", "-c", "bundle exec puma -b tcp://0.0.0.0:$PORT config.ru"]\n',
 }
+
+
+def write_hand_dockerfile(src: Path, base: str, language: str, ca_bundle: Path) -> None:
+    """The Dockerfile a user would write for the sample app (CA bundle: behind a TLS-inspecting proxy)."""
+    shutil.copy(ca_bundle, src / "host-ca.crt")
+    (src / "Dockerfile").write_text(
+        f"FROM {base}\nWORKDIR /app\nCOPY . /app\n"
+        "ENV SSL_CERT_FILE=/app/host-ca.crt PIP_CERT=/app/host-ca.crt "
+        "NODE_EXTRA_CA_CERTS=/app/host-ca.crt npm_config_cafile=/app/host-ca.crt\n"
+        f"{HAND_DOCKERFILES[language]}"
+    )
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
@@ -112,13 +133,7 @@ def bench_build(box: SingleBox, builder: Builder, languages: list[str], work: Pa
             base = builder.language_image(language, log=lambda _l: None)
             hand = work / f"{app}-hand"
             shutil.copytree(APPS / language, hand)
-            shutil.copy(box.settings.ca_bundle, hand / "host-ca.crt")  # behind a TLS-inspecting proxy
-            (hand / "Dockerfile").write_text(
-                f"FROM {base}\nWORKDIR /app\nCOPY . /app\n"
-                "ENV SSL_CERT_FILE=/app/host-ca.crt PIP_CERT=/app/host-ca.crt "
-                "NODE_EXTRA_CA_CERTS=/app/host-ca.crt npm_config_cafile=/app/host-ca.crt\n"
-                f"{HAND_DOCKERFILES[language]}"
-            )
+            write_hand_dockerfile(hand, base, language, box.settings.ca_bundle)
             tag = f"billowin-bench/{app}:hand"
             by_hand = timed(engine.images.build, path=str(hand), tag=tag, rm=True, nocache=True)
             engine.images.remove(tag, force=True)
@@ -220,7 +235,7 @@ def signed_push(api: str, github_repo: str, sha: str, delivery: str) -> httpx.Re
     )
 
 
-def bench_push_to_live(box: SingleBox, languages: list[str], work: Path) -> dict[str, Any]:
+def bench_push_to_live(box: SingleBox, builder: Builder, languages: list[str], work: Path) -> dict[str, Any]:
     """Signed push accepted -> the new release answering through HAProxy, cold then warm."""
     api = f"http://127.0.0.1:{box.ports.api}"
     router = f"http://127.0.0.1:{box.ports.router_http}/"
@@ -231,8 +246,9 @@ def bench_push_to_live(box: SingleBox, languages: list[str], work: Path) -> dict
         repo = work / name
         shutil.copytree(APPS / language, repo)
         apps.create(App(name=name, repository=str(repo), github_repo=f"bench/{name}"))
-        figures = {}
-        for run in ("cold", "warm"):
+        figures: dict[str, Any] = {}
+        warm_runs: list[float] = []
+        for run in ("cold", "warm", "warm"):
             marker = f"{run}-{uuid.uuid4().hex[:8]}"
             (repo / "VERSION").write_text(marker)
             sha = commit(repo, run)
@@ -250,10 +266,29 @@ def bench_push_to_live(box: SingleBox, languages: list[str], work: Path) -> dict
                 return state == "live" and answers(router, f"{app_name}.{box.settings.domain}")
 
             wait_for(live, 600)
-            figures[f"{run}_s"] = round(time.monotonic() - started, 2)
-        console.print(f"  push -> live {language}: cold {figures['cold_s']}s, warm {figures['warm_s']}s")
-        out[language] = figures
+            seconds = round(time.monotonic() - started, 2)
+            if run == "cold":
+                figures["cold_s"] = seconds
+            else:
+                warm_runs.append(seconds)
+        figures["warm_s"] = round(statistics.median(warm_runs), 2)
+        figures["warm_runs_s"] = warm_runs
         NomadScheduler(box.settings).stop(name)
+        # The same by hand: docker build of a hand-written Dockerfile, `nomad job run`, wait healthy.
+        base = builder.language_image(language, log=lambda _l: None)
+        hand = work / f"{name}-hand"
+        shutil.copytree(APPS / language, hand)
+        write_hand_dockerfile(hand, base, language, box.settings.ca_bundle)
+        by_hand = [hand_deploy(box, hand, f"h{name}", first=True)]
+        (hand / "VERSION").write_text(uuid.uuid4().hex)  # a code-only change, as in the warm push
+        by_hand.append(hand_deploy(box, hand, f"h{name}"))
+        figures["by_hand_cold_s"], figures["by_hand_warm_s"] = by_hand
+        figures["warm_over_by_hand"] = round(figures["warm_s"] / by_hand[1], 3)
+        console.print(
+            f"  push -> live {language}: cold {figures['cold_s']}s, warm {figures['warm_s']}s; "
+            f"by hand cold {by_hand[0]}s, warm {by_hand[1]}s"
+        )
+        out[language] = figures
     return out
 
 
@@ -347,7 +382,11 @@ def main(argv: list[str] | None = None) -> int:
                 "build": bench_build(box, builder, args.languages.split(","), work),
                 **bench_deploy_and_recovery(box, builder, work),
                 "webhook_ack": bench_webhook_ack(box, builder, work),
-                "push_to_live": bench_push_to_live(box, args.languages.split(","), work),
+                "push_to_live": bench_push_to_live(box, builder, args.languages.split(","), work),
+                "config_rollback": bench_config_and_rollback(box, work),
+                "rolling_deploy": bench_rolling_deploy(box, work),
+                "density": bench_density(box, work),
+                "monitoring": bench_monitoring_overhead(box, work),
             }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     table = Table("figure", "value", "baseline (same run)", "ratio", title="Billowin benchmarks")
@@ -366,7 +405,26 @@ def main(argv: list[str] | None = None) -> int:
     ack = results["webhook_ack"]
     table.add_row("webhook ack p50 / p99", f"{ack['p50_ms']} / {ack['p99_ms']} ms", "", "")
     for lang, p in results["push_to_live"].items():
-        table.add_row(f"push -> live {lang}", f"cold {p['cold_s']}s, warm {p['warm_s']}s", "", "")
+        table.add_row(
+            f"push -> live {lang}",
+            f"cold {p['cold_s']}s, warm {p['warm_s']}s",
+            f"by hand cold {p['by_hand_cold_s']}s, warm {p['by_hand_warm_s']}s",
+            f"{p['warm_over_by_hand']}x (warm)",
+        )
+    c = results["config_rollback"]
+    table.add_row("config -> live", f"{c['config_to_live_s']}s", "", "")
+    table.add_row("rollback -> live", f"{c['rollback_to_live_s']}s", "", "")
+    rd = results["rolling_deploy"]
+    table.add_row(
+        "rolling deploy under load", f"{rd['failed']} failed of {rd['requests']}", f"p99 {rd['p99']}", ""
+    )
+    d = results["density"]
+    table.add_row(
+        "density",
+        f"{d['apps_running']} apps",
+        f"API {d['billowin_api_rss_mb']} MB RSS",
+        f"per app {d['per_app_memory_mb'].get('mean')} MB",
+    )
     r = results["router"]
     table.add_row(
         "router req/s",
@@ -379,6 +437,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['through_haproxy']['p99_ms']}ms",
         f"direct {r['direct_container']['p99_ms']}ms",
         f"{r['p99_ratio']}x",
+    )
+    m = results["monitoring"]
+    table.add_row(
+        f"monitoring: API CPU, {m['apps']} apps",
+        f"{m['on']['api_cpu_percent']}% of a core",
+        f"collector off {m['off']['api_cpu_percent']}%",
+        f"+{m['api_cpu_percent_added']} points",
+    )
+    table.add_row(
+        "monitoring: API memory",
+        f"{m['on']['api_rss_mib']} MiB",
+        f"collector off {m['off']['api_rss_mib']} MiB",
+        f"+{m['api_rss_mib_added']} MiB",
     )
     Console().print(table)
     console.print(f"results: {args.out}")

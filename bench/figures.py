@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import statistics
 import subprocess
 import time
@@ -275,22 +274,11 @@ def _container_memory(apps: list[str]) -> dict[str, float]:
     return {"mean": round(statistics.mean(usage), 2), "max": round(max(usage), 2), "containers": len(usage)}
 
 
-def bench_by_hand(box: SingleBox, work: Path, language: str, dockerfile_tail: str, app_dir: Path) -> float:
-    """What a user does by hand: docker build of a hand Dockerfile, `nomad job run`, wait healthy."""
-    app = f"bh{language}{uuid.uuid4().hex[:5]}"
-    src = work / app
-    shutil.copytree(app_dir, src)
-    (src / "VERSION").write_text(uuid.uuid4().hex)
-    return _hand_deploy(box, src, app, dockerfile_tail, language)
-
-
-def _hand_deploy(box: SingleBox, src: Path, app: str, dockerfile_tail: str, language: str) -> float:
+def hand_deploy(box: SingleBox, src: Path, app: str, *, first: bool = False) -> float:
+    """docker build of ``src``'s Dockerfile, push, `nomad job run` of a hand jobspec, wait until routed."""
     settings = box.settings
-    ref = f"{settings.registry}/{app}:hand"
-    (src / "Dockerfile").write_text(
-        f"FROM billowin/{language}:{_language_tag(settings)}\nWORKDIR /app\nCOPY . /app\n{dockerfile_tail}"
-    )
-    jobspec = src / "hand.nomad.hcl"
+    ref = f"{settings.registry}/{app}:hand-{uuid.uuid4().hex[:6]}"
+    jobspec = src.parent / f"{app}.nomad.hcl"
     jobspec.write_text(HAND_JOBSPEC.replace("APP", app).replace("IMAGE", ref))
     started = time.monotonic()
     engine = docker.from_env()
@@ -301,22 +289,17 @@ def _hand_deploy(box: SingleBox, src: Path, app: str, dockerfile_tail: str, lang
     finally:
         engine.close()
     subprocess.run(
-        [str(box.tools.nomad), "job", "run", "-detach", str(jobspec)],
+        [str(box.tools.nomad), "job", "run", str(jobspec)],  # waits for the deployment, as users do
         check=True,
         capture_output=True,
         env={"NOMAD_ADDR": settings.nomad_addr, "PATH": "/usr/bin:/bin"},
     )
-    ConsulRegistry(settings).wait_for_healthy(app, count=1, timeout=300)
+    # Healthy in Consul (Billowin's router only routes Billowin's apps).
+    until(lambda: bool(ConsulRegistry(settings).healthy_instances(app)), 300)
     seconds = round(time.monotonic() - started, 2)
-    NomadScheduler(settings).stop(app)
+    if not first:
+        NomadScheduler(settings).stop(app)
     return seconds
-
-
-def _language_tag(settings: Any) -> str:
-    from billowin.stack.tools import load_versions
-
-    versions = load_versions(settings.versions_file)
-    return f"1-{versions['base-image']['suite']}-r{versions['languages']['recipe']}"
 
 
 # A minimal hand-written jobspec: one instance, a port, a Consul service with an HTTP check.

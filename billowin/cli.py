@@ -21,6 +21,8 @@ from billowin.adapters.packer import Packer
 from billowin.auth import TokenStore
 from billowin.build import Builder
 from billowin.cli_apps import register as register_app_verbs
+from billowin.cli_monitoring import register as register_monitoring_verbs
+from billowin.client import ApiClient, load_config
 from billowin.detect import LANGUAGES
 from billowin.errors import BillowinError
 from billowin.settings import Settings
@@ -172,6 +174,7 @@ def tokens_create(name: Annotated[str, typer.Argument(help="Who or what the toke
 
 
 register_app_verbs(app)
+register_monitoring_verbs(app, lambda: ApiClient(load_config()).http)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ class Deployer:
         """
         if config_version is None:
             config_version = self.config.latest(app)[0] if self.config else 0
+        if keep_scale:
+            processes = self._keep_scale(app, processes)
         release = self.releases.create(
             app,
             image,
@@ -173,12 +175,10 @@ class Deployer:
         app = release.app
         for attempt in range(attempts):
             current = self.nomad.current(app)
-            if keep_scale and current:
-                counts = {g["Name"]: g["Count"] for g in current.get("TaskGroups") or []}
-                processes = [
-                    p.model_copy(update={"count": counts[p.name]}) if p.name in counts else p
-                    for p in processes
-                ]
+            if keep_scale and attempt > 0:  # scaled meanwhile: keep the new counts
+                processes = self._keep_scale(app, processes, current)
+                release.processes = processes
+                self.releases.save(release)
             variables = AppJob(
                 app=app,
                 release=release.name,
@@ -202,6 +202,14 @@ class Deployer:
             except Conflict:
                 if attempt == attempts - 1:
                     raise
+
+    def _keep_scale(
+        self, app: str, processes: list[Process], current: dict[str, Any] | None = None
+    ) -> list[Process]:
+        """Process types that already run keep their current count, as on Heroku."""
+        current = current if current is not None else self.nomad.current(app)
+        counts = {g["Name"]: g["Count"] for g in (current or {}).get("TaskGroups") or []}
+        return [p.model_copy(update={"count": counts[p.name]}) if p.name in counts else p for p in processes]
 
     def _release_phase(
         self,

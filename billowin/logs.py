@@ -13,6 +13,7 @@ import contextlib
 import queue
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -61,7 +62,7 @@ class _Source(threading.Thread):
         nomad: NomadScheduler,
         alloc: dict[str, Any],
         stream: str,
-        out: queue.Queue[LogLine | None],
+        out: queue.Queue[LogLine | tuple[str, str]],
         stop: threading.Event,
         *,
         lines: int,
@@ -112,7 +113,7 @@ class _Source(threading.Thread):
             if not self.stop_event.is_set():
                 self.emit(f"[billowin] log stream ended: {exc.message}")
         finally:
-            self.out.put(None)
+            self.out.put((self.alloc["ID"], self.stream))
 
 
 class AppLogs:
@@ -142,39 +143,39 @@ class AppLogs:
         ``stop`` ends a followed stream (the caller sets it when its client goes away).
         """
         stop = stop or threading.Event()
-        out: queue.Queue[LogLine | None] = queue.Queue(maxsize=10_000)
-        started: set[str] = set()
+        out: queue.Queue[LogLine | tuple[str, str]] = queue.Queue(maxsize=10_000)
+        started: set[tuple[str, str]] = set()  # (allocation, stream) being read
         live = 0
 
         def start_new(backlog: int) -> int:
             count = 0
             for alloc in self._running(app, process):
-                if alloc["ID"] in started:
-                    continue
-                started.add(alloc["ID"])
                 for stream in STREAMS:
+                    if (alloc["ID"], stream) in started:
+                        continue
+                    started.add((alloc["ID"], stream))
                     _Source(self.nomad, alloc, stream, out, stop, lines=backlog, follow=follow).start()
                     count += 1
             return count
 
         live += start_new(lines)
         try:
-            next_poll = 0.0
+            next_poll = time.monotonic() + self.poll_interval
             while live > 0 or follow:
                 if stop.is_set():
                     return
+                if follow and time.monotonic() >= next_poll:
+                    # New instances (scale-up, deploy), and streams Nomad closed while the
+                    # instance still runs: their lines from now on.
+                    next_poll = time.monotonic() + self.poll_interval
+                    with contextlib.suppress(BillowinError):
+                        live += start_new(0)
                 try:
                     item = out.get(timeout=0.5)
                 except queue.Empty:
-                    item = None
-                    if follow:
-                        next_poll += 0.5
-                        if next_poll >= self.poll_interval:
-                            next_poll = 0.0
-                            with contextlib.suppress(BillowinError):
-                                live += start_new(0)  # instances started since: their lines from now on
                     continue
-                if item is None:
+                if isinstance(item, tuple):  # a source ended
+                    started.discard(item)
                     live -= 1
                     continue
                 yield item

@@ -189,7 +189,7 @@ class Intake:
         return False
 
     def _remember(self, delivery: str | None, jobs: list[Job]) -> None:
-        if delivery:
+        if delivery and jobs:  # a claimed delivery already reads "[]"
             refs = json.dumps([f"{j.app}/{j.id}" for j in jobs])
             self.jobs.consul.kv_put(self._delivery_key(delivery), refs.encode())
 

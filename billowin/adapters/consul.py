@@ -7,12 +7,14 @@ from typing import Any
 
 import consul
 import requests
+import requests.adapters
 
 from billowin.errors import ServiceError, Unreachable
 from billowin.ports import ComponentHealth, Instance
 from billowin.settings import Settings
 
 SYSTEM = "consul"
+POOL_SIZE = 64
 
 
 class ConsulRegistry:
@@ -23,6 +25,11 @@ class ConsulRegistry:
         self._address = settings.consul_addr
         token = settings.consul_token.get_secret_value() if settings.consul_token else None
         self._client = consul.Consul(host=host, port=port, scheme=scheme, token=token)
+        # The API's thread pool calls Consul from many threads at once (webhooks, workers,
+        # blocking queries): keep that many connections alive instead of reconnecting.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+        self._client.http.session.mount("http://", adapter)
+        self._client.http.session.mount("https://", adapter)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:

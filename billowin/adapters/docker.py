@@ -74,7 +74,11 @@ class DockerEngine:
 
     def running_containers(self, *, label: str) -> int:
         """How many containers with ``label`` (``key=value``) are running."""
-        return len(self._call("container list", self._client.containers.list, filters={"label": label}))
+        # sparse: no per-container inspect, which races with containers going away
+        found = self._call(
+            "container list", self._client.containers.list, sparse=True, filters={"label": label}
+        )
+        return len(found)
 
     def remove_containers(self, *, label: str) -> int:
         containers = self._call(

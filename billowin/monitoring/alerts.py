@@ -218,17 +218,20 @@ class Notifier:
         fmt: Literal["json", "slack"] = "json",
         *,
         attempts: int = 5,
+        backoff: float = 0.5,
         max_backoff: float = 30.0,
         on_result: Callable[[bool], None] = lambda _ok: None,
         timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.store = store
         self._url = url  # a Slack webhook URL is a secret: never logged
         self.fmt = fmt
         self.attempts = attempts
+        self.backoff = backoff
         self.max_backoff = max_backoff
         self.on_result = on_result
-        self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self._client = httpx.Client(timeout=timeout, follow_redirects=False, transport=transport)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -283,7 +286,7 @@ class Notifier:
     def _deliver(self, alert: Alert, status: AlertState) -> bool:
         retrying = Retrying(
             stop=self._give_up,
-            wait=wait_exponential(multiplier=0.5, max=self.max_backoff),
+            wait=wait_exponential(multiplier=self.backoff, max=self.max_backoff),
             retry=retry_if_exception_type((httpx.TransportError, _Retry)),
             sleep=self._pause,
             reraise=True,

@@ -34,7 +34,7 @@ from billowin.monitoring.alerts import AlertBook, AppState, Notifier, Rules, Thr
 from billowin.monitoring.metrics import AppView, BillowinMetrics, InstanceView
 from billowin.monitoring.router import AccessLog, CounterDeltas, RouterStats, TrafficDelta
 from billowin.monitoring.sources import NS, ConsulSource, KVView, NomadSource, classify_events
-from billowin.monitoring.store import MetricStore
+from billowin.monitoring.store import AlertKind, MetricStore
 from billowin.settings import Settings
 
 log = logging.getLogger("billowin.monitoring")
@@ -244,8 +244,11 @@ class Collector:
             names |= set(registered)
         if health is not None:
             for app in names:
-                healthy, _ = health.get(app, (0, 0))
-                samples.append((SeriesKey(app, "healthy_instances", WEB), float(healthy)))
+                has_web = app in health or (nomad is not None and WEB in nomad.processes.get(app, set()))
+                if has_web:  # a worker-only app has no health checks to report
+                    samples.append(
+                        (SeriesKey(app, "healthy_instances", WEB), float(health.get(app, (0, 0))[0]))
+                    )
         kv: KVView | None = self._read("consul", lambda: self.consul.kv_view(names))
         if kv is not None:
             for state, count in kv.pipeline.items():
@@ -271,10 +274,10 @@ class Collector:
         for change in changes:
             log.info("alert %s: %s %s", change.status.value, change.alert.app, change.alert.kind.value)
         firing = Counter(a.kind.value for a in self.store.firing())
-        for kind in ("crash_loop", "deploy_failed", "no_healthy_instance", "high_5xx"):
-            self.metrics.alerts_firing.labels(kind=kind).set(firing.get(kind, 0))
+        for kind in AlertKind:
+            self.metrics.alerts_firing.labels(kind=kind.value).set(firing.get(kind.value, 0))
 
-        self._publish(names, nomad, health, usage, current_latency, samples)
+        self._publish(names, nomad, health, usage, current_latency)
         if now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
             self.store.prune(now - self.retention)
@@ -403,7 +406,6 @@ class Collector:
         health: dict[str, tuple[int, int]] | None,
         usage: dict[tuple[str, str], list[InstanceView]],
         latency: dict[str, dict[str, float]],
-        samples: list[tuple[SeriesKey, float]],
     ) -> None:
         views: dict[str, AppView] = {}
         for app in sorted(names | set(self._totals)):
@@ -423,7 +425,7 @@ class Collector:
                 view.instances = {
                     p: len(nomad.running.get((app, p), [])) for p in sorted(nomad.processes.get(app, set()))
                 }
-            if health is not None:
+            if health is not None and (app in health or WEB in view.instances):
                 view.healthy_instances = health.get(app, (0, 0))[0]
             view.usage = [i for (a, _p), insts in sorted(usage.items()) if a == app for i in insts]
             views[app] = view

@@ -23,6 +23,7 @@ from billowin.monitoring.store import Alert, MetricStore, Series
 from billowin.settings import Settings
 
 DB_NAME = "monitoring.sqlite3"
+ALL_INSTANCES = "*"
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -108,11 +109,17 @@ class Monitoring:
         since: float,
         metrics: Iterable[str] = (),
         process: str | None = None,
-        instance: str | None = None,
+        instance: str = "",
     ) -> list[Series]:
-        """Stored one-minute points, plus the unfinished current minute so far."""
+        """Stored one-minute points, plus the unfinished current minute so far.
+
+        ``instance``: ``""`` (the default) gives one series per metric and process type
+        (CPU and memory summed over its instances), ``"*"`` adds every instance's own
+        series, anything else is one instance (the first 8 characters of its allocation id).
+        """
         wanted = check_metrics(metrics)
-        found = self.store.series(app, since=since, metrics=wanted, process=process, instance=instance)
+        only = None if instance == ALL_INSTANCES else instance
+        found = self.store.series(app, since=since, metrics=wanted, process=process, instance=only)
         if self.collector is None:
             return found
         by_key = {(s.metric, s.process, s.instance): s for s in found}
@@ -120,7 +127,7 @@ class Monitoring:
             key = point.key
             if (wanted and key.metric not in wanted) or (process is not None and key.process != process):
                 continue
-            if (instance is not None and key.instance != instance) or point.minute < since // 60 * 60:
+            if (only is not None and key.instance != only) or point.minute < since // 60 * 60:
                 continue
             series = by_key.get((key.metric, key.process, key.instance))
             if series is None:

@@ -65,7 +65,16 @@ def lost_apps(live: str, candidate: str) -> set[str]:
 
 
 def guard_against_lost_apps(live: Path, candidate_text: str, still_running: StillRunning | None) -> None:
+    """Refuse a render that routes nothing while Nomad still runs apps the live config routes.
+
+    That is what a restarted (or wiped) Consul renders until Nomad registers the services
+    again. A render that still routes some apps goes through, even if it drops others: a
+    crash-looping app has no healthy instance and *should* lose its servers, and holding
+    back the whole render would also hold back every other app's changes.
+    """
     if still_running is None or not live.exists():
+        return
+    if any(n > 0 for n in servers_per_app(candidate_text).values()):
         return
     lost = lost_apps(live.read_text(), candidate_text)
     if not lost:
@@ -147,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         changed = install(args.candidate, args.live, args.haproxy, still_running)
     except RefusedConfig as exc:
+        # Exit 0 all the same: consul-template stops altogether when its command fails,
+        # and the router must keep watching for the next render.
         print(f"billowin-router: kept the last good configuration: {exc}", file=sys.stderr)
-        return 1
+        return 0
     if changed and signal_reload(args.pidfile):
         print(f"billowin-router: installed {args.live} and reloaded HAProxy", file=sys.stderr)
     return 0

@@ -139,11 +139,6 @@ STARTS = {
     ),
     # Dies at once, every time.
     "crash": "echo 'boom: cannot connect to the database' >&2; exit 1",
-    # Serves (and passes its health check) for 8 s, then dies; again after each restart.
-    "flaky": (
-        'echo "$GREETING release=$BILLOWIN_RELEASE" > /srv/www/index.html; '
-        'busybox httpd -p "$PORT" -h /srv/www; sleep 8; exit 1'
-    ),
     # Runs, but its health check never passes (nothing to serve: 404).
     "unhealthy": 'exec busybox httpd -f -p "$PORT" -h /srv/www',
 }

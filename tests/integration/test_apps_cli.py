@@ -107,7 +107,10 @@ def sample_repo(tmp_path: Path) -> tuple[Path, str]:
 
 
 def greeting(router: httpx.Client, app: str) -> str:
-    resp = router.get("/greeting", headers={"Host": f"{app}.localhost"})
+    try:
+        resp = router.get("/greeting", headers={"Host": f"{app}.localhost"})
+    except httpx.TransportError as exc:  # polled while things change: "not yet", not a crash
+        return f"transport error {exc}"
     return resp.text if resp.status_code == 200 else f"HTTP {resp.status_code}"
 
 
@@ -222,12 +225,13 @@ def check_logs_from_both_instances(cli: Cli, router: httpx.Client, app: str) -> 
     """`logs --tail` merges both instances' stdout and stderr into one stream, tagged web.1 / web.2."""
     marker = uuid.uuid4().hex[:12]
     seen: set[tuple[str, str]] = set()
+    received: list[str] = []
     with subprocess.Popen(
         cli.argv("logs", app, "--tail", "--num", "0"),
         env=cli.env,
         cwd=REPO,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
         text=True,
     ) as proc:
         lines: queue.Queue[str] = queue.Queue()
@@ -238,15 +242,17 @@ def check_logs_from_both_instances(cli: Cli, router: httpx.Client, app: str) -> 
                 router.get(f"/note/{marker}", headers={"Host": f"{app}.localhost"})
                 while not lines.empty():
                     line = lines.get()
+                    received.append(line)
                     if marker in line:
                         process, stream = line.split()[1], line.split()[3].rstrip(":")
                         seen.add((process, stream))
                 processes, streams = {p for p, _ in seen}, {s for _, s in seen}
                 return {"web.1", "web.2"} <= processes and {"stdout", "stderr"} <= streams
 
-            wait_for(both_seen, 60, "log lines from both instances, stdout and stderr")
+            wait_for(both_seen, 60, f"log lines from both instances, stdout and stderr; got {received[-20:]}")
         finally:
             proc.terminate()
+            proc.wait(timeout=30)
 
 
 def test_deploy_wait_exits_non_zero_when_the_release_fails(

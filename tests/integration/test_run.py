@@ -225,6 +225,7 @@ def test_rollback_restores_the_earlier_image_as_a_new_release(
         **os.environ,
         "BILLOWIN_API_URL": f"http://127.0.0.1:{stack.ports.api}",
         "BILLOWIN_API_TOKEN": TokenStore(ConsulRegistry(stack.settings)).create("rollback test"),
+        "COLUMNS": "200",  # a wide table, as on a laptop terminal
     }
     done = subprocess.run(
         [sys.executable, "-m", "billowin.cli", "rollback", app_name],

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
-from billowin.monitoring.alerts import AlertBook, AppState, Rules, Thresholds, message, payload
+from billowin.monitoring.alerts import AlertBook, AppState, Notifier, Rules, Thresholds, message, payload
 from billowin.monitoring.sources import DeployOutcome
 from billowin.monitoring.store import AlertKind, AlertState, MetricStore
 
@@ -164,3 +168,51 @@ def test_webhook_bodies(book: AlertBook) -> None:
     assert message(resolved.alert, AlertState.RESOLVED) == (
         "[RESOLVED] shop: crash loop cleared: no instance crash in the last 5 min"
     )
+
+
+def test_notifications_are_retried_then_marked_sent(book: AlertBook, store: MetricStore) -> None:
+    now = time.time()  # the notifier sends what started in the last day
+    (change,) = book.update([crashing("shop", [now, now, now])], now, apps_complete=True)
+    answers = iter([503, 429, 204])
+    received: list[dict[str, object]] = []
+
+    def webhook(request: httpx.Request) -> httpx.Response:
+        received.append(json.loads(request.content))
+        return httpx.Response(next(answers))
+
+    results: list[bool] = []
+    notifier = Notifier(
+        store,
+        SecretStr("https://hooks.example.invalid/T000/B000/secret"),
+        "slack",
+        attempts=3,
+        backoff=0.001,
+        on_result=results.append,
+        transport=httpx.MockTransport(webhook),  # the transport only: no network in unit tests
+    )
+    assert notifier.send_pending() == 1
+    assert len(received) == 3 and received[-1] == {"text": message(change.alert, AlertState.FIRING)}
+    assert results == [True]
+    assert store.unnotified(since=0) == []
+    assert notifier.send_pending() == 0  # sent once
+
+
+def test_a_refused_notification_stays_pending(book: AlertBook, store: MetricStore) -> None:
+    now = time.time()
+    book.update([crashing("shop", [now, now, now])], now, apps_complete=True)
+    calls: list[int] = []
+
+    def down(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(500)
+
+    notifier = Notifier(
+        store,
+        SecretStr("http://alerts.invalid/"),
+        attempts=2,
+        backoff=0.001,
+        transport=httpx.MockTransport(down),
+    )
+    assert notifier.send_pending() == 0
+    assert len(calls) == 2
+    assert len(store.unnotified(since=0)) == 1  # tried again on the next round

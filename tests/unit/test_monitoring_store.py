@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,11 +13,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from billowin.adapters.consul import ConsulRegistry
 from billowin.api.app import create_app
 from billowin.errors import InvalidInput
 from billowin.monitoring.aggregate import Point, SeriesKey
 from billowin.monitoring.metrics import AppView, BillowinMetrics, webhook_outcome
-from billowin.monitoring.service import check_metrics, parse_since
+from billowin.monitoring.service import Monitoring, check_metrics, parse_since
 from billowin.monitoring.store import MetricStore
 from billowin.settings import Settings
 
@@ -134,3 +136,23 @@ def test_each_api_app_has_its_own_registry_and_metrics_needs_a_token(tmp_path: P
     # The scrape token opens /metrics only.
     assert asyncio.run(get("/alerts", "scrape-secret")).status_code == 401
     assert asyncio.run(get("/apps/shop/metrics")).json()["error"] == "Unauthorized"
+
+
+def test_series_default_to_whole_process_types_and_include_the_live_minute(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, pipeline=False)
+    monitoring = Monitoring(settings, ConsulRegistry(settings))  # not started: nothing is contacted
+    assert monitoring.collector is not None
+    now = time.time()
+    monitoring.collector.clock = lambda: now  # the same minute throughout
+    minute = int(now // 60 * 60)
+    web, one = SeriesKey("shop", "memory_bytes", "web"), SeriesKey("shop", "memory_bytes", "web", "a1b2c3d4")
+    monitoring.store.write([Point(web, minute - 60, 100.0), Point(one, minute - 60, 100.0)])
+    monitoring.collector.aggregator.add(web, now, 300.0)  # the unfinished minute
+    monitoring.collector.aggregator.add(one, now, 300.0)
+
+    (total,) = monitoring.series("shop", since=now - 600, metrics=["memory_bytes"])
+    assert (total.instance, total.points) == ("", [(minute - 60, 100.0), (minute, 300.0)])
+    everything = monitoring.series("shop", since=now - 600, metrics=["memory_bytes"], instance="*")
+    assert [s.instance for s in everything] == ["", "a1b2c3d4"]
+    (only,) = monitoring.series("shop", since=now - 600, instance="a1b2c3d4")
+    assert only.points == [(minute - 60, 100.0), (minute, 300.0)]

@@ -71,7 +71,7 @@ def test_an_invalid_or_empty_render_never_replaces_the_live_config(
     assert live.read_text() == GOOD
 
 
-def test_the_command_line_exits_non_zero_so_consul_template_logs_it(
+def test_a_refused_render_is_logged_and_the_command_still_succeeds(
     files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     candidate, live = files
@@ -88,7 +88,7 @@ def test_the_command_line_exits_non_zero_so_consul_template_logs_it(
             HAPROXY,
         ]
     )
-    assert code == 1
+    assert code == 0  # a failing command would stop consul-template, and with it the router
     assert "kept the last good configuration" in capsys.readouterr().err
 
 
@@ -101,11 +101,14 @@ def test_servers_are_counted_per_app() -> None:
     assert servers_per_app(TWO_APPS) == {"a": 1, "b": 2}
 
 
-def test_a_render_that_drops_an_app_nomad_still_runs_is_refused(files: tuple[Path, Path]) -> None:
+def test_a_render_that_routes_nothing_while_nomad_runs_the_apps_is_refused(files: tuple[Path, Path]) -> None:
     """What consul-template renders while a restarted Consul is still empty."""
     candidate, live = files
     live.write_text(TWO_APPS)
-    candidate.write_text(GOOD)  # app b vanished from the catalog
+    empty = TWO_APPS.replace("    server s1 127.0.0.1:9\n", "").replace(
+        "    server s2 127.0.0.1:11\n    server s3 127.0.0.1:12\n", ""
+    )
+    candidate.write_text(empty)
     asked: list[set[str]] = []
 
     def still_running(apps: set[str]) -> set[str]:
@@ -114,8 +117,17 @@ def test_a_render_that_drops_an_app_nomad_still_runs_is_refused(files: tuple[Pat
 
     with pytest.raises(RefusedConfig, match="Nomad still runs"):
         install(candidate, live, HAPROXY, still_running)
-    assert asked == [{"b"}]
+    assert asked == [{"a", "b"}]
     assert live.read_text() == TWO_APPS
+
+
+def test_one_app_losing_its_servers_does_not_hold_back_the_others(files: tuple[Path, Path]) -> None:
+    """A crash-looping app has no healthy instance: it is dropped, and other changes go live."""
+    candidate, live = files
+    live.write_text(TWO_APPS)
+    candidate.write_text(GOOD.replace("127.0.0.1:9", "127.0.0.1:10"))  # b dropped, a moved
+    assert install(candidate, live, HAPROXY, lambda apps: apps) is True
+    assert "127.0.0.1:10" in live.read_text()
 
 
 def test_a_render_that_drops_a_stopped_app_goes_through(files: tuple[Path, Path]) -> None:
@@ -129,7 +141,11 @@ def test_a_render_that_drops_a_stopped_app_goes_through(files: tuple[Path, Path]
 def test_when_nomad_cannot_say_the_last_good_config_stays(files: tuple[Path, Path]) -> None:
     candidate, live = files
     live.write_text(TWO_APPS)
-    candidate.write_text(TWO_APPS.replace("    server s2 127.0.0.1:11\n    server s3 127.0.0.1:12\n", ""))
+    candidate.write_text(
+        TWO_APPS.replace("    server s1 127.0.0.1:9\n", "").replace(
+            "    server s2 127.0.0.1:11\n    server s3 127.0.0.1:12\n", ""
+        )
+    )
 
     def nomad_down(apps: set[str]) -> set[str]:
         raise ConnectionError("nomad unreachable")

@@ -167,14 +167,56 @@ async def charts(request: Request, app: str, systems: SystemsDep) -> Response:
 
 
 # -- monitoring glue -------------------------------------------------------------------------
+# chart id -> (metric, label, how series of several processes/instances combine, scale)
+CHART_SERIES: dict[str, list[tuple[str, str, str, float]]] = {
+    "requests": [("rps", "req/s", "sum", 1.0)],
+    "latency": [
+        ("latency_p50_ms", "p50", "max", 1.0),
+        ("latency_p95_ms", "p95", "max", 1.0),
+        ("latency_p99_ms", "p99", "max", 1.0),
+    ],
+    "errors": [("rate_4xx", "4xx/s", "sum", 1.0), ("rate_5xx", "5xx/s", "sum", 1.0)],
+    "memory": [("memory_bytes", "MB", "sum", 1 / (1024 * 1024))],
+    "restarts": [("restarts", "restarts", "sum", 1.0), ("crashes", "crashes", "sum", 1.0)],
+}
+WINDOW = 3 * 3600  # the charts show the last three hours, one point a minute
+
+
 def chart_data(systems: Systems, app: str) -> list[dict[str, Any]]:
-    """Every chart's x (unix seconds) and series, from the monitoring store (empty when none)."""
-    return [{"id": cid, "title": title, "x": [], "series": []} for cid, title in CHARTS]
+    """Every chart's x (unix seconds) and series, from the monitoring store."""
+    monitoring = systems.monitoring
+    wanted = [metric for lines in CHART_SERIES.values() for metric, *_ in lines]
+    found = monitoring.series(app, since=monitoring.now() - WINDOW, metrics=wanted)
+    by_metric: dict[str, dict[int, list[float]]] = {}
+    for series in found:
+        for minute, value in series.points:
+            by_metric.setdefault(series.metric, {}).setdefault(minute, []).append(value)
+    out = []
+    for cid, title in CHARTS:
+        lines = CHART_SERIES[cid]
+        minutes = sorted({m for metric, *_ in lines for m in by_metric.get(metric, {})})
+        drawn = []
+        for metric, label, combine, scale in lines:
+            points = by_metric.get(metric, {})
+            values = [
+                round((sum if combine == "sum" else max)(points[m]) * scale, 3) if m in points else None
+                for m in minutes
+            ]
+            drawn.append({"label": label, "values": values})
+        out.append({"id": cid, "title": title, "x": minutes, "series": drawn})
+    return out
 
 
 def _firing_by_app(systems: Systems) -> dict[str, int]:
-    return {}
+    counts: dict[str, int] = {}
+    for alert in systems.monitoring.firing():
+        counts[alert.app] = counts.get(alert.app, 0) + 1
+    return counts
 
 
 def _alerts_for(systems: Systems, app: str) -> list[dict[str, Any]]:
-    return []
+    recent = systems.monitoring.alerts(since=systems.monitoring.now() - 24 * 3600, app=app)
+    return [
+        {"summary": f"{a.started_at:%H:%M} {a.summary}", "firing": a.state.value == "firing"}
+        for a in recent[:10]
+    ]

@@ -21,7 +21,7 @@ from billowin.errors import InvalidInput
 from billowin.jobspec import DNS_LABEL
 from billowin.monitoring.aggregate import METRICS, stored_metrics
 from billowin.monitoring.service import parse_since
-from billowin.monitoring.store import Alert, AlertState, Series
+from billowin.monitoring.store import Alert, Series
 
 router = APIRouter(tags=["monitoring"])
 
@@ -45,7 +45,9 @@ async def app_metrics(
     since: str = "1h",
     metric: Annotated[list[str] | None, Query(description="Repeat or comma-separate; default all.")] = None,
     process: str | None = None,
-    instance: str | None = None,
+    instance: Annotated[
+        str, Query(description="Empty: per process type; '*': every instance too; or one instance id.")
+    ] = "",
 ) -> AppMetrics:
     """One-minute series of an app: traffic, latency percentiles, instances, restarts, CPU and memory."""
     if not DNS_LABEL.match(app):
@@ -67,8 +69,7 @@ async def alerts(
     """Alerts firing now, then those resolved within ``since`` (newest first)."""
     monitoring = systems.monitoring
     if state == "firing":
-        found = await asyncio.to_thread(monitoring.firing, app)
-        return [a for a in found if a.state == AlertState.FIRING]
+        return await asyncio.to_thread(monitoring.firing, app)
     return await asyncio.to_thread(monitoring.alerts, since=parse_since(since, monitoring.now()), app=app)
 
 
