@@ -179,7 +179,8 @@ CHART_SERIES: dict[str, list[tuple[str, str, str, float]]] = {
     "memory": [("memory_bytes", "MB", "sum", 1 / (1024 * 1024))],
     "restarts": [("restarts", "restarts", "sum", 1.0), ("crashes", "crashes", "sum", 1.0)],
 }
-WINDOW = 3 * 3600  # the charts show the last three hours, one point a minute
+WINDOW = 3 * 3600  # the charts show up to the last three hours, one point a minute
+MIN_SPAN = 30 * 60  # and at least the last half hour
 
 
 def chart_data(systems: Systems, app: str) -> list[dict[str, Any]]:
@@ -203,7 +204,9 @@ def chart_data(systems: Systems, app: str) -> list[dict[str, Any]]:
                 for m in minutes
             ]
             drawn.append({"label": label, "values": values})
-        out.append({"id": cid, "title": title, "x": minutes, "series": drawn})
+        now = monitoring.now()
+        start = min([*minutes, now - MIN_SPAN]) if minutes else now - MIN_SPAN
+        out.append({"id": cid, "title": title, "x": minutes, "series": drawn, "range": [start, now]})
     return out
 
 

@@ -17,7 +17,7 @@
     const opts = {
       width: Math.max(320, el.clientWidth || 380),
       height: 180,
-      scales: { x: { time: true } },
+      scales: { x: { time: true, range: () => spec.range } },
       axes: [{}, { size: 56 }],
       series: [{}].concat(spec.series.map((s, i) => ({ label: s.label, stroke: colors[i % colors.length], width: 1.5 }))),
     };
