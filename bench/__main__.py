@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from bench.figures import (
     bench_density,
     bench_rolling_deploy,
     hand_deploy,
+    until,
 )
 from bench.monitoring import bench_monitoring_overhead
 from billowin.adapters.consul import ConsulRegistry
@@ -55,6 +57,7 @@ from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.nomad import NomadScheduler
 from billowin.adapters.packer import Packer
 from billowin.apps import App, AppStore
+from billowin.auth import TokenStore
 from billowin.build import Builder
 from billowin.deploy import Deployer
 from billowin.jobspec import Process
@@ -97,13 +100,7 @@ def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     return round(time.monotonic() - started, 2)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError("condition not met in time")
+wait_for = until
 
 
 def answers(url: str, host: str | None = None, text: str = "") -> bool:
@@ -240,6 +237,7 @@ def bench_push_to_live(box: SingleBox, builder: Builder, languages: list[str], w
     api = f"http://127.0.0.1:{box.ports.api}"
     router = f"http://127.0.0.1:{box.ports.router_http}/"
     apps = AppStore(ConsulRegistry(box.settings))
+    auth = {"Authorization": f"Bearer {TokenStore(ConsulRegistry(box.settings)).create('bench')}"}
     out: dict[str, Any] = {}
     for language in languages:
         name = f"p{language}{uuid.uuid4().hex[:6]}"
@@ -259,14 +257,15 @@ def bench_push_to_live(box: SingleBox, builder: Builder, languages: list[str], w
             job_id = resp.json()["jobs"][0]["id"]
 
             def live(job: str = job_id, app_name: str = name) -> bool:
-                jobs = httpx.get(f"{api}/pipeline/{app_name}/jobs", timeout=5).json()
-                state = next(j["state"] for j in jobs if j["id"] == job)
-                if state == "failed":
-                    raise RuntimeError(f"push-to-live job {job} of {app_name} failed")
-                return state == "live" and answers(router, f"{app_name}.{box.settings.domain}")
+                found = httpx.get(f"{api}/pipeline/{app_name}/jobs/{job}", headers=auth, timeout=5).json()
+                if found["state"] == "failed":
+                    raise RuntimeError(f"push-to-live job {job} of {app_name} failed: {found['reason']}")
+                return found["state"] == "live" and answers(router, f"{app_name}.{box.settings.domain}")
 
             wait_for(live, 600)
             seconds = round(time.monotonic() - started, 2)
+            done = httpx.get(f"{api}/pipeline/{name}/jobs/{job_id}", headers=auth, timeout=5).json()
+            figures.setdefault("stages_s", []).append(stages(done["steps"], seconds))
             if run == "cold":
                 figures["cold_s"] = seconds
             else:
@@ -290,6 +289,21 @@ def bench_push_to_live(box: SingleBox, builder: Builder, languages: list[str], w
         )
         out[language] = figures
     return out
+
+
+def stages(steps: list[dict[str, Any]], total: float) -> dict[str, float]:
+    """Where a push's time went, from the pipeline job's own step times."""
+    at = {}
+    for step in steps:
+        at.setdefault(step["state"], datetime.fromisoformat(step["at"]).timestamp())
+    queued, building = at.get("queued", 0.0), at.get("building", 0.0)
+    deploying, live = at.get("deploying", building), at.get("live", 0.0)
+    return {
+        "queue_wait": round(building - queued, 2),
+        "build": round(deploying - building, 2),
+        "rollout": round(live - deploying, 2),
+        "routed_after_live": round(total - (live - queued), 2),
+    }
 
 
 def bench_webhook_ack(box: SingleBox, builder: Builder, work: Path, deliveries: int = 50) -> dict[str, Any]:
@@ -375,82 +389,102 @@ def main(argv: list[str] | None = None) -> int:
         with box.running(lambda msg: console.print(f"  {msg}")):
             bs = box.settings
             builder = Builder(bs, Packer(str(tools.packer), bs.packer_dir), DockerEngine(bs), Registry(bs))
-            results = {
+            results: dict[str, Any] = {
                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machine": machine(),
                 "versions": versions(box),
-                "build": bench_build(box, builder, args.languages.split(","), work),
-                **bench_deploy_and_recovery(box, builder, work),
-                "webhook_ack": bench_webhook_ack(box, builder, work),
-                "push_to_live": bench_push_to_live(box, builder, args.languages.split(","), work),
-                "config_rollback": bench_config_and_rollback(box, work),
-                "rolling_deploy": bench_rolling_deploy(box, work),
-                "density": bench_density(box, work),
-                "monitoring": bench_monitoring_overhead(box, work),
             }
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+            langs = args.languages.split(",")
+            figures: list[tuple[str, Callable[[], Any]]] = [
+                ("config_rollback", lambda: bench_config_and_rollback(box, work)),
+                ("rolling_deploy", lambda: bench_rolling_deploy(box, work)),
+                ("webhook_ack", lambda: bench_webhook_ack(box, builder, work)),
+                ("push_to_live", lambda: bench_push_to_live(box, builder, langs, work)),
+                ("build", lambda: bench_build(box, builder, langs, work)),
+                ("deploy_recovery_router", lambda: bench_deploy_and_recovery(box, builder, work)),
+                ("density", lambda: bench_density(box, work)),
+                ("monitoring", lambda: bench_monitoring_overhead(box, work)),
+            ]
+            for name, run in figures:
+                started = time.monotonic()
+                try:
+                    value = run()
+                except Exception as exc:  # one broken figure must not lose the others
+                    console.print(f"[red]figure {name} failed:[/] {exc!r}")
+                    value = {"error": repr(exc)}
+                if name == "deploy_recovery_router" and "error" not in value:
+                    results.update(value)
+                else:
+                    results[name] = value
+                results.setdefault("figure_seconds", {})[name] = round(time.monotonic() - started, 1)
+                args.out.write_text(json.dumps(results, indent=2) + "\n")  # partial results survive
     table = Table("figure", "value", "baseline (same run)", "ratio", title="Billowin benchmarks")
-    for lang, b in results["build"].items():
+    try:
+        for lang, b in results["build"].items():
+            table.add_row(
+                f"build {lang} cold",
+                f"{b['cold_s']}s",
+                f"docker build {b['by_hand_docker_build_cold_s']}s",
+                f"{b['cold_over_by_hand']}x",
+            )
+            table.add_row(
+                f"build {lang} warm", f"{b['warm_s']}s", f"cold {b['cold_s']}s", f"{b['warm_over_cold']}x"
+            )
         table.add_row(
-            f"build {lang} cold",
-            f"{b['cold_s']}s",
-            f"docker build {b['by_hand_docker_build_cold_s']}s",
-            f"{b['cold_over_by_hand']}x",
+            "deploy: registered -> serving", f"{results['deploy']['registered_to_serving_s']}s", "", ""
+        )
+        table.add_row("recovery: kill -> serving", f"{results['recovery']['kill_to_serving_s']}s", "", "")
+        ack = results["webhook_ack"]
+        table.add_row("webhook ack p50 / p99", f"{ack['p50_ms']} / {ack['p99_ms']} ms", "", "")
+        for lang, p in results["push_to_live"].items():
+            table.add_row(
+                f"push -> live {lang}",
+                f"cold {p['cold_s']}s, warm {p['warm_s']}s",
+                f"by hand cold {p['by_hand_cold_s']}s, warm {p['by_hand_warm_s']}s",
+                f"{p['warm_over_by_hand']}x (warm)",
+            )
+        c = results["config_rollback"]
+        table.add_row("config -> live", f"{c['config_to_live_s']}s", "", "")
+        table.add_row("rollback -> live", f"{c['rollback_to_live_s']}s", "", "")
+        rd = results["rolling_deploy"]
+        table.add_row(
+            "rolling deploy under load", f"{rd['failed']} failed of {rd['requests']}", f"p99 {rd['p99']}", ""
+        )
+        d = results["density"]
+        table.add_row(
+            "density",
+            f"{d['apps_running']} apps",
+            f"API {d['billowin_api_rss_mb']} MB RSS",
+            f"per app {d['per_app_memory_mb'].get('mean')} MB",
+        )
+        r = results["router"]
+        table.add_row(
+            "router req/s",
+            f"{r['through_haproxy']['rps']:.0f}",
+            f"direct {r['direct_container']['rps']:.0f}",
+            f"{r['rps_ratio']}x",
         )
         table.add_row(
-            f"build {lang} warm", f"{b['warm_s']}s", f"cold {b['cold_s']}s", f"{b['warm_over_cold']}x"
+            "router p99",
+            f"{r['through_haproxy']['p99_ms']}ms",
+            f"direct {r['direct_container']['p99_ms']}ms",
+            f"{r['p99_ratio']}x",
         )
-    table.add_row("deploy: registered -> serving", f"{results['deploy']['registered_to_serving_s']}s", "", "")
-    table.add_row("recovery: kill -> serving", f"{results['recovery']['kill_to_serving_s']}s", "", "")
-    ack = results["webhook_ack"]
-    table.add_row("webhook ack p50 / p99", f"{ack['p50_ms']} / {ack['p99_ms']} ms", "", "")
-    for lang, p in results["push_to_live"].items():
+        m = results["monitoring"]
         table.add_row(
-            f"push -> live {lang}",
-            f"cold {p['cold_s']}s, warm {p['warm_s']}s",
-            f"by hand cold {p['by_hand_cold_s']}s, warm {p['by_hand_warm_s']}s",
-            f"{p['warm_over_by_hand']}x (warm)",
+            f"monitoring: API CPU, {m['apps']} apps",
+            f"{m['on']['api_cpu_percent']}% of a core",
+            f"collector off {m['off']['api_cpu_percent']}%",
+            f"+{m['api_cpu_percent_added']} points",
         )
-    c = results["config_rollback"]
-    table.add_row("config -> live", f"{c['config_to_live_s']}s", "", "")
-    table.add_row("rollback -> live", f"{c['rollback_to_live_s']}s", "", "")
-    rd = results["rolling_deploy"]
-    table.add_row(
-        "rolling deploy under load", f"{rd['failed']} failed of {rd['requests']}", f"p99 {rd['p99']}", ""
-    )
-    d = results["density"]
-    table.add_row(
-        "density",
-        f"{d['apps_running']} apps",
-        f"API {d['billowin_api_rss_mb']} MB RSS",
-        f"per app {d['per_app_memory_mb'].get('mean')} MB",
-    )
-    r = results["router"]
-    table.add_row(
-        "router req/s",
-        f"{r['through_haproxy']['rps']:.0f}",
-        f"direct {r['direct_container']['rps']:.0f}",
-        f"{r['rps_ratio']}x",
-    )
-    table.add_row(
-        "router p99",
-        f"{r['through_haproxy']['p99_ms']}ms",
-        f"direct {r['direct_container']['p99_ms']}ms",
-        f"{r['p99_ratio']}x",
-    )
-    m = results["monitoring"]
-    table.add_row(
-        f"monitoring: API CPU, {m['apps']} apps",
-        f"{m['on']['api_cpu_percent']}% of a core",
-        f"collector off {m['off']['api_cpu_percent']}%",
-        f"+{m['api_cpu_percent_added']} points",
-    )
-    table.add_row(
-        "monitoring: API memory",
-        f"{m['on']['api_rss_mib']} MiB",
-        f"collector off {m['off']['api_rss_mib']} MiB",
-        f"+{m['api_rss_mib_added']} MiB",
-    )
+        table.add_row(
+            "monitoring: API memory",
+            f"{m['on']['api_rss_mib']} MiB",
+            f"collector off {m['off']['api_rss_mib']} MiB",
+            f"+{m['api_rss_mib_added']} MiB",
+        )
+    except (KeyError, TypeError, AttributeError) as exc:  # a figure that failed
+        console.print(f"[yellow]table incomplete:[/] missing {exc}")
     Console().print(table)
     console.print(f"results: {args.out}")
     return 0

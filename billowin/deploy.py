@@ -15,7 +15,7 @@ from typing import Any
 from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import Conflict, InvalidInput
 from billowin.jobspec import AppJob, Process, render
-from billowin.oneoff import RunJob, Runner, shell_command
+from billowin.oneoff import Runner
 from billowin.ports import ConfigStore, Scheduler
 from billowin.releases import Release, ReleaseStatus, ReleaseStore
 from billowin.settings import Settings
@@ -222,13 +222,12 @@ class Deployer:
         if self.runner is None:
             raise InvalidInput(f"{release.app} has a release command but this deployer cannot run it")
         progress(f"{release.app} {release.name}: running the release command: {command}")
-        spec = RunJob(
-            job_id=self.runner.new_job_id(release.app, "release"),
-            app=release.app,
-            release=release.name,
+        spec = self.runner.spec(
+            release.app,
+            release.name,
+            release.image,
+            command,
             kind="release",
-            image=release.image,
-            script=shell_command(command),
             config_template=config_template,
             vault_policies=policies,
         )

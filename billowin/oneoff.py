@@ -92,6 +92,28 @@ class Runner:
     def new_job_id(app: str, kind: str) -> str:
         return f"{app}-{kind}-{secrets.token_hex(4)}"
 
+    def spec(
+        self,
+        app: str,
+        release: str,
+        image: str,
+        command: str,
+        *,
+        kind: str,
+        config_template: str | None,
+        vault_policies: list[str],
+    ) -> RunJob:
+        return RunJob(
+            job_id=self.new_job_id(app, kind),
+            app=app,
+            release=release,
+            kind=kind,
+            image=image,
+            script=shell_command(command),
+            config_template=config_template,
+            vault_policies=vault_policies,
+        )
+
     def _wait_alloc(self, job_id: str, deadline: float) -> dict[str, Any]:
         while time.monotonic() < deadline:
             allocs = self.nomad.allocations(job_id)

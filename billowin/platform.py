@@ -25,7 +25,7 @@ from billowin.deploy import Deployer
 from billowin.errors import Conflict, InvalidInput, NotFound
 from billowin.jobspec import DOMAIN
 from billowin.logs import AppLogs, LogLine, instance_name
-from billowin.oneoff import RunEvent, RunJob, Runner, shell_command
+from billowin.oneoff import RunEvent, Runner
 from billowin.pipeline import Job, JobKind, JobStore
 from billowin.ports import ConfigStore
 from billowin.releases import Release
@@ -305,13 +305,12 @@ class Platform:
         if release is None:
             raise InvalidInput(f"{name} has no live release to run a command in", hint="Deploy it first.")
         config_template, policies = self.deployer.config_template(name, release.config_version)
-        spec = RunJob(
-            job_id=self.runner.new_job_id(name, "run"),
-            app=name,
-            release=release.name,
+        spec = self.runner.spec(
+            name,
+            release.name,
+            release.image,
+            command,
             kind="run",
-            image=release.image,
-            script=shell_command(command),
             config_template=config_template,
             vault_policies=policies,
         )

@@ -102,24 +102,7 @@ job "[[ app ]]" {
         BILLOWIN_PROCESS = "[[ proc.name ]]"
       }
 
-[%- if config_template %]
-
-      # Config vars: rendered from the version this release pins, straight into
-      # the task's environment. They never appear in the job itself.
-      template {
-        destination = "secrets/config.env"
-        env         = true
-        change_mode = "noop"
-        data        = [[ config_template | hcl ]]
-      }
-[%- endif %]
-[%- if vault_policies %]
-
-      vault {
-        policies    = [[ vault_policies | hcl ]]
-        change_mode = "noop"
-      }
-[%- endif %]
+[% include "config.hcl.partial" %]
 
       resources {
         cpu    = [[ proc.cpu ]]

@@ -50,21 +50,7 @@ job "[[ job_id ]]" {
         BILLOWIN_RELEASE = "[[ release ]]"
         BILLOWIN_PROCESS = "run"
       }
-[%- if config_template %]
-
-      template {
-        destination = "secrets/config.env"
-        env         = true
-        change_mode = "noop"
-        data        = [[ config_template | hcl ]]
-      }
-[%- endif %]
-[%- if vault_policies %]
-
-      vault {
-        policies = [[ vault_policies | hcl ]]
-      }
-[%- endif %]
+[% include "config.hcl.partial" %]
 
       resources {
         cpu    = [[ cpu ]]
