@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--languages", default="python,node,go,ruby")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", default="", help="comma-separated figure names, e.g. webhook_ack")
     args = parser.parse_args(argv)
     settings = Settings()
     tools = Toolset.resolve(settings)
@@ -405,7 +406,10 @@ def main(argv: list[str] | None = None) -> int:
                 ("density", lambda: bench_density(box, work)),
                 ("monitoring", lambda: bench_monitoring_overhead(box, work)),
             ]
+            only = {f for f in args.only.split(",") if f}
             for name, run in figures:
+                if only and name not in only:
+                    continue
                 started = time.monotonic()
                 try:
                     value = run()

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     # The API.
     api_host: str = Field("127.0.0.1", validation_alias=_env("API_HOST"))
     api_port: int = Field(8000, validation_alias=_env("API_PORT"))
+    api_threads: int = Field(64, ge=4, validation_alias=_env("API_THREADS"))
 
     # Where things live on this machine.
     state_dir: Path = Field(

@@ -5,7 +5,9 @@ uvicorn runs it with ``--factory``; settings then come from the environment.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,6 +28,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Blocking calls to Consul and Nomad run in threads (asyncio.to_thread). The default
+        # pool has cpu_count + 4 threads: on a 2-core box, 50 concurrent webhooks would queue
+        # behind 6 of them. These threads mostly wait on the network, so allow many.
+        executor = ThreadPoolExecutor(max_workers=settings.api_threads, thread_name_prefix="billowin-api")
+        asyncio.get_running_loop().set_default_executor(executor)
         if systems.worker:
             systems.worker.start()
         systems.monitoring.start()

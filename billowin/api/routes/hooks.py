@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 
 from billowin.api.deps import SettingsDep, Systems, SystemsDep
 from billowin.apps import App
@@ -68,21 +69,26 @@ async def _github(request: Request, settings: Settings, systems: Systems) -> JSO
     body = await read_body(request, settings.webhook_max_bytes)
     if body is None:
         return _reply(413, f"payload over {settings.webhook_max_bytes} bytes")
-    apps = await asyncio.to_thread(systems.apps.all)
+    # Everything after reading the body runs in one thread hop: it is a few Consul calls.
+    return await asyncio.to_thread(_github_accept, request.headers, body, settings, systems)
+
+
+def _github_accept(headers: Headers, body: bytes, settings: Settings, systems: Systems) -> JSONResponse:
+    apps = systems.apps.all()
     secrets = _secrets(settings, apps)
     if not secrets:
         return _reply(401, "no webhook secret is configured; refusing unsigned deliveries")
-    if not verify_github(secrets, body, request.headers.get("x-hub-signature-256")):
+    if not verify_github(secrets, body, headers.get("x-hub-signature-256")):
         return _reply(401, "invalid or missing X-Hub-Signature-256")
-    event_name = request.headers.get("x-github-event", "")
-    delivery = request.headers.get("x-github-delivery")
+    event_name = headers.get("x-github-event", "")
+    delivery = headers.get("x-github-delivery")
     try:
         event = parse_github(event_name, body, delivery)
     except InvalidInput as exc:
         return _reply(400, exc.message)
     if event is None:
         return _reply(200, "pong" if event_name == "ping" else f"{event_name}: nothing to do")
-    return await asyncio.to_thread(_queue, systems, event, apps)
+    return _queue(systems, event, apps)
 
 
 def _secrets(settings: Settings, apps: list[App]) -> list[bytes]:  # global first, then per app
