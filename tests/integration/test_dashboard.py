@@ -66,21 +66,29 @@ def test_dashboard_shows_an_apps_charts_with_data(
     api = f"http://127.0.0.1:{stack.ports.api}"
 
     # Traffic through the router until the monitoring has request points for the app.
+    seen: dict[str, object] = {}
+
     def has_points() -> bool:
-        for _ in range(20):
-            router.get("/", headers={"Host": f"{app_name}.localhost"})
+        seen["router"] = [
+            router.get("/", headers={"Host": f"{app_name}.localhost"}).status_code for _ in range(20)
+        ]
         resp = httpx.get(f"{api}/dashboard/apps/{app_name}/charts.json", cookies={"billowin_token": token})
         charts = {c["id"]: c for c in resp.json()["charts"]}
+        seen["requests"] = charts["requests"]
         return any(v for s in charts["requests"]["series"] for v in s["values"] if v)
 
-    wait_for(has_points, 120, "request metrics for the app")
+    try:
+        wait_for(has_points, 120, "request metrics for the app")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; router answers and chart data last seen: {seen}") from exc
 
     # Not logged in: the dashboard sends the browser to the login form.
     browser.get(f"{api}/dashboard")
     assert browser.current_url.endswith("/dashboard/login")
     browser.find_element(By.ID, "token").send_keys("bw_not_a_real_token")
     browser.find_element(By.ID, "login").click()
-    assert "not valid" in browser.find_element(By.ID, "login-error").text
+    error = WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "login-error")))
+    assert "not valid" in error.text
 
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.ID, "login").click()
