@@ -28,7 +28,7 @@ from billowin.logs import AppLogs, LogLine, instance_name
 from billowin.oneoff import RunEvent, Runner
 from billowin.pipeline import Job, JobKind, JobStore
 from billowin.ports import ConfigStore
-from billowin.releases import Release
+from billowin.releases import Release, newest_live
 from billowin.settings import Settings
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -114,11 +114,12 @@ class Platform:
 
     def info(self, name: str) -> AppInfo:
         app = self.apps.get(name)
-        release = self.deployer.releases.current(name)
+        history = self.deployer.releases.list(name)
+        release = newest_live(history)
         job = self.nomad.current(name) or {}
         desired = {g["Name"]: g["Count"] for g in job.get("TaskGroups") or []}
         running: dict[str, int] = {}
-        for inst in self.ps(name):
+        for inst in self._instances(name, history):
             if inst.state == "running":
                 running[inst.process] = running.get(inst.process, 0) + 1
         return AppInfo(
@@ -211,7 +212,9 @@ class Platform:
     # -- processes -------------------------------------------------------------
     def ps(self, name: str) -> list[InstanceStatus]:
         self.apps.get(name)
-        history = self.deployer.releases.list(name)
+        return self._instances(name, self.deployer.releases.list(name))
+
+    def _instances(self, name: str, history: list[Release]) -> list[InstanceStatus]:
         # Scaling makes new job versions too: an instance runs the newest release at or before its version.
         versions = sorted((r.job_version, r.name) for r in history if r.job_version is not None)
 
@@ -333,5 +336,5 @@ class Platform:
         job = self.job(name, job_id)
         steps = "\n".join(f"{s.at:%H:%M:%S} {s.state.value:<10} {s.message}" for s in job.steps)
         path = self.builder.log_path(name, job.sha) if self.builder and job.sha else None
-        build_log = path.read_text() if path and path.exists() else "(no build log)"
+        build_log = path.read_text() if path and path.exists() else "(no build log yet)"
         return f"{steps}\n\n--- build log ---\n{build_log}"

@@ -54,6 +54,12 @@ class Release(BaseModel):
         return f"v{self.number}"
 
 
+def newest_live(history: list[Release]) -> Release | None:
+    """The newest live release of a history in release order."""
+    live = [r for r in history if r.status == ReleaseStatus.LIVE]
+    return live[-1] if live else None
+
+
 class ReleaseStore:
     def __init__(self, consul: ConsulRegistry) -> None:
         self._consul = consul
@@ -107,8 +113,7 @@ class ReleaseStore:
 
     def current(self, app: str) -> Release | None:
         """The newest live release: what the app runs now (failed releases were reverted)."""
-        live = [r for r in self.list(app) if r.status == ReleaseStatus.LIVE]
-        return live[-1] if live else None
+        return newest_live(self.list(app))
 
     def delete(self, app: str) -> None:
         self._consul.kv_delete_tree(f"{PREFIX}/{app}/")

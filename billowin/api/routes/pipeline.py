@@ -30,8 +30,6 @@ async def job(app: str, job_id: str, systems: SystemsDep) -> Job:
 
 @router.get("/{app}/jobs/{job_id}/log", response_class=PlainTextResponse)
 async def job_log(app: str, job_id: str, systems: SystemsDep) -> str:
-    found = await job(app, job_id, systems)
-    path = systems.builder.log_path(app, found.sha) if systems.builder else None
-    steps = "\n".join(f"{s.at:%H:%M:%S} {s.state.value:<10} {s.message}" for s in found.steps)
-    build_log = path.read_text() if path and path.exists() else "(no build log yet)"
-    return f"{steps}\n\n--- build log ---\n{build_log}"
+    await job(app, job_id, systems)  # this route's own "no job" answer
+    text: str = await asyncio.to_thread(systems.platform.build_log, app, job_id)
+    return text
