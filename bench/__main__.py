@@ -56,15 +56,15 @@ from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.nomad import NomadScheduler
 from billowin.adapters.packer import Packer
-from billowin.apps import App, AppStore
-from billowin.auth import TokenStore
-from billowin.build import Builder
-from billowin.deploy import Deployer
-from billowin.jobspec import Process
+from billowin.apps.store import App, AppStore
+from billowin.apps.tokens import TokenStore
+from billowin.build.builder import Builder
+from billowin.pipeline.webhooks import github_signature
+from billowin.release.deploy import Deployer
+from billowin.release.jobspec import Process
 from billowin.settings import Settings
 from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import Toolset
-from billowin.webhooks import github_signature
 from tests.gitrepo import commit
 
 REPO = Path(__file__).resolve().parents[1]

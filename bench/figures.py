@@ -23,10 +23,10 @@ from rich.console import Console
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine
 from billowin.adapters.nomad import NomadScheduler
-from billowin.apps import App, AppStore
-from billowin.auth import TokenStore
-from billowin.deploy import Deployer
-from billowin.jobspec import Process
+from billowin.apps.store import App, AppStore
+from billowin.apps.tokens import TokenStore
+from billowin.release.deploy import Deployer
+from billowin.release.jobspec import Process
 from billowin.stack.install import base_image_tag
 from billowin.stack.single_box import SingleBox
 

@@ -35,9 +35,9 @@ from rich.console import Console
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine
 from billowin.adapters.nomad import NomadScheduler
-from billowin.auth import TokenStore
-from billowin.deploy import Deployer
-from billowin.jobspec import Process
+from billowin.apps.tokens import TokenStore
+from billowin.release.deploy import Deployer
+from billowin.release.jobspec import Process
 from billowin.settings import Settings
 from billowin.stack.install import base_image_tag
 from billowin.stack.single_box import Ports, SingleBox

@@ -18,17 +18,17 @@ from pydantic import BaseModel
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.nomad import NomadScheduler
-from billowin.apps import App, AppStore
-from billowin.build import Builder
-from billowin.config_vars import validate_key
-from billowin.deploy import Deployer
+from billowin.apps.store import App, AppStore
+from billowin.build.builder import Builder
+from billowin.config.vars import validate_key
 from billowin.errors import Conflict, InvalidInput, NotFound
-from billowin.jobspec import DOMAIN
-from billowin.logs import AppLogs, LogLine, instance_name
-from billowin.oneoff import RunEvent, Runner
-from billowin.pipeline import Job, JobKind, JobStore
+from billowin.pipeline.worker import Job, JobKind, JobStore
 from billowin.ports import ConfigStore
-from billowin.releases import Release, newest_live
+from billowin.release.deploy import Deployer
+from billowin.release.jobspec import DOMAIN
+from billowin.release.logs import AppLogs, LogLine, instance_name
+from billowin.release.oneoff import RunEvent, Runner
+from billowin.release.store import Release, newest_live
 from billowin.settings import Settings
 
 SHA = re.compile(r"^[0-9a-f]{40}$")

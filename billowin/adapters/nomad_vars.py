@@ -23,7 +23,7 @@ from typing import Any
 import nomad.api.exceptions as nomad_exc
 
 from billowin.adapters.nomad import SYSTEM, nomad_client, translate_error
-from billowin.config_vars import RESERVED_PREFIX, env_line_template, validate_app, validate_values
+from billowin.config.vars import RESERVED_PREFIX, env_line_template, validate_app, validate_values
 from billowin.errors import Conflict, NotFound, ServiceError
 from billowin.ports import ComponentHealth
 from billowin.settings import Settings

@@ -19,7 +19,7 @@ import hvac
 import hvac.exceptions as hvac_exc
 import requests
 
-from billowin.config_vars import env_line_template, validate_app, validate_values
+from billowin.config.vars import env_line_template, validate_app, validate_values
 from billowin.errors import ConfigError, InvalidInput, NotFound, ServiceError, Unreachable
 from billowin.ports import ComponentHealth
 from billowin.settings import Settings

@@ -12,16 +12,16 @@ from billowin.adapters.github import GitHubStatuses
 from billowin.adapters.haproxy import HAProxyRouter
 from billowin.adapters.nomad import NomadScheduler
 from billowin.adapters.packer import Packer
-from billowin.apps import AppStore
-from billowin.auth import TokenRecord, TokenStore
-from billowin.build import Builder
-from billowin.config_vars import config_store
-from billowin.deploy import Deployer
+from billowin.apps.store import AppStore
+from billowin.apps.tokens import TokenRecord, TokenStore
+from billowin.build.builder import Builder
+from billowin.config.vars import config_store
 from billowin.errors import Unauthorized
 from billowin.monitoring import Monitoring
-from billowin.oneoff import Runner
-from billowin.pipeline import Worker
+from billowin.pipeline.worker import Worker
 from billowin.platform import Platform
+from billowin.release.deploy import Deployer
+from billowin.release.oneoff import Runner
 from billowin.settings import Settings
 from billowin.stack.tools import Toolset
 

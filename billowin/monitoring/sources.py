@@ -29,10 +29,10 @@ from pydantic import ValidationError
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import ServiceError, Unreachable
-from billowin.pipeline import PREFIX as PIPELINE_PREFIX
-from billowin.pipeline import Job, JobState
-from billowin.releases import PREFIX as RELEASES_PREFIX
-from billowin.releases import Release, ReleaseStatus
+from billowin.pipeline.worker import PREFIX as PIPELINE_PREFIX
+from billowin.pipeline.worker import Job, JobState
+from billowin.release.store import PREFIX as RELEASES_PREFIX
+from billowin.release.store import Release, ReleaseStatus
 from billowin.settings import Settings
 
 T = TypeVar("T")

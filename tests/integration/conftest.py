@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine
 from billowin.adapters.nomad import NomadScheduler
-from billowin.deploy import Deployer
+from billowin.release.deploy import Deployer
 from billowin.settings import Settings
 from billowin.stack.install import base_image_tag, docker_image_exists
 from billowin.stack.single_box import Ports, SingleBox

@@ -24,7 +24,7 @@ import pytest
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.nomad import NomadScheduler
-from billowin.auth import TokenStore
+from billowin.apps.tokens import TokenStore
 from billowin.stack.single_box import SingleBox
 from tests.gitrepo import commit
 

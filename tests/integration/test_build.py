@@ -17,7 +17,7 @@ import pytest
 
 from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.packer import BuildFailed, Packer
-from billowin.build import Builder
+from billowin.build.builder import Builder
 from billowin.stack.single_box import SingleBox
 from tests.gitrepo import commit
 

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from billowin.adapters.docker import DockerEngine
 from billowin.adapters.nomad import NomadScheduler, nomad_client
 from billowin.adapters.vault import POLICY, VaultKV
-from billowin.config_vars import config_store
+from billowin.config.vars import config_store
 from billowin.errors import InvalidInput, NotFound, ServiceError, Unreachable
 from billowin.ports import ConfigStore
 from billowin.settings import Settings

@@ -21,11 +21,11 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from billowin.adapters.consul import ConsulRegistry
-from billowin.apps import App, AppStore
-from billowin.auth import TokenStore
-from billowin.deploy import Deployer
-from billowin.jobspec import Process
-from billowin.releases import ReleaseStatus
+from billowin.apps.store import App, AppStore
+from billowin.apps.tokens import TokenStore
+from billowin.release.deploy import Deployer
+from billowin.release.jobspec import Process
+from billowin.release.store import ReleaseStatus
 from billowin.stack.single_box import SingleBox
 
 from .conftest import REPO, wait_for

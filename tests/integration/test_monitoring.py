@@ -17,11 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from billowin.adapters.consul import ConsulRegistry
-from billowin.auth import TokenStore
-from billowin.cli_monitoring import register
-from billowin.deploy import Deployer
-from billowin.jobspec import Process
-from billowin.releases import ReleaseStatus
+from billowin.apps.tokens import TokenStore
+from billowin.cli.monitoring import register
+from billowin.release.deploy import Deployer
+from billowin.release.jobspec import Process
+from billowin.release.store import ReleaseStatus
 from billowin.stack.single_box import SingleBox
 
 from .alert_receiver import AlertReceiver

@@ -19,11 +19,11 @@ import httpx
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.haproxy import check_config
 from billowin.adapters.nomad import NomadScheduler
-from billowin.apps import App, AppStore
-from billowin.auth import TokenStore
-from billowin.deploy import Deployer
-from billowin.jobspec import Process
-from billowin.releases import Release, ReleaseStatus
+from billowin.apps.store import App, AppStore
+from billowin.apps.tokens import TokenStore
+from billowin.release.deploy import Deployer
+from billowin.release.jobspec import Process
+from billowin.release.store import Release, ReleaseStatus
 from billowin.router.reload import servers_per_app
 from billowin.stack.single_box import SingleBox
 

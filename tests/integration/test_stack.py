@@ -14,7 +14,7 @@ import httpx
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.nomad import NomadScheduler
-from billowin.jobspec import AppJob, Process, render
+from billowin.release.jobspec import AppJob, Process, render
 from billowin.settings import Settings
 from billowin.stack.single_box import SingleBox
 from billowin.stack.tools import load_versions

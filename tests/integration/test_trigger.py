@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from billowin.adapters.consul import ConsulRegistry
-from billowin.apps import App, AppStore, DeployOn
-from billowin.auth import TokenStore
+from billowin.apps.store import App, AppStore, DeployOn
+from billowin.apps.tokens import TokenStore
+from billowin.pipeline.webhooks import github_signature
 from billowin.stack.single_box import SingleBox
-from billowin.webhooks import github_signature
 from tests.gitrepo import commit
 from tests.testdata import webhook_example
 

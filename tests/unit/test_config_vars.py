@@ -7,7 +7,7 @@ from pydantic import SecretStr
 
 from billowin.adapters.nomad_vars import NomadVariables
 from billowin.adapters.vault import VaultKV
-from billowin.config_vars import config_store, parse_assignments, validate_key, validate_values
+from billowin.config.vars import config_store, parse_assignments, validate_key, validate_values
 from billowin.errors import ConfigError, InvalidInput
 from billowin.settings import Settings
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from billowin.errors import InvalidInput
-from billowin.jobspec import AppJob, Process, render
+from billowin.release.jobspec import AppJob, Process, render
 from billowin.settings import Settings
 
 JOBSPECS = Settings().jobspecs_dir

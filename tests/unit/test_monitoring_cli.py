@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from billowin.cli_monitoring import alerts_table
+from billowin.cli.monitoring import alerts_table
 
 NOW = datetime(2027, 1, 15, 12, 0, tzinfo=UTC)
 ALERTS = [

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from billowin.build.source import check_repository, check_sha, fetch
 from billowin.errors import InvalidInput
-from billowin.source import check_repository, check_sha, fetch
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

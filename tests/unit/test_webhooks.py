@@ -8,7 +8,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from billowin.errors import InvalidInput
-from billowin.webhooks import github_signature, parse_github, parse_travis, verify_github, verify_travis
+from billowin.pipeline.webhooks import (
+    github_signature,
+    parse_github,
+    parse_travis,
+    verify_github,
+    verify_travis,
+)
 
 SECRET = b"It's a Secret to Everybody"
 BODY = b"Hello, World!"

@@ -17,11 +17,11 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field, SecretStr
 
 from billowin.api.deps import SystemsDep, require_token
-from billowin.apps import App, DeployOn
+from billowin.apps.store import App, DeployOn
 from billowin.errors import BillowinError, InvalidInput
-from billowin.pipeline import Job
+from billowin.pipeline.worker import Job
 from billowin.platform import AppInfo, ConfigVars, InstanceStatus, Platform
-from billowin.releases import Release
+from billowin.release.store import Release
 
 router = APIRouter(prefix="/apps", tags=["apps"], dependencies=[Depends(require_token)])
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from billowin.api.deps import COOKIE, Systems, SystemsDep, token_from
-from billowin.auth import TokenRecord, TokenStore
+from billowin.apps.tokens import TokenRecord, TokenStore
 from billowin.errors import BillowinError
 from billowin.platform import AppInfo
 

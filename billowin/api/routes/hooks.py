@@ -17,11 +17,11 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 
 from billowin.api.deps import SettingsDep, Systems, SystemsDep
-from billowin.apps import App
+from billowin.apps.store import App
 from billowin.errors import InvalidInput
-from billowin.pipeline import Intake, JobStore
+from billowin.pipeline.webhooks import CodeEvent, parse_github, parse_travis, verify_github, verify_travis
+from billowin.pipeline.worker import Intake, JobStore
 from billowin.settings import Settings
-from billowin.webhooks import CodeEvent, parse_github, parse_travis, verify_github, verify_travis
 
 router = APIRouter(prefix="/hooks", tags=["webhooks"])
 

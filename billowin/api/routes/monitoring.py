@@ -18,10 +18,10 @@ from pydantic import BaseModel
 
 from billowin.api.deps import SettingsDep, SystemsDep, require_token
 from billowin.errors import InvalidInput
-from billowin.jobspec import DNS_LABEL
 from billowin.monitoring.aggregate import METRICS, stored_metrics
 from billowin.monitoring.service import parse_since
 from billowin.monitoring.store import Alert, Series
+from billowin.release.jobspec import DNS_LABEL
 
 router = APIRouter(tags=["monitoring"])
 

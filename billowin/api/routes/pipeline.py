@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from billowin.api.deps import SystemsDep, require_token
 from billowin.errors import NotFound
-from billowin.pipeline import Job, JobStore
+from billowin.pipeline.worker import Job, JobStore
 
 router = APIRouter(prefix="/pipeline", tags=["pipeline"], dependencies=[Depends(require_token)])
 

@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 
 from billowin.adapters.nomad import NomadScheduler
 from billowin.errors import BillowinError, InvalidInput, NotFound, ServiceError
-from billowin.jobspec import render
-from billowin.logs import STREAMS
+from billowin.release.jobspec import render
+from billowin.release.logs import STREAMS
 from billowin.settings import Settings
 
 TEMPLATE = "run.nomad.hcl"

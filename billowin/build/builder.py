@@ -26,11 +26,11 @@ from pydantic import BaseModel, SecretStr
 
 from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.packer import BuildFailed, Packer
-from billowin.detect import AppSpec, detect
+from billowin.build.detect import AppSpec, detect
+from billowin.build.source import check_sha, fetch
 from billowin.errors import BillowinError, InvalidInput
-from billowin.jobspec import DNS_LABEL
+from billowin.release.jobspec import DNS_LABEL
 from billowin.settings import Settings
-from billowin.source import check_sha, fetch
 from billowin.stack.install import base_image_tag
 from billowin.stack.tools import load_versions
 

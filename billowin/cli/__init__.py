@@ -18,12 +18,12 @@ from rich.table import Table
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.docker import DockerEngine, Registry
 from billowin.adapters.packer import Packer
-from billowin.auth import TokenStore
-from billowin.build import Builder
-from billowin.cli_apps import register as register_app_verbs
-from billowin.cli_monitoring import register as register_monitoring_verbs
-from billowin.client import ApiClient, load_config
-from billowin.detect import LANGUAGES
+from billowin.apps.tokens import TokenStore
+from billowin.build.builder import Builder
+from billowin.build.detect import LANGUAGES
+from billowin.cli.apps import register as register_app_verbs
+from billowin.cli.client import ApiClient, load_config
+from billowin.cli.monitoring import register as register_monitoring_verbs
 from billowin.errors import BillowinError
 from billowin.settings import Settings
 from billowin.stack.install import Installer

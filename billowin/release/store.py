@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import Conflict, NotFound
-from billowin.jobspec import Process
+from billowin.release.jobspec import Process
 
 PREFIX = "billowin/releases"
 

@@ -20,9 +20,9 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from billowin.apps import DeployOn
-from billowin.client import ApiClient, ClientConfig, config_path, load_config
-from billowin.config_vars import parse_assignments
+from billowin.apps.store import DeployOn
+from billowin.cli.client import ApiClient, ClientConfig, config_path, load_config
+from billowin.config.vars import parse_assignments
 from billowin.errors import BillowinError
 
 err = Console(stderr=True)

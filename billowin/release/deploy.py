@@ -14,10 +14,10 @@ from typing import Any
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import Conflict, InvalidInput
-from billowin.jobspec import AppJob, Process, render
-from billowin.oneoff import Runner
 from billowin.ports import ConfigStore, Scheduler
-from billowin.releases import Release, ReleaseStatus, ReleaseStore
+from billowin.release.jobspec import AppJob, Process, render
+from billowin.release.oneoff import Runner
+from billowin.release.store import Release, ReleaseStatus, ReleaseStore
 from billowin.settings import Settings
 
 Progress = Callable[[str], None]

@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 from billowin.errors import ConfigError, InvalidInput
-from billowin.jobspec import DNS_LABEL
 from billowin.ports import ConfigStore
+from billowin.release.jobspec import DNS_LABEL
 from billowin.settings import Settings
 
 # An environment variable name, as a POSIX shell accepts it.

@@ -24,13 +24,13 @@ from pydantic import BaseModel, Field
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.github import GitHubStatuses
-from billowin.apps import App, AppStore, DeployOn
-from billowin.build import Builder
-from billowin.deploy import Deployer
+from billowin.apps.store import App, AppStore, DeployOn
+from billowin.build.builder import Builder
 from billowin.errors import BillowinError
-from billowin.jobspec import Process
-from billowin.releases import Release, ReleaseStatus
-from billowin.webhooks import CodeEvent
+from billowin.pipeline.webhooks import CodeEvent
+from billowin.release.deploy import Deployer
+from billowin.release.jobspec import Process
+from billowin.release.store import Release, ReleaseStatus
 
 log = logging.getLogger("billowin.pipeline")
 PREFIX = "billowin/pipeline"

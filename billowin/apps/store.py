@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, SecretStr, field_serializer, field_valida
 
 from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import Conflict, InvalidInput, NotFound
-from billowin.jobspec import DNS_LABEL
+from billowin.release.jobspec import DNS_LABEL
 
 PREFIX = "billowin/apps"
 # A git branch name Billowin accepts: no leading '-', no '..', only safe characters.

@@ -1,0 +1,1 @@
+"""App records and API tokens, kept in Consul KV."""

@@ -1,0 +1,1 @@
+"""Turning a repository at one commit into a pushed image: source, detection, builders."""

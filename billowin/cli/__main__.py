@@ -1,0 +1,5 @@
+"""``python -m billowin.cli``."""
+
+from billowin.cli import app
+
+app()

@@ -1,0 +1,1 @@
+"""Apps' config vars: validation and the Nomad template that renders a version."""

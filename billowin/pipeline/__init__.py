@@ -1,0 +1,1 @@
+"""The durable deploy pipeline: webhooks in, jobs queued, one worker per app."""

@@ -1,0 +1,1 @@
+"""What runs: release records, jobspec rendering, rollouts, one-off runs and logs."""
