@@ -22,10 +22,10 @@ from billowin.apps.store import App, AppStore
 from billowin.build.builder import Builder
 from billowin.config.vars import validate_key
 from billowin.errors import Conflict, InvalidInput, NotFound
+from billowin.names import check_domain, normalize_domain
 from billowin.pipeline.worker import Job, JobKind, JobStore
 from billowin.ports import ConfigStore
 from billowin.release.deploy import Deployer
-from billowin.release.jobspec import DOMAIN
 from billowin.release.logs import AppLogs, LogLine, instance_name
 from billowin.release.oneoff import RunEvent, Runner
 from billowin.release.store import Release, newest_live
@@ -186,11 +186,7 @@ class Platform:
 
     # -- domains -----------------------------------------------------------------
     def add_domain(self, name: str, domain: str) -> Job:
-        domain = domain.strip().lower().rstrip(".")
-        if not DOMAIN.match(domain):
-            raise InvalidInput(
-                f"{domain!r} is not a valid domain name", hint="Use a name like www.example.com."
-            )
+        domain = check_domain(normalize_domain(domain))
         for other in self.apps.all():
             if domain in other.domains:
                 raise Conflict(f"{domain} already belongs to {other.name}")

@@ -8,8 +8,8 @@ from enum import StrEnum
 from pydantic import BaseModel, Field, SecretStr, field_serializer, field_validator
 
 from billowin.adapters.consul import ConsulRegistry
-from billowin.errors import Conflict, InvalidInput, NotFound
-from billowin.release.jobspec import DNS_LABEL
+from billowin.errors import Conflict, NotFound
+from billowin.names import check_app_name, is_app_name
 
 PREFIX = "billowin/apps"
 # A git branch name Billowin accepts: no leading '-', no '..', only safe characters.
@@ -35,7 +35,7 @@ class App(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not DNS_LABEL.match(value):
+        if not is_app_name(value):
             raise ValueError("an app name must be a DNS label (lowercase letters, digits, '-')")
         return value
 
@@ -75,8 +75,7 @@ class AppStore:
         self._consul.kv_put(self._key(app.name), app.model_dump_json().encode())
 
     def get(self, name: str) -> App:
-        if not DNS_LABEL.match(name):
-            raise InvalidInput(f"{name!r} is not a valid app name")
+        check_app_name(name)
         _, raw = self._consul.kv_get(self._key(name))
         if raw is None:
             raise NotFound(f"no app named {name!r}", hint="List apps with `billowin apps`.")

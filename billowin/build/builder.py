@@ -29,7 +29,7 @@ from billowin.adapters.packer import BuildFailed, Packer
 from billowin.build.detect import AppSpec, detect
 from billowin.build.source import check_sha, fetch
 from billowin.errors import BillowinError, InvalidInput
-from billowin.release.jobspec import DNS_LABEL
+from billowin.names import is_app_name
 from billowin.settings import Settings
 from billowin.stack.install import base_image_tag
 from billowin.stack.tools import load_versions
@@ -148,7 +148,7 @@ class Builder:
         log: LogLine = lambda _line: None,
     ) -> BuildRecord:
         """Build ``repository`` at ``sha`` as ``<registry>/<app>:<sha>`` and push it."""
-        if not DNS_LABEL.match(app):
+        if not is_app_name(app):
             raise InvalidInput(f"{app!r} is not a valid app name (a DNS label)")
         check_sha(sha)
         log_path = self.log_path(app, sha)

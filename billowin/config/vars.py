@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 from billowin.errors import ConfigError, InvalidInput
+from billowin.names import APP_NAME_RULE, DNS_LABEL
 from billowin.ports import ConfigStore
-from billowin.release.jobspec import DNS_LABEL
 from billowin.settings import Settings
 
 # An environment variable name, as a POSIX shell accepts it.
@@ -61,9 +61,7 @@ def validate_values(values: Mapping[str, str]) -> dict[str, str]:
 def validate_app(app: str) -> str:
     """``app`` if it is a valid app name (it becomes part of a storage path)."""
     if not isinstance(app, str) or not DNS_LABEL.fullmatch(app):
-        raise InvalidInput(
-            f"{app!r} is not a valid app name: lowercase letters, digits and '-', starting with a letter"
-        )
+        raise InvalidInput(f"{app!r} is not a valid app name: {APP_NAME_RULE}")
     return app
 
 

@@ -8,19 +8,17 @@ variable is an error rather than an empty string.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import jinja2
 from pydantic import BaseModel, Field, field_validator
 
 from billowin.errors import InvalidInput
-
-DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+from billowin.names import APP_NAME_RULE, PROCESS, is_app_name, is_domain
 
 
 class Process(BaseModel):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,30}$")
+    name: str = Field(pattern=PROCESS.pattern)
     command: list[str] | None = None
     count: int = Field(1, ge=0, le=100)
     cpu: int = Field(100, ge=20)
@@ -33,7 +31,6 @@ class Process(BaseModel):
 
 
 DURATION = r"^[0-9]+(ms|s|m)$"
-DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
 class AppJob(BaseModel):
@@ -58,18 +55,15 @@ class AppJob(BaseModel):
     @classmethod
     def _domains(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not DOMAIN.match(value):
+            if not is_domain(value):
                 raise ValueError(f"{value!r} is not a valid domain name (lowercase, like www.example.com)")
         return values
 
     @field_validator("app")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if not DNS_LABEL.match(value):
-            raise ValueError(
-                "an app name must be a DNS label: lowercase letters, digits and '-', "
-                "starting with a letter, at most 63 characters"
-            )
+        if not is_app_name(value):
+            raise ValueError(f"an app name must be a DNS label: {APP_NAME_RULE}")
         return value
 
 

@@ -21,7 +21,7 @@ from billowin.errors import InvalidInput
 from billowin.monitoring.aggregate import METRICS, stored_metrics
 from billowin.monitoring.service import parse_since
 from billowin.monitoring.store import Alert, Series
-from billowin.release.jobspec import DNS_LABEL
+from billowin.names import is_app_name
 
 router = APIRouter(tags=["monitoring"])
 
@@ -50,7 +50,7 @@ async def app_metrics(
     ] = "",
 ) -> AppMetrics:
     """One-minute series of an app: traffic, latency percentiles, instances, restarts, CPU and memory."""
-    if not DNS_LABEL.match(app):
+    if not is_app_name(app):
         raise InvalidInput(f"{app!r} is not a valid app name")
     start = parse_since(since, systems.monitoring.now())
     series = await asyncio.to_thread(

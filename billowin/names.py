@@ -1,0 +1,55 @@
+"""The names users give things: apps, domains and process types.
+
+Each name becomes part of a URL, a Consul key, a Nomad job id or a file path,
+so every check lives here, once. The ``check_*`` functions raise
+``InvalidInput`` with a message a user can act on; ``is_*`` answer yes or no
+(for pydantic validators, which raise their own ``ValueError``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from billowin.errors import InvalidInput
+
+# A DNS label: the app answers at <app>.<domain>, and its Nomad job and Consul service share the name.
+DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+# A custom domain: lowercase labels, a final label of letters, 253 characters at most.
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# A Procfile process type: it names a Nomad task group.
+PROCESS = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+
+APP_NAME_RULE = "lowercase letters, digits and '-', starting with a letter, at most 63 characters"
+
+
+def is_app_name(value: object) -> bool:
+    return isinstance(value, str) and DNS_LABEL.match(value) is not None
+
+
+def is_domain(value: object) -> bool:
+    return isinstance(value, str) and DOMAIN.match(value) is not None
+
+
+def is_process_name(value: object) -> bool:
+    return isinstance(value, str) and PROCESS.match(value) is not None
+
+
+def check_app_name(value: object) -> str:
+    """``value`` if it is a valid app name, else ``InvalidInput``."""
+    if not is_app_name(value):
+        raise InvalidInput(f"{value!r} is not a valid app name: {APP_NAME_RULE}")
+    assert isinstance(value, str)
+    return value
+
+
+def normalize_domain(value: str) -> str:
+    """A domain as users type it (``WWW.Example.com.``) in the form Billowin stores."""
+    return value.strip().lower().rstrip(".")
+
+
+def check_domain(value: object) -> str:
+    """``value`` if it is a valid custom domain, else ``InvalidInput``."""
+    if not is_domain(value):
+        raise InvalidInput(f"{value!r} is not a valid domain name", hint="Use a name like www.example.com.")
+    assert isinstance(value, str)
+    return value
