@@ -12,6 +12,8 @@ import re
 
 from billowin.errors import InvalidInput
 
+# Every check uses fullmatch: with match, ``$`` also matches before a final newline, so
+# "shop\n" would pass. The patterns keep their anchors for pydantic's ``pattern=``.
 # A DNS label: the app answers at <app>.<domain>, and its Nomad job and Consul service share the name.
 DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 # A custom domain: lowercase labels, a final label of letters, 253 characters at most.
@@ -23,15 +25,15 @@ APP_NAME_RULE = "lowercase letters, digits and '-', starting with a letter, at m
 
 
 def is_app_name(value: object) -> bool:
-    return isinstance(value, str) and DNS_LABEL.match(value) is not None
+    return isinstance(value, str) and DNS_LABEL.fullmatch(value) is not None
 
 
 def is_domain(value: object) -> bool:
-    return isinstance(value, str) and DOMAIN.match(value) is not None
+    return isinstance(value, str) and DOMAIN.fullmatch(value) is not None
 
 
 def is_process_name(value: object) -> bool:
-    return isinstance(value, str) and PROCESS.match(value) is not None
+    return isinstance(value, str) and PROCESS.fullmatch(value) is not None
 
 
 def check_app_name(value: object) -> str:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from billowin.errors import ConfigError, InvalidInput
-from billowin.names import APP_NAME_RULE, DNS_LABEL
+from billowin.names import check_app_name
 from billowin.ports import ConfigStore
 from billowin.settings import Settings
 
@@ -60,9 +60,7 @@ def validate_values(values: Mapping[str, str]) -> dict[str, str]:
 
 def validate_app(app: str) -> str:
     """``app`` if it is a valid app name (it becomes part of a storage path)."""
-    if not isinstance(app, str) or not DNS_LABEL.fullmatch(app):
-        raise InvalidInput(f"{app!r} is not a valid app name: {APP_NAME_RULE}")
-    return app
+    return check_app_name(app)
 
 
 def parse_assignments(assignments: Iterable[str]) -> dict[str, str]:
