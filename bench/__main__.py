@@ -52,19 +52,14 @@ from bench.figures import (
     until,
 )
 from bench.monitoring import bench_monitoring_overhead
-from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.docker import DockerEngine, Registry
-from billowin.adapters.nomad import NomadScheduler
-from billowin.adapters.packer import Packer
-from billowin.apps.store import App, AppStore
-from billowin.apps.tokens import TokenStore
+from billowin.apps.store import App
 from billowin.build.builder import Builder
 from billowin.pipeline.webhooks import github_signature
-from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.settings import Settings
 from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import Toolset
+from billowin.system import System
 from tests.gitrepo import commit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +151,7 @@ def bench_deploy_and_recovery(box: SingleBox, builder: Builder, work: Path) -> d
     shutil.copytree(APPS / "go", repo)
     record = builder.build(app, str(repo), commit(repo, "v1"))
     assert record.image
-    deployer = Deployer(settings, NomadScheduler(settings), ConsulRegistry(settings))
+    deployer = System(settings).deployer
     router = f"http://127.0.0.1:{box.ports.router_http}/"
     host = f"{app}.{settings.domain}"
     started = time.monotonic()
@@ -181,7 +176,7 @@ def bench_deploy_and_recovery(box: SingleBox, builder: Builder, work: Path) -> d
         engine.close()
     host_port = next(iter(direct_port.values()))[0]["HostPort"]
     router_figures = bench_router(router, host, f"http://127.0.0.1:{host_port}/")
-    NomadScheduler(settings).stop(app)
+    System(settings).nomad.stop(app)
     return {
         "deploy": {"registered_to_serving_s": deploy_s, "release_status": release.status.value},
         "recovery": {"kill_to_serving_s": recovery_s},
@@ -236,8 +231,8 @@ def bench_push_to_live(box: SingleBox, builder: Builder, languages: list[str], w
     """Signed push accepted -> the new release answering through HAProxy, cold then warm."""
     api = f"http://127.0.0.1:{box.ports.api}"
     router = f"http://127.0.0.1:{box.ports.router_http}/"
-    apps = AppStore(ConsulRegistry(box.settings))
-    auth = {"Authorization": f"Bearer {TokenStore(ConsulRegistry(box.settings)).create('bench')}"}
+    apps = System(box.settings).apps
+    auth = {"Authorization": f"Bearer {System(box.settings).tokens.create('bench')}"}
     out: dict[str, Any] = {}
     for language in languages:
         name = f"p{language}{uuid.uuid4().hex[:6]}"
@@ -272,7 +267,7 @@ def bench_push_to_live(box: SingleBox, builder: Builder, languages: list[str], w
                 warm_runs.append(seconds)
         figures["warm_s"] = round(statistics.median(warm_runs), 2)
         figures["warm_runs_s"] = warm_runs
-        NomadScheduler(box.settings).stop(name)
+        System(box.settings).nomad.stop(name)
         # The same by hand: docker build of a hand-written Dockerfile, `nomad job run`, wait healthy.
         base = builder.language_image(language, log=lambda _l: None)
         hand = work / f"{name}-hand"
@@ -354,7 +349,7 @@ def bench_router(router: str, host: str, direct: str) -> dict[str, Any]:
 def versions(box: SingleBox) -> dict[str, str | None]:
     health = httpx.get(f"http://127.0.0.1:{box.ports.api}/health", timeout=20).json()["components"]
     out: dict[str, str | None] = {name: c.get("version") for name, c in health.items()}
-    out["packer"] = Packer(str(box.tools.packer), box.settings.packer_dir).version()
+    out["packer"] = System(box.settings).packer.version()
     return out
 
 
@@ -389,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         with box.running(lambda msg: console.print(f"  {msg}")):
             bs = box.settings
-            builder = Builder(bs, Packer(str(tools.packer), bs.packer_dir), DockerEngine(bs), Registry(bs))
+            builder = System(bs).builder
             results: dict[str, Any] = {
                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machine": machine(),

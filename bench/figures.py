@@ -20,15 +20,11 @@ import docker
 import httpx
 from rich.console import Console
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.docker import DockerEngine
-from billowin.adapters.nomad import NomadScheduler
-from billowin.apps.store import App, AppStore
-from billowin.apps.tokens import TokenStore
-from billowin.release.deploy import Deployer
+from billowin.apps.store import App
 from billowin.release.jobspec import Process
 from billowin.stack.install import base_image_tag
 from billowin.stack.single_box import SingleBox
+from billowin.system import System
 
 console = Console(stderr=True)
 
@@ -49,7 +45,7 @@ def hello_image(box: SingleBox, work: Path, app: str, tag: str, greeting: str = 
         f"CMD {json.dumps(['sh', '-c', HELLO])}\n"
     )
     ref = f"{box.settings.registry}/{app}:{tag}"
-    engine = DockerEngine(box.settings)
+    engine = System(box.settings).docker
     engine.build(context, ref)
     engine.push(ref)
     return ref
@@ -77,7 +73,7 @@ def until(predicate: Callable[[], bool], timeout: float) -> None:
 
 
 def api(box: SingleBox) -> httpx.Client:
-    token = TokenStore(ConsulRegistry(box.settings)).create("bench")
+    token = System(box.settings).tokens.create("bench")
     return httpx.Client(
         base_url=f"http://127.0.0.1:{box.ports.api}", headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
@@ -96,7 +92,7 @@ def follow(client: httpx.Client, app: str, job: dict[str, Any]) -> dict[str, Any
 def bench_config_and_rollback(box: SingleBox, work: Path, runs: int = 3) -> dict[str, Any]:
     """``config:set`` → new value served; ``rollback`` → old release served (median of ``runs``)."""
     app = f"bcfg{uuid.uuid4().hex[:6]}"
-    AppStore(ConsulRegistry(box.settings)).create(App(name=app, repository="/nonexistent"))
+    System(box.settings).apps.create(App(name=app, repository="/nonexistent"))
     image = hello_image(box, work, app, "v1")
     config_s, rollback_s = [], []
     with api(box) as client:
@@ -175,12 +171,12 @@ def _grep(text: str, pattern: str) -> str | None:
 def bench_rolling_deploy(box: SingleBox, work: Path) -> dict[str, Any]:
     """Failed requests and p99 while a new release rolls out (blue/green) under constant load."""
     app = f"broll{uuid.uuid4().hex[:6]}"
-    AppStore(ConsulRegistry(box.settings)).create(App(name=app, repository="/nonexistent"))
+    System(box.settings).apps.create(App(name=app, repository="/nonexistent"))
     v1, v2 = hello_image(box, work, app, "v1", "one"), hello_image(box, work, app, "v2", "two")
     with api(box) as client:
         follow(client, app, client.post(f"/apps/{app}/deploys", json={"image": v1}).json())
         client.post(f"/apps/{app}/ps/scale", json={"counts": {"web": 2}})
-        ConsulRegistry(box.settings).wait_for_healthy(app, count=2, timeout=60)
+        System(box.settings).catalog.wait_for_healthy(app, count=2, timeout=60)
         started: dict[str, float] = {}
 
         def deploy() -> None:
@@ -224,7 +220,7 @@ def control_plane_rss(box: SingleBox) -> dict[str, float]:
 def bench_density(box: SingleBox, work: Path, target: int = 30) -> dict[str, Any]:
     """Deploy small apps until ``target`` (or a failure); control-plane RSS and per-app memory."""
     settings = box.settings
-    deployer = Deployer(settings, NomadScheduler(settings), ConsulRegistry(settings))
+    deployer = System(settings).deployer
     image = hello_image(box, work, "bdensity", "v1")
     small = [Process(name="web", cpu=50, memory=32)]
     apps: list[str] = []
@@ -245,7 +241,7 @@ def bench_density(box: SingleBox, work: Path, target: int = 30) -> dict[str, Any
                 console.print(f"  density: {n} apps; control plane {total:.0f} MB")
         per_app = _container_memory(apps)
     finally:
-        nomad = NomadScheduler(settings)
+        nomad = System(settings).nomad
         for app in apps:
             nomad.stop(app)
     last = samples[-1]
@@ -295,10 +291,10 @@ def hand_deploy(box: SingleBox, src: Path, app: str, *, first: bool = False) -> 
         env={"NOMAD_ADDR": settings.nomad_addr, "PATH": "/usr/bin:/bin"},
     )
     # Healthy in Consul (Billowin's router only routes Billowin's apps).
-    until(lambda: bool(ConsulRegistry(settings).healthy_instances(app)), 300)
+    until(lambda: bool(System(settings).catalog.healthy_instances(app)), 300)
     seconds = round(time.monotonic() - started, 2)
     if not first:
-        NomadScheduler(settings).stop(app)
+        System(settings).nomad.stop(app)
     return seconds
 
 

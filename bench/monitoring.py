@@ -32,16 +32,12 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.docker import DockerEngine
-from billowin.adapters.nomad import NomadScheduler
-from billowin.apps.tokens import TokenStore
-from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.settings import Settings
 from billowin.stack.install import base_image_tag
 from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import Toolset
+from billowin.system import System
 
 console = Console(stderr=True)
 TICK = os.sysconf("SC_CLK_TCK")
@@ -114,7 +110,7 @@ def _sample_image(settings: Settings, work: Path) -> str:
         'CMD ["sh", "-c", "exec busybox httpd -f -p \\"$PORT\\" -h /srv/www"]\n'
     )
     ref = f"{settings.registry}/bmon:{uuid.uuid4().hex[:8]}"
-    docker = DockerEngine(settings)
+    docker = System(settings).docker
     docker.build(context, ref)
     docker.push(ref)
     return ref
@@ -138,7 +134,7 @@ def bench_monitoring_overhead(
     settings = box.settings
     image = _sample_image(settings, work)
     names = [f"bmon{uuid.uuid4().hex[:6]}" for _ in range(apps)]
-    deployer = Deployer(settings, NomadScheduler(settings), ConsulRegistry(settings))
+    deployer = System(settings).deployer
     router = f"http://127.0.0.1:{box.ports.router_http}/"
     api = f"http://127.0.0.1:{box.ports.api}"
     hosts = [f"{name}.{settings.domain}" for name in names]
@@ -154,7 +150,7 @@ def bench_monitoring_overhead(
             if time.monotonic() > deadline:
                 raise TimeoutError("the bench apps are not all served")
             time.sleep(0.5)
-        token = TokenStore(ConsulRegistry(settings)).create("monitoring bench")
+        token = System(settings).tokens.create("monitoring bench")
         runs: dict[str, Any] = {}
         for mode in ("off", "on"):
             _restart_api(box, monitoring=mode == "on")
@@ -191,7 +187,7 @@ def bench_monitoring_overhead(
             "store_kib": round(store.stat().st_size / 1024, 1) if store.exists() else 0,
         }
     finally:
-        nomad = NomadScheduler(settings)
+        nomad = System(settings).nomad
         for name in names:
             nomad.stop(name)
 

@@ -11,6 +11,7 @@ ever handle ``BillowinError``::
     ├── NotFound             the thing asked for does not exist
     ├── Conflict             someone else changed it first (check-and-set)
     ├── InstallError         `billowin setup` could not install a tool
+    ├── BuildFailed          a build ran and failed (the log says why)
     └── ServiceError         a real system failed or refused
         └── Unreachable      ... or could not be reached at all
 
@@ -18,6 +19,8 @@ Every error carries a plain ``hint`` saying what the user can do next.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class BillowinError(Exception):
@@ -59,6 +62,19 @@ class Conflict(BillowinError):
 
 class InstallError(BillowinError):
     default_hint = "Fix the cause above, then run `make setup` again; finished steps are cached."
+
+
+class BuildFailed(BillowinError):
+    """A build ran and failed; ``log_tail`` holds the lines that say why."""
+
+    status_code = 422
+
+    def __init__(
+        self, message: str, *, log_tail: str = "", log_path: Path | None = None, hint: str = ""
+    ) -> None:
+        super().__init__(message, hint=hint or "Read the build log; fix the app and push again.")
+        self.log_tail = log_tail
+        self.log_path = log_path
 
 
 class ServiceError(BillowinError):

@@ -16,19 +16,17 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.nomad import NomadScheduler
 from billowin.apps.store import App, AppStore
 from billowin.build.builder import Builder
 from billowin.config.vars import validate_key
 from billowin.errors import Conflict, InvalidInput, NotFound
 from billowin.names import check_domain, normalize_domain
-from billowin.pipeline.worker import Job, JobKind, JobStore
-from billowin.ports import ConfigStore
+from billowin.pipeline.jobs import Job, JobKind, JobStore
+from billowin.ports import ConfigStore, KeyValueStore, Scheduler
 from billowin.release.deploy import Deployer
 from billowin.release.logs import AppLogs, LogLine, instance_name
 from billowin.release.oneoff import RunEvent, Runner
-from billowin.release.store import Release, newest_live
+from billowin.release.store import Release, ReleaseStore, newest_live
 from billowin.settings import Settings
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -85,24 +83,28 @@ class Platform:
         self,
         settings: Settings,
         *,
-        nomad: NomadScheduler,
-        consul: ConsulRegistry,
+        nomad: Scheduler,
+        kv: KeyValueStore,
         apps: AppStore,
+        jobs: JobStore,
+        releases: ReleaseStore,
         deployer: Deployer,
         config: ConfigStore,
         runner: Runner,
+        logs: AppLogs,
         builder: Builder | None,
     ) -> None:
         self.settings = settings
         self.nomad = nomad
-        self.consul = consul
+        self.kv = kv
         self.apps = apps
+        self.jobs = jobs
+        self.history = releases
         self.deployer = deployer
         self.config = config
         self.runner = runner
+        self.logs = logs
         self.builder = builder
-        self.jobs = JobStore(consul)
-        self.logs = AppLogs(nomad)
 
     # -- apps ----------------------------------------------------------------
     def url(self, app: str) -> str:
@@ -114,7 +116,7 @@ class Platform:
 
     def info(self, name: str) -> AppInfo:
         app = self.apps.get(name)
-        history = self.deployer.releases.list(name)
+        history = self.history.list(name)
         release = newest_live(history)
         job = self.nomad.current(name) or {}
         desired = {g["Name"]: g["Count"] for g in job.get("TaskGroups") or []}
@@ -154,9 +156,9 @@ class Platform:
             while self.builder.docker.running_containers(label=label) and time.monotonic() < deadline:
                 time.sleep(0.5)
             self.builder.forget(name)
-        self.deployer.releases.delete(name)
+        self.history.delete(name)
         self.jobs.delete(name)
-        self.consul.kv_delete_tree(f"billowin/apps/{name}/")
+        self.apps.delete(name)
 
     # -- config vars -----------------------------------------------------------
     def config_vars(self, name: str, *, reveal: bool = False) -> ConfigVars:
@@ -208,7 +210,7 @@ class Platform:
     # -- processes -------------------------------------------------------------
     def ps(self, name: str) -> list[InstanceStatus]:
         self.apps.get(name)
-        return self._instances(name, self.deployer.releases.list(name))
+        return self._instances(name, self.history.list(name))
 
     def _instances(self, name: str, history: list[Release]) -> list[InstanceStatus]:
         # Scaling makes new job versions too: an instance runs the newest release at or before its version.
@@ -266,12 +268,12 @@ class Platform:
     # -- releases, deploys ---------------------------------------------------------
     def releases(self, name: str) -> list[Release]:
         self.apps.get(name)
-        return self.deployer.releases.list(name)
+        return self.history.list(name)
 
     def rollback(self, name: str, number: int | None) -> Job:
         self.apps.get(name)
         if number is not None:
-            self.deployer.releases.get(name, number)  # NotFound before anything is queued
+            self.history.get(name, number)  # NotFound before anything is queued
         return self.jobs.create(name, kind=JobKind.ROLLBACK, rollback_to=number, source="api")
 
     def deploy(self, name: str, *, sha: str | None = None, image: str | None = None) -> Job:
@@ -300,7 +302,7 @@ class Platform:
     # -- one-off runs, logs ------------------------------------------------------------
     def run(self, name: str, command: str, *, timeout: float = 600) -> Iterator[RunEvent]:
         self.apps.get(name)
-        release = self.deployer.releases.current(name)
+        release = self.history.current(name)
         if release is None:
             raise InvalidInput(f"{name} has no live release to run a command in", hint="Deploy it first.")
         config_template, policies = self.deployer.config_template(name, release.config_version)

@@ -1,14 +1,28 @@
 """The small typed interfaces the rest of Billowin depends on.
 
 Each real system has one adapter under ``billowin.adapters`` implementing
-one of these protocols. The deploy pipeline, the API and the CLI only see
-these, so a system can be swapped (or tested through its contract) without
-touching them.
+these protocols; ``billowin.system.System`` builds the adapters and is the
+only module outside ``billowin.adapters`` that names them. Stores, the
+pipeline, the platform, monitoring, the API and the CLI are typed on these,
+so a system can be swapped, or replaced by an in-memory fake in unit tests
+(``tests/fakes.py``), without touching them.
+
+    Probe              health of one real system (/health)
+    KeyValueStore      small records with check-and-set and blocking waits (Consul KV)
+    Sessions           locks that die with their holder (Consul sessions)
+    Coordinator        both: what the durable pipeline needs
+    ServiceRegistry    where healthy instances are (Consul catalog and checks)
+    Scheduler          jobs, allocations and their logs (Nomad)
+    ConfigStore        apps' config vars as numbered versions (Nomad Variables, Vault)
+    ContainerEngine    images and containers on this machine (Docker Engine)
+    ImageRegistry      where images are pushed for Nomad clients to pull (the registry)
+    ImageBuildTool     runs an image template, streaming its output (Packer)
+    CommitStatuses     reports a deploy back to the forge (GitHub commit statuses)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +63,76 @@ class Probe(Protocol):
     def health(self) -> ComponentHealth: ...
 
 
+@dataclass(frozen=True)
+class KVEntry:
+    """One key with the index of its last change (for callers that cache parsed records)."""
+
+    key: str
+    modify_index: int
+    value: bytes
+
+
+class KeyValueStore(Protocol):
+    """Billowin's own small records (Consul KV).
+
+    Keys are ``/``-separated paths. ``cas`` is check-and-set on the key's modify
+    index: 0 means "only if the key does not exist yet".
+    """
+
+    def kv_get(self, key: str) -> tuple[int, bytes | None]:
+        """``(modify_index, value)``; ``(0, None)`` when the key does not exist."""
+        ...
+
+    def kv_put(self, key: str, value: bytes, *, cas: int | None = None) -> bool:
+        """Write ``value``; with ``cas`` only if the modify index is still ``cas``. Whether it was written."""
+        ...
+
+    def kv_list(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every ``(key, value)`` under ``prefix``, in key order."""
+        ...
+
+    def kv_entries(self, prefix: str) -> list[KVEntry]:
+        """Every key under ``prefix`` with its modify index and value, in key order."""
+        ...
+
+    def kv_keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` (no values), in key order."""
+        ...
+
+    def kv_wait(self, prefix: str, index: int | None, wait: str = "30s") -> int:
+        """Block until something under ``prefix`` changes after ``index`` (or ``wait`` passes).
+
+        Returns the new index; pass it back in to wait for the next change.
+        """
+        ...
+
+    def kv_delete_tree(self, prefix: str) -> None: ...
+
+
+class Sessions(Protocol):
+    """Locks that disappear when their holder stops renewing them (Consul sessions)."""
+
+    def session_create(self, name: str, ttl: int = 15) -> str: ...
+
+    def session_renew(self, session: str) -> bool:
+        """Whether the session still exists (a lost session has lost its locks)."""
+        ...
+
+    def session_destroy(self, session: str) -> None:
+        """End the session; every lock it held is released (its keys are deleted)."""
+        ...
+
+    def kv_acquire(self, key: str, session: str, value: bytes = b"") -> bool:
+        """Take the lock ``key`` for ``session``; False when another session holds it."""
+        ...
+
+    def kv_release(self, key: str, session: str) -> None: ...
+
+
+class Coordinator(KeyValueStore, Sessions, Protocol):
+    """Records, blocking waits and locks: everything the durable pipeline needs of Consul."""
+
+
 class Scheduler(Probe, Protocol):
     """Runs jobs (Nomad)."""
 
@@ -70,6 +154,41 @@ class Scheduler(Probe, Protocol):
 
     def stop(self, job_id: str, *, purge: bool = True) -> None: ...
 
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job's stub (``ID``, ``Type``, ``Stop``, ``JobModifyIndex``…)."""
+        ...
+
+    def allocations(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's allocations, in any state."""
+        ...
+
+    def all_allocations(self) -> list[dict[str, Any]]:
+        """Every allocation of every job, in any state."""
+        ...
+
+    def live_allocations(self) -> list[dict[str, Any]]:
+        """Allocations on any node that are still pending or running."""
+        ...
+
+    def allocation(self, alloc_id: str) -> dict[str, Any]: ...
+
+    def allocation_stats(self, alloc_id: str) -> dict[str, Any]:
+        """The allocation's resource usage (``ResourceUsage``: CPU and memory)."""
+        ...
+
+    def log_frames(
+        self,
+        alloc_id: str,
+        task: str,
+        stream: str,
+        *,
+        origin: str = "start",
+        offset: int = 0,
+        follow: bool = False,
+    ) -> Iterator[bytes | None]:
+        """A task's stdout or stderr: the bytes of each frame, ``None`` for each heartbeat."""
+        ...
+
 
 class ServiceRegistry(Probe, Protocol):
     """Knows where healthy instances are (Consul)."""
@@ -77,6 +196,10 @@ class ServiceRegistry(Probe, Protocol):
     def healthy_instances(self, service: str) -> list[Instance]: ...
 
     def wait_for_healthy(self, service: str, *, count: int, timeout: float) -> list[Instance]: ...
+
+    def health_checks(self) -> list[dict[str, Any]]:
+        """Every health check in the catalog (``ServiceName``, ``ServiceID``, ``Status``…)."""
+        ...
 
 
 class ConfigStore(Probe, Protocol):
@@ -111,3 +234,47 @@ class ConfigStore(Probe, Protocol):
     def job_vault_policies(self) -> list[str]:
         """Vault policies a job needs to read its config (empty for Nomad Variables)."""
         ...
+
+
+class ContainerEngine(Probe, Protocol):
+    """Images and containers on this machine (Docker Engine)."""
+
+    def image_exists(self, ref: str) -> bool: ...
+
+    def push(self, ref: str) -> str:
+        """Push ``ref`` to its registry; returns the pushed ``sha256:`` digest."""
+        ...
+
+    def remove_image(self, ref: str) -> None: ...
+
+    def running_containers(self, *, label: str) -> int:
+        """How many containers with ``label`` (``key=value``) are running."""
+        ...
+
+    def remove_containers(self, *, label: str) -> int: ...
+
+
+class ImageRegistry(Probe, Protocol):
+    """The registry Nomad clients pull from."""
+
+    def delete(self, repository: str, digest: str) -> None: ...
+
+    def tags(self, repository: str) -> list[str]: ...
+
+
+class ImageBuildTool(Protocol):
+    """Runs one image template (Packer); ``BuildFailed`` carries the tail of its output."""
+
+    def version(self) -> str: ...
+
+    def build(
+        self, template: str, variables: dict[str, str], *, log: Callable[[str], None], timeout: float = 900
+    ) -> list[str]: ...
+
+
+class CommitStatuses(Protocol):
+    """Tells the forge how a deploy of a commit is going (GitHub commit statuses)."""
+
+    def report(
+        self, repository: str, sha: str, state: str, description: str, target_url: str | None
+    ) -> None: ...

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     # Where the real systems are.
     nomad_addr: str = Field("http://127.0.0.1:4646", validation_alias=_env("NOMAD_ADDR", "NOMAD_ADDR"))
     nomad_token: SecretStr | None = Field(None, validation_alias=_env("NOMAD_TOKEN", "NOMAD_TOKEN"))
+    nomad_timeout: int = Field(10, ge=1, validation_alias=_env("NOMAD_TIMEOUT"))  # seconds per call
     consul_addr: str = Field(
         "http://127.0.0.1:8500", validation_alias=_env("CONSUL_ADDR", "CONSUL_HTTP_ADDR")
     )

@@ -10,7 +10,7 @@ import requests
 import requests.adapters
 
 from billowin.errors import ServiceError, Unreachable
-from billowin.ports import ComponentHealth, Instance
+from billowin.ports import ComponentHealth, Instance, KVEntry
 from billowin.settings import Settings
 
 SYSTEM = "consul"
@@ -18,7 +18,7 @@ POOL_SIZE = 64
 
 
 class ConsulRegistry:
-    """The ``ServiceRegistry`` port implemented on a real Consul agent."""
+    """The ``Coordinator`` (KV, sessions) and ``ServiceRegistry`` ports on a real Consul agent."""
 
     def __init__(self, settings: Settings) -> None:
         scheme, host, port = settings.hostport("consul")
@@ -39,10 +39,6 @@ class ConsulRegistry:
         except consul.ConsulException as exc:
             raise ServiceError(SYSTEM, f"{what} failed: {exc}") from exc
 
-    @property
-    def client(self) -> consul.Consul:
-        return self._client
-
     # -- KV: Billowin's own small records ----------------------------------
     def kv_get(self, key: str) -> tuple[int, bytes | None]:
         """``(modify_index, value)``; ``(0, None)`` when the key does not exist."""
@@ -59,6 +55,14 @@ class ConsulRegistry:
     def kv_list(self, prefix: str) -> list[tuple[str, bytes]]:
         _, entries = self._call(f"read of {prefix}", self._client.kv.get, prefix, recurse=True)
         return [(e["Key"], e["Value"] or b"") for e in entries or []]
+
+    def kv_entries(self, prefix: str) -> list[KVEntry]:
+        _, entries = self._call(f"read of {prefix}", self._client.kv.get, prefix, recurse=True)
+        return [KVEntry(e["Key"], int(e.get("ModifyIndex") or 0), e["Value"] or b"") for e in entries or []]
+
+    def kv_keys(self, prefix: str) -> list[str]:
+        _, keys = self._call(f"keys under {prefix}", self._client.kv.get, prefix, keys=True)
+        return list(keys or [])
 
     def kv_wait(self, prefix: str, index: int | None, wait: str = "30s") -> int:
         """Block until something under ``prefix`` changes (or ``wait`` passes); returns the new index."""
@@ -115,6 +119,10 @@ class ConsulRegistry:
                 )
             )
         return out
+
+    def health_checks(self) -> list[dict[str, Any]]:
+        _, checks = self._call("health checks", self._client.health.state, "any")
+        return list(checks or [])
 
     def healthy_instances(self, service: str) -> list[Instance]:
         _, entries = self._call(f"health of {service}", self._client.health.service, service, passing=True)

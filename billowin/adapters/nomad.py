@@ -61,9 +61,9 @@ def translate_error(exc: nomad_exc.BaseNomadException, what: str, address: str) 
 class NomadScheduler:
     """The ``Scheduler`` port implemented on a real Nomad agent."""
 
-    def __init__(self, settings: Settings, *, timeout: int = 10) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._address = settings.nomad_addr
-        self._client = nomad_client(settings, timeout=timeout)
+        self._client = nomad_client(settings, timeout=settings.nomad_timeout)
 
     # -- error translation -------------------------------------------------
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -139,10 +139,19 @@ class NomadScheduler:
         jobs: list[dict[str, Any]] = self._call("job list", self._client.jobs.get_jobs)
         return jobs
 
+    def all_allocations(self) -> list[dict[str, Any]]:
+        allocs: list[dict[str, Any]] = self._call("allocation list", self._client.allocations.get_allocations)
+        return allocs
+
     def live_allocations(self) -> list[dict[str, Any]]:
         """Allocations on any node that are still pending or running."""
-        allocs: list[dict[str, Any]] = self._call("allocations", self._client.allocations.get_allocations)
-        return [a for a in allocs if a.get("ClientStatus") in ("pending", "running")]
+        return [a for a in self.all_allocations() if a.get("ClientStatus") in ("pending", "running")]
+
+    def allocation_stats(self, alloc_id: str) -> dict[str, Any]:
+        stats: dict[str, Any] = self._call(
+            f"stats of allocation {alloc_id}", self._client.client.allocation.read_allocation_stats, alloc_id
+        )
+        return stats
 
     def allocations(self, job_id: str) -> list[dict[str, Any]]:
         allocs: list[dict[str, Any]] = self._call(f"job {job_id!r}", self._client.job.get_allocations, job_id)

@@ -13,22 +13,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from billowin.errors import BillowinError, ServiceError
+from billowin.errors import BuildFailed, ServiceError
 
 LogLine = Callable[[str], None]
-
-
-class BuildFailed(BillowinError):
-    """A build ran and failed; ``log_tail`` holds the lines that say why."""
-
-    status_code = 422
-
-    def __init__(
-        self, message: str, *, log_tail: str = "", log_path: Path | None = None, hint: str = ""
-    ) -> None:
-        super().__init__(message, hint=hint or "Read the build log; fix the app and push again.")
-        self.log_tail = log_tail
-        self.log_path = log_path
 
 
 class Packer:

@@ -16,15 +16,15 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from billowin import __version__
-from billowin.api.deps import Systems
 from billowin.api.routes import apps, dashboard, health, hooks, monitoring, pipeline
 from billowin.errors import BillowinError
 from billowin.settings import Settings
+from billowin.system import System
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    systems = Systems(settings)
+    system = System(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -33,19 +33,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # behind 6 of them. These threads mostly wait on the network, so allow many.
         executor = ThreadPoolExecutor(max_workers=settings.api_threads, thread_name_prefix="billowin-api")
         asyncio.get_running_loop().set_default_executor(executor)
-        if systems.worker:
-            systems.worker.start()
-        systems.monitoring.start()
+        if system.worker:
+            system.worker.start()
+        system.monitoring.start()
         yield
-        systems.monitoring.stop()
-        if systems.worker:
-            systems.worker.stop()
+        system.monitoring.stop()
+        if system.worker:
+            system.worker.stop()
 
     app = FastAPI(
         title="Billowin", version=__version__, description="A self-hosted Heroku.", lifespan=lifespan
     )
     app.state.settings = settings
-    app.state.systems = systems
+    app.state.system = system
 
     @app.exception_handler(BillowinError)
     async def _billowin_error(_request: Request, exc: BillowinError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: settings and adapters, injected, never global."""
+"""FastAPI dependencies: the settings and the ``System`` (``billowin.system``), injected, never global."""
 
 from __future__ import annotations
 
@@ -6,24 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.docker import DockerEngine, Registry
-from billowin.adapters.github import GitHubStatuses
-from billowin.adapters.haproxy import HAProxyRouter
-from billowin.adapters.nomad import NomadScheduler
-from billowin.adapters.packer import Packer
-from billowin.apps.store import AppStore
-from billowin.apps.tokens import TokenRecord, TokenStore
-from billowin.build.builder import Builder
-from billowin.config.vars import config_store
+from billowin.apps.tokens import TokenRecord
 from billowin.errors import Unauthorized
-from billowin.monitoring import Monitoring
-from billowin.pipeline.worker import Worker
-from billowin.platform import Platform
-from billowin.release.deploy import Deployer
-from billowin.release.oneoff import Runner
 from billowin.settings import Settings
-from billowin.stack.tools import Toolset
+from billowin.system import System
 
 
 def get_settings(request: Request) -> Settings:
@@ -34,66 +20,12 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-class Systems:
-    """Every adapter and service, built once per app from its settings."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.nomad = NomadScheduler(settings)
-        self.consul = ConsulRegistry(settings)
-        self.docker = DockerEngine(settings)
-        self.registry = Registry(settings)
-        self.router = HAProxyRouter(settings.haproxy_socket)
-        self.apps = AppStore(self.consul)
-        self.config = config_store(settings)
-        self.runner = Runner(settings, self.nomad)
-        self.deployer = Deployer(settings, self.nomad, self.consul, self.config, self.runner)
-        self.monitoring = Monitoring(
-            settings, self.consul, registered_apps=lambda: [a.name for a in self.apps.all()]
-        )
-        self.builder: Builder | None = None
-        self.worker: Worker | None = None
-        if settings.pipeline:
-            tools = Toolset.resolve(settings)
-            self.builder = Builder(
-                settings,
-                Packer(str(tools.packer), settings.packer_dir),
-                self.docker,
-                self.registry,
-                on_finished=self.monitoring.metrics.build_finished,
-            )
-            statuses = (
-                GitHubStatuses(settings.github_api_url, settings.github_token)
-                if settings.github_token
-                else None
-            )
-            self.worker = Worker(
-                self.consul,
-                self.apps,
-                self.builder,
-                self.deployer,
-                statuses=statuses,
-                public_url=settings.public_url,
-                deploy_timeout=settings.deploy_timeout,
-                on_finished=self.monitoring.metrics.job_finished,
-            )
-        self.platform = Platform(
-            settings,
-            nomad=self.nomad,
-            consul=self.consul,
-            apps=self.apps,
-            deployer=self.deployer,
-            config=self.config,
-            runner=self.runner,
-            builder=self.builder,
-        )
+def get_system(request: Request) -> System:
+    system: System = request.app.state.system
+    return system
 
 
-def get_systems(request: Request) -> Systems:
-    systems: Systems = request.app.state.systems
-    return systems
-
-
-SystemsDep = Annotated[Systems, Depends(get_systems)]
+SystemDep = Annotated[System, Depends(get_system)]
 
 
 COOKIE = "billowin_token"  # set by the dashboard's login form: HttpOnly, SameSite=Strict
@@ -108,10 +40,10 @@ def token_from(request: Request) -> str:
     return request.cookies.get(COOKIE, "")
 
 
-def require_token(request: Request, systems: SystemsDep) -> TokenRecord:
+def require_token(request: Request, system: SystemDep) -> TokenRecord:
     """Every endpoint but ``/health`` and the webhooks needs a valid ``Authorization: Bearer`` token."""
     token = token_from(request)
-    record = TokenStore(systems.consul).verify(token) if token else None
+    record = system.tokens.verify(token) if token else None
     if record is None:
         raise Unauthorized(
             "a valid API token is required",

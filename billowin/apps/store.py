@@ -7,9 +7,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, SecretStr, field_serializer, field_validator
 
-from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import Conflict, NotFound
 from billowin.names import check_app_name, is_app_name
+from billowin.ports import KeyValueStore
 
 PREFIX = "billowin/apps"
 # A git branch name Billowin accepts: no leading '-', no '..', only safe characters.
@@ -59,30 +59,34 @@ class App(BaseModel):
 
 
 class AppStore:
-    def __init__(self, consul: ConsulRegistry) -> None:
-        self._consul = consul
+    def __init__(self, kv: KeyValueStore) -> None:
+        self._kv = kv
 
     @staticmethod
     def _key(name: str) -> str:
         return f"{PREFIX}/{name}/app"
 
     def create(self, app: App) -> App:
-        if not self._consul.kv_put(self._key(app.name), app.model_dump_json().encode(), cas=0):
+        if not self._kv.kv_put(self._key(app.name), app.model_dump_json().encode(), cas=0):
             raise Conflict(f"an app named {app.name!r} already exists", hint="Pick another name.")
         return app
 
     def save(self, app: App) -> None:
-        self._consul.kv_put(self._key(app.name), app.model_dump_json().encode())
+        self._kv.kv_put(self._key(app.name), app.model_dump_json().encode())
 
     def get(self, name: str) -> App:
         check_app_name(name)
-        _, raw = self._consul.kv_get(self._key(name))
+        _, raw = self._kv.kv_get(self._key(name))
         if raw is None:
             raise NotFound(f"no app named {name!r}", hint="List apps with `billowin apps`.")
         return App.model_validate_json(raw)
 
+    def delete(self, name: str) -> None:
+        """Remove the app's record (``apps:destroy``; the caller removes the rest first)."""
+        self._kv.kv_delete_tree(f"{PREFIX}/{name}/")
+
     def all(self) -> list[App]:
-        entries = self._consul.kv_list(f"{PREFIX}/")
+        entries = self._kv.kv_list(f"{PREFIX}/")
         return [App.model_validate_json(v) for k, v in entries if k.endswith("/app")]
 
     def following(self, github_repo: str, branch: str) -> list[App]:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from billowin.adapters.consul import ConsulRegistry
+from billowin.ports import KeyValueStore
 
 PREFIX = "billowin/tokens"
 TOKEN = re.compile(r"^bw_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -34,15 +34,15 @@ def _digest(secret: str) -> str:
 
 
 class TokenStore:
-    def __init__(self, consul: ConsulRegistry) -> None:
-        self._consul = consul
+    def __init__(self, kv: KeyValueStore) -> None:
+        self._kv = kv
 
     def create(self, name: str) -> str:
         """Make a token; returns it. It is shown this once and never stored in the clear."""
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         record = TokenRecord(id=token_id, name=name, sha256=_digest(secret))
-        self._consul.kv_put(f"{PREFIX}/{token_id}", record.model_dump_json().encode(), cas=0)
+        self._kv.kv_put(f"{PREFIX}/{token_id}", record.model_dump_json().encode(), cas=0)
         return f"bw_{token_id}_{secret}"
 
     def verify(self, token: str) -> TokenRecord | None:
@@ -50,7 +50,7 @@ class TokenStore:
         if not match:
             return None
         token_id, secret = match.groups()
-        _, raw = self._consul.kv_get(f"{PREFIX}/{token_id}")
+        _, raw = self._kv.kv_get(f"{PREFIX}/{token_id}")
         if raw is None:
             hmac.compare_digest(_digest(secret), _digest(""))  # same work whether or not the id exists
             return None
@@ -58,4 +58,4 @@ class TokenStore:
         return record if hmac.compare_digest(record.sha256, _digest(secret)) else None
 
     def revoke(self, token_id: str) -> None:
-        self._consul.kv_delete_tree(f"{PREFIX}/{token_id}")
+        self._kv.kv_delete_tree(f"{PREFIX}/{token_id}")

@@ -24,12 +24,11 @@ from typing import TextIO
 
 from pydantic import BaseModel, SecretStr
 
-from billowin.adapters.docker import DockerEngine, Registry
-from billowin.adapters.packer import BuildFailed, Packer
 from billowin.build.detect import AppSpec, detect
 from billowin.build.source import check_sha, fetch
-from billowin.errors import BillowinError, InvalidInput
+from billowin.errors import BillowinError, BuildFailed, InvalidInput
 from billowin.names import is_app_name
+from billowin.ports import ContainerEngine, ImageBuildTool, ImageRegistry
 from billowin.settings import Settings
 from billowin.stack.install import base_image_tag
 from billowin.stack.tools import load_versions
@@ -86,9 +85,9 @@ class Builder:
     def __init__(
         self,
         settings: Settings,
-        packer: Packer,
-        docker: DockerEngine,
-        registry: Registry,
+        packer: ImageBuildTool,
+        docker: ContainerEngine,
+        registry: ImageRegistry,
         *,
         on_finished: Callable[[BuildRecord], None] | None = None,  # monitoring: build durations
     ) -> None:

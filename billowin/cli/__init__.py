@@ -15,11 +15,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.docker import DockerEngine, Registry
-from billowin.adapters.packer import Packer
-from billowin.apps.tokens import TokenStore
-from billowin.build.builder import Builder
 from billowin.build.detect import LANGUAGES
 from billowin.cli.apps import register as register_app_verbs
 from billowin.cli.client import ApiClient, load_config
@@ -29,6 +24,7 @@ from billowin.settings import Settings
 from billowin.stack.install import Installer
 from billowin.stack.single_box import Ports, SingleBox, docker_ping
 from billowin.stack.tools import Toolset
+from billowin.system import System
 
 app = typer.Typer(
     help="Billowin: a self-hosted Heroku on Nomad, Consul, Docker and HAProxy.",
@@ -43,13 +39,6 @@ def _fail(exc: BillowinError) -> None:
     if exc.hint:
         console.print(f"[yellow]what to do:[/] {exc.hint}")
     raise typer.Exit(1)
-
-
-def _builder(settings: Settings) -> Builder:
-    tools = Toolset.resolve(settings)
-    return Builder(
-        settings, Packer(str(tools.packer), settings.packer_dir), DockerEngine(settings), Registry(settings)
-    )
 
 
 def _box(settings: Settings) -> SingleBox:
@@ -85,7 +74,7 @@ def setup(
                     proc.wait_ready(60)
 
             installer.base_image(ensure_engine)
-            builder = _builder(settings)
+            builder = System(settings).builder
             for language in LANGUAGES:
                 with installer.step(f"{language} base image (Packer)"):
                     builder.language_image(language, log=installer.log_line)
@@ -153,7 +142,7 @@ def build(
     """Build REPOSITORY at SHA into an image for APP, streaming the build log."""
     settings = Settings()
     try:
-        record = _builder(settings).build(
+        record = System(settings).builder.build(
             app_name, repository, sha, log=lambda line: Console().print(line, markup=False, highlight=False)
         )
     except BillowinError as exc:
@@ -166,7 +155,7 @@ def tokens_create(name: Annotated[str, typer.Argument(help="Who or what the toke
     """Create an API token (admin; talks to Consul directly). It is printed once, never stored."""
     settings = Settings()
     try:
-        token = TokenStore(ConsulRegistry(settings)).create(name)
+        token = System(settings).tokens.create(name)
     except BillowinError as exc:
         _fail(exc)
     console.print(f"Token for {name} (shown once; keep it secret):")

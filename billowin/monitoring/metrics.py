@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 if TYPE_CHECKING:
     from billowin.build.builder import BuildRecord
-    from billowin.pipeline.worker import Job
+    from billowin.pipeline.jobs import Job
 
 QUANTILES = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}
 BUILD_BUCKETS = (5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800)

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import InvalidInput
 from billowin.monitoring.aggregate import stored_metrics
 from billowin.monitoring.alerts import Notifier
@@ -20,6 +19,7 @@ from billowin.monitoring.metrics import BillowinMetrics
 from billowin.monitoring.router import SOCKET_NAME, AccessLog, RouterStats
 from billowin.monitoring.sources import ConsulSource, NomadSource
 from billowin.monitoring.store import Alert, MetricStore, Series
+from billowin.ports import KeyValueStore, Scheduler, ServiceRegistry
 from billowin.settings import Settings
 
 DB_NAME = "monitoring.sqlite3"
@@ -59,10 +59,17 @@ def check_metrics(names: Iterable[str]) -> list[str]:
 
 class Monitoring:
     def __init__(
-        self, settings: Settings, consul: ConsulRegistry, *, registered_apps: Callable[[], list[str]] = list
+        self,
+        settings: Settings,
+        *,
+        nomad: Scheduler,
+        kv: KeyValueStore,
+        registry: ServiceRegistry,
+        registered_apps: Callable[[], list[str]] = list,
+        metrics: BillowinMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = BillowinMetrics()
+        self.metrics = metrics or BillowinMetrics()
         self.store = MetricStore(settings.state_dir / DB_NAME)
         self.collector: Collector | None = None
         if not settings.monitoring:
@@ -81,8 +88,8 @@ class Monitoring:
             settings,
             self.store,
             self.metrics,
-            nomad=NomadSource(settings),
-            consul=ConsulSource(consul, settings.consul_addr),
+            nomad=NomadSource(nomad),
+            consul=ConsulSource(kv, registry),
             router=RouterStats(f"http://127.0.0.1:{settings.router_stats_port}/metrics"),
             access_log=AccessLog(socket_dir / SOCKET_NAME) if socket_dir else None,
             notifier=notifier,

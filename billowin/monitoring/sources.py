@@ -1,4 +1,4 @@
-"""What the collector reads from Nomad and Consul, with errors translated at this boundary.
+"""What the collector reads from Nomad and Consul, through their ports (errors are the adapters').
 
 - Nomad: the app jobs, every allocation with its task events (restarts,
   crashes, OOM kills, failed allocations), and each running allocation's
@@ -16,26 +16,20 @@ they are right even just after an API restart.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import consul
-import nomad
-import nomad.api.exceptions as nomad_exc
-import requests
 from pydantic import ValidationError
 
-from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import ServiceError, Unreachable
-from billowin.pipeline.worker import PREFIX as PIPELINE_PREFIX
-from billowin.pipeline.worker import Job, JobState
+from billowin.pipeline.jobs import PREFIX as PIPELINE_PREFIX
+from billowin.pipeline.jobs import Job, JobState
+from billowin.ports import KeyValueStore, Scheduler, ServiceRegistry
 from billowin.release.store import PREFIX as RELEASES_PREFIX
 from billowin.release.store import Release, ReleaseStatus
-from billowin.settings import Settings
 
-T = TypeVar("T")
 NS = 1_000_000_000
 # A task that exits right after one of these events was asked to stop: not a crash.
 ASKED_TO_STOP = {"Killing", "Restart Signaled", "Signaling", "Sibling Task Failed", "Killed"}
@@ -77,30 +71,14 @@ def classify_events(events: Iterable[Mapping[str, Any]]) -> list[TaskEvent]:
     return out
 
 
-def _nomad_error(exc: nomad_exc.BaseNomadException, what: str, address: str) -> ServiceError:
-    if isinstance(exc.nomad_resp, requests.RequestException):
-        return Unreachable("nomad", address)
-    resp = exc.nomad_resp
-    detail = resp.text.strip() if isinstance(resp, requests.Response) else str(resp)
-    return ServiceError("nomad", f"{what} failed: {detail}")
-
-
 class NomadSource:
-    def __init__(self, settings: Settings, *, timeout: int = 10) -> None:
-        self._address = settings.nomad_addr
-        token = settings.nomad_token.get_secret_value() if settings.nomad_token else None
-        self._client = nomad.Nomad(address=self._address, token=token, timeout=timeout)
+    def __init__(self, nomad: Scheduler) -> None:
+        self._nomad = nomad
         self._is_app: dict[str, tuple[int, bool]] = {}  # job id -> (JobModifyIndex, has billowin meta)
-
-    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return fn(*args)
-        except nomad_exc.BaseNomadException as exc:
-            raise _nomad_error(exc, what, self._address) from exc
 
     def app_jobs(self) -> list[str]:
         """Ids of the running (not stopped) service jobs Billowin deployed (``meta.billowin.app``)."""
-        stubs: list[dict[str, Any]] = self._call("job list", self._client.jobs.get_jobs)
+        stubs = self._nomad.jobs()
         apps = []
         for stub in stubs:
             if stub.get("Type") != "service" or stub.get("Stop"):
@@ -109,8 +87,10 @@ class NomadSource:
             known = self._is_app.get(job_id)
             if known is None or known[0] != index:
                 try:
-                    job: dict[str, Any] = self._call(f"job {job_id}", self._client.job.get_job, job_id)
+                    job = self._nomad.current(job_id)
                 except ServiceError:
+                    continue
+                if job is None:
                     continue  # purged in between
                 known = (index, "billowin.app" in (job.get("Meta") or {}))
                 self._is_app[job_id] = known
@@ -119,17 +99,12 @@ class NomadSource:
         return apps
 
     def allocations(self) -> list[dict[str, Any]]:
-        allocs: list[dict[str, Any]] = self._call("allocation list", self._client.allocations.get_allocations)
-        return allocs
+        return self._nomad.all_allocations()
 
     def allocation_usage(self, alloc_id: str) -> tuple[float, float] | None:
         """(CPU % of one core, memory bytes) of a running allocation; ``None`` if it just went away."""
         try:
-            stats: dict[str, Any] = self._call(
-                f"stats of allocation {alloc_id}",
-                self._client.client.allocation.read_allocation_stats,
-                alloc_id,
-            )
+            stats = self._nomad.allocation_stats(alloc_id)
         except ServiceError as exc:
             if isinstance(exc, Unreachable):
                 raise
@@ -185,26 +160,18 @@ def newest(*outcomes: DeployOutcome | None) -> DeployOutcome | None:
 
 
 class ConsulSource:
-    def __init__(self, registry: ConsulRegistry, address: str) -> None:
+    def __init__(self, kv: KeyValueStore, registry: ServiceRegistry) -> None:
+        self._kv = kv
         self._registry = registry
-        self._address = address
         # Parsed records, so each collection reads and parses only what changed.
         self._jobs: dict[str, tuple[int, Job | None]] = {}  # key -> (ModifyIndex, job)
         self._finished: dict[str, Release] = {}  # key -> a release that is live or failed (never changes)
 
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except requests.RequestException as exc:
-            raise Unreachable("consul", self._address) from exc
-        except consul.ConsulException as exc:
-            raise ServiceError("consul", f"{what} failed: {exc}") from exc
-
     def instance_health(self) -> dict[str, tuple[int, int]]:
         """Per service: (instances passing every check, instances registered)."""
-        _, checks = self._call("health checks", self._registry.client.health.state, "any")
+        checks = self._registry.health_checks()
         by_instance: dict[tuple[str, str], bool] = {}
-        for check in checks or []:
+        for check in checks:
             service, instance = check.get("ServiceName") or "", check.get("ServiceID") or ""
             if not service:
                 continue  # node checks
@@ -215,10 +182,6 @@ class ConsulSource:
             healthy, total = out.get(service, (0, 0))
             out[service] = (healthy + int(passing), total + 1)
         return out
-
-    def _keys(self, prefix: str) -> list[str]:
-        _, keys = self._call(f"keys under {prefix}", self._registry.client.kv.get, prefix, keys=True)
-        return list(keys or [])
 
     def kv_view(self, apps: Iterable[str]) -> KVView:
         """The newest finished deploy of each app (release or pipeline job) and the pipeline's depth."""
@@ -233,7 +196,7 @@ class ConsulSource:
                 latest_job[job.app] = newest(latest_job.get(job.app), found) or found
         view.pipeline = {state.value: states.get(state.value, 0) for state in JobState}
         by_app: dict[str, list[str]] = {}
-        for key in self._keys(f"{RELEASES_PREFIX}/"):
+        for key in self._kv.kv_keys(f"{RELEASES_PREFIX}/"):
             parts = key.split("/")
             if len(parts) == 5 and parts[3] == "releases" and parts[2] in wanted:
                 by_app.setdefault(parts[2], []).append(key)
@@ -253,19 +216,16 @@ class ConsulSource:
         return view
 
     def _pipeline_jobs(self) -> list[Job]:
-        _, entries = self._call(
-            "pipeline jobs", self._registry.client.kv.get, f"{PIPELINE_PREFIX}/", recurse=True
-        )
         seen: dict[str, tuple[int, Job | None]] = {}
-        for entry in entries or []:
-            key, index = entry["Key"], int(entry.get("ModifyIndex") or 0)
+        for entry in self._kv.kv_entries(f"{PIPELINE_PREFIX}/"):
+            key, index = entry.key, entry.modify_index
             parts = key.split("/")
-            if len(parts) != 5 or parts[3] != "jobs" or not entry.get("Value"):
+            if len(parts) != 5 or parts[3] != "jobs" or not entry.value:
                 continue
             cached = self._jobs.get(key)
             if cached is None or cached[0] != index:
                 try:
-                    cached = (index, Job.model_validate_json(entry["Value"]))
+                    cached = (index, Job.model_validate_json(entry.value))
                 except ValidationError:
                     cached = (index, None)
             seen[key] = cached
@@ -275,7 +235,7 @@ class ConsulSource:
     def _release(self, key: str) -> Release | None:
         if key in self._finished:
             return self._finished[key]
-        _, raw = self._call(f"read of {key}", self._registry.kv_get, key)
+        _, raw = self._kv.kv_get(key)
         if raw is None:
             return None
         try:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import Conflict, InvalidInput
 from billowin.ports import ConfigStore, Scheduler
 from billowin.release.jobspec import AppJob, Process, render
@@ -44,13 +43,13 @@ class Deployer:
         self,
         settings: Settings,
         nomad: Scheduler,
-        consul: ConsulRegistry,
+        releases: ReleaseStore,
         config: ConfigStore | None = None,
         runner: Runner | None = None,
     ) -> None:
         self.settings = settings
         self.nomad = nomad
-        self.releases = ReleaseStore(consul)
+        self.releases = releases
         self.config = config
         self.runner = runner
 

@@ -1,6 +1,6 @@
 """An app's logs: every instance's stdout and stderr, merged into one stream.
 
-Lines come from Nomad's alloc logs API (``NomadScheduler.log_frames``), one
+Lines come from Nomad's alloc logs API (``Scheduler.log_frames``), one
 reader thread per instance and stream, all feeding one queue. Each line is
 tagged with its process type and instance (``web.1``, like Heroku's dynos),
 the allocation and the stream. While following, new instances (a scale-up, a
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from billowin.adapters.nomad import NomadScheduler
 from billowin.errors import BillowinError
+from billowin.ports import Scheduler
 
 STREAMS = ("stdout", "stderr")
 ALLOC_NAME = re.compile(r"\.(?P<group>[^.\[]+)\[(?P<index>\d+)\]$")
@@ -59,7 +59,7 @@ class _Source(threading.Thread):
 
     def __init__(
         self,
-        nomad: NomadScheduler,
+        nomad: Scheduler,
         alloc: dict[str, Any],
         stream: str,
         out: queue.Queue[LogLine | tuple[str, str]],
@@ -117,7 +117,7 @@ class _Source(threading.Thread):
 
 
 class AppLogs:
-    def __init__(self, nomad: NomadScheduler, *, poll_interval: float = 2.0) -> None:
+    def __init__(self, nomad: Scheduler, *, poll_interval: float = 2.0) -> None:
         self.nomad = nomad
         self.poll_interval = poll_interval
 

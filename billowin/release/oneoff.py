@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from billowin.adapters.nomad import NomadScheduler
 from billowin.errors import BillowinError, InvalidInput, NotFound, ServiceError
+from billowin.ports import Scheduler
 from billowin.release.jobspec import render
 from billowin.release.logs import STREAMS
 from billowin.settings import Settings
@@ -79,7 +79,7 @@ def _exit_code(alloc: dict[str, Any]) -> tuple[int, str]:
 
 
 class Runner:
-    def __init__(self, settings: Settings, nomad: NomadScheduler) -> None:
+    def __init__(self, settings: Settings, nomad: Scheduler) -> None:
         self.settings = settings
         self.nomad = nomad
 

@@ -15,8 +15,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from billowin.adapters.consul import ConsulRegistry
 from billowin.errors import Conflict, NotFound
+from billowin.ports import KeyValueStore
 from billowin.release.jobspec import Process
 
 PREFIX = "billowin/releases"
@@ -61,8 +61,8 @@ def newest_live(history: list[Release]) -> Release | None:
 
 
 class ReleaseStore:
-    def __init__(self, consul: ConsulRegistry) -> None:
-        self._consul = consul
+    def __init__(self, kv: KeyValueStore) -> None:
+        self._kv = kv
 
     @staticmethod
     def _key(app: str, number: int) -> str:
@@ -71,9 +71,9 @@ class ReleaseStore:
     def _next_number(self, app: str, attempts: int = 20) -> int:
         key = f"{PREFIX}/{app}/release-seq"
         for _ in range(attempts):
-            index, raw = self._consul.kv_get(key)
+            index, raw = self._kv.kv_get(key)
             number = int(raw or b"0") + 1
-            if self._consul.kv_put(key, str(number).encode(), cas=index):
+            if self._kv.kv_put(key, str(number).encode(), cas=index):
                 return number
         raise Conflict(f"could not allocate a release number for {app}")
 
@@ -101,10 +101,10 @@ class ReleaseStore:
         return release
 
     def save(self, release: Release) -> None:
-        self._consul.kv_put(self._key(release.app, release.number), release.model_dump_json().encode())
+        self._kv.kv_put(self._key(release.app, release.number), release.model_dump_json().encode())
 
     def get(self, app: str, number: int) -> Release:
-        _, raw = self._consul.kv_get(self._key(app, number))
+        _, raw = self._kv.kv_get(self._key(app, number))
         if raw is None:
             raise NotFound(
                 f"{app} has no release v{number}", hint=f"List them with `billowin releases {app}`."
@@ -116,8 +116,8 @@ class ReleaseStore:
         return newest_live(self.list(app))
 
     def delete(self, app: str) -> None:
-        self._consul.kv_delete_tree(f"{PREFIX}/{app}/")
+        self._kv.kv_delete_tree(f"{PREFIX}/{app}/")
 
     def list(self, app: str) -> list[Release]:
-        entries = self._consul.kv_list(f"{PREFIX}/{app}/releases/")
+        entries = self._kv.kv_list(f"{PREFIX}/{app}/releases/")
         return sorted((Release.model_validate_json(v) for _, v in entries), key=lambda r: r.number)

@@ -91,10 +91,10 @@ def guard_against_lost_apps(live: Path, candidate_text: str, still_running: Stil
 
 def nomad_still_running(nomad_addr: str) -> StillRunning:
     def check(apps: set[str]) -> set[str]:
-        from billowin.adapters.nomad import NomadScheduler
         from billowin.settings import Settings
+        from billowin.system import System
 
-        nomad = NomadScheduler(Settings(nomad_addr=nomad_addr), timeout=5)
+        nomad = System(Settings(nomad_addr=nomad_addr, nomad_timeout=5)).nomad
         running = set()
         for app in apps:
             allocs = nomad.allocations(app) if nomad.current(app) else []

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import httpx
 
-from billowin.adapters.nomad import NomadScheduler
 from billowin.errors import BillowinError, ServiceError
 from billowin.router.reload import MARKER
 from billowin.settings import PACKAGE_DIR, Settings
 from billowin.stack.process import ManagedProcess, free_port, http_ok, pid_alive
 from billowin.stack.tools import Toolset
+from billowin.system import System
 
 DOCKER_SOCKET = Path("/var/run/docker.sock")
 Progress = Callable[[str], None]
@@ -498,7 +498,7 @@ template {{
 
     def stop_jobs(self, timeout: float = 60) -> None:
         """Stop every Nomad job so no app container outlives the stack."""
-        nomad = NomadScheduler(self.settings)
+        nomad = System(self.settings).nomad
         try:
             for job in nomad.jobs():
                 nomad.stop(job["ID"], purge=True)

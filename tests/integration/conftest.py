@@ -25,14 +25,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.docker import DockerEngine
-from billowin.adapters.nomad import NomadScheduler
 from billowin.release.deploy import Deployer
 from billowin.settings import Settings
 from billowin.stack.install import base_image_tag, docker_image_exists
 from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import Toolset
+from billowin.system import System
 
 from . import alert_receiver as alert_receiver_server
 from . import fake_github as fake_github_server
@@ -147,7 +145,7 @@ STARTS = {
 @pytest.fixture
 def make_image(stack: SingleBox, base_image: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Build and push a sample release image; returns its registry reference."""
-    docker = DockerEngine(stack.settings)
+    docker = System(stack.settings).docker
 
     def make(app: str, tag: str, greeting: str = "hello", kind: str = "ok") -> str:
         context = tmp_path / f"{app}-{tag}"
@@ -169,7 +167,7 @@ def make_image(stack: SingleBox, base_image: str, tmp_path: Path):  # type: igno
 @pytest.fixture
 def deployer(stack: SingleBox) -> Deployer:
     settings = stack.settings
-    return Deployer(settings, NomadScheduler(settings), ConsulRegistry(settings))
+    return System(settings).deployer
 
 
 @pytest.fixture
@@ -177,7 +175,7 @@ def cleanup_apps(stack: SingleBox) -> Iterator[list[str]]:
     """Apps a test appends here are stopped (purged) when it ends, pass or fail."""
     apps: list[str] = []
     yield apps
-    nomad = NomadScheduler(stack.settings)
+    nomad = System(stack.settings).nomad
     for app in apps:
         nomad.stop(app)
 

@@ -22,10 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.nomad import NomadScheduler
-from billowin.apps.tokens import TokenStore
 from billowin.stack.single_box import SingleBox
+from billowin.system import System
 from tests.gitrepo import commit
 
 from .conftest import REPO, wait_for
@@ -68,7 +66,7 @@ class Cli:
 
     def __init__(self, stack: SingleBox, config_home: Path) -> None:
         self.settings = stack.settings
-        self.token = TokenStore(ConsulRegistry(stack.settings)).create("cli tests")
+        self.token = System(stack.settings).tokens.create("cli tests")
         self.api = f"http://127.0.0.1:{stack.ports.api}"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("BILLOWIN_", "NOMAD_", "CONSUL_"))},
@@ -161,7 +159,7 @@ def test_a_user_manages_an_app_through_the_cli(
 
     # Scale to two instances: both running, both serve.
     cli("ps:scale", app_name, "web=2")
-    ConsulRegistry(stack.settings).wait_for_healthy(app_name, count=2, timeout=60)
+    System(stack.settings).catalog.wait_for_healthy(app_name, count=2, timeout=60)
     wait_for(
         lambda: len([i for i in cli.json("ps", app_name) if i["state"] == "running"]) == 2, 60, "2 running"
     )
@@ -187,10 +185,10 @@ def test_a_user_manages_an_app_through_the_cli(
     wait_for(lambda: served(router, app_name, secret_v1), 30, "v2's config to be served again")
     latest = cli.json("releases", app_name)[-1]
     assert (latest["number"], latest["rollback_of"], latest["config_version"]) == (4, "v2", 1)
-    assert len(ConsulRegistry(stack.settings).wait_for_healthy(app_name, count=2, timeout=60)) == 2
+    assert len(System(stack.settings).catalog.wait_for_healthy(app_name, count=2, timeout=60)) == 2
 
     # The config values are nowhere in the job Nomad holds, nor in any API listing.
-    job = json.dumps(NomadScheduler(stack.settings).current(app_name))
+    job = json.dumps(System(stack.settings).nomad.current(app_name))
     assert secret_v1 not in job and secret_v2.split()[1] not in job
     headers = {"Authorization": f"Bearer {cli.token}"}
     for path in ("", "/config", "/releases", "/deploys", "/ps", "/domains"):
@@ -216,7 +214,7 @@ def test_a_user_manages_an_app_through_the_cli(
     cli("apps:destroy", app_name, "--confirm", app_name)
     wait_for(lambda: greeting(router, app_name) == "HTTP 404", 30, "the route to go away")
     assert app_name not in [a["name"] for a in cli.json("apps")]
-    assert NomadScheduler(stack.settings).current(app_name) is None
+    assert System(stack.settings).nomad.current(app_name) is None
     gone = cli("apps:info", app_name, ok=False)
     assert gone.returncode == 1 and "no app named" in gone.stderr
 
@@ -267,7 +265,7 @@ def test_deploy_wait_exits_non_zero_when_the_release_fails(
     assert done.returncode == 1
     assert "release command failed (exit 7)" in done.stderr
     # Nothing was rolled out.
-    assert NomadScheduler(cli.settings).current(app_name) is None
+    assert System(cli.settings).nomad.current(app_name) is None
 
 
 def test_every_app_endpoint_refuses_calls_without_a_valid_token(stack: SingleBox, cli: Cli) -> None:

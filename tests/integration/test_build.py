@@ -15,10 +15,10 @@ import docker
 import httpx
 import pytest
 
-from billowin.adapters.docker import DockerEngine, Registry
-from billowin.adapters.packer import BuildFailed, Packer
 from billowin.build.builder import Builder
+from billowin.errors import BuildFailed
 from billowin.stack.single_box import SingleBox
+from billowin.system import System
 from tests.gitrepo import commit
 
 from .conftest import wait_for
@@ -42,12 +42,7 @@ def sample(tmp_path: Path, language: str) -> Path:
 @pytest.fixture
 def builder(stack: SingleBox) -> Builder:
     settings = stack.settings
-    return Builder(
-        settings,
-        Packer(str(stack.tools.packer), settings.packer_dir),
-        DockerEngine(settings),
-        Registry(settings),
-    )
+    return System(settings).builder
 
 
 @pytest.fixture
@@ -99,7 +94,7 @@ def test_a_sample_app_builds_with_packer_and_serves_its_page(
     assert record.language == language
     assert record.image == f"{stack.settings.registry}/{app_name}:{sha}"
     assert record.digest and record.digest.startswith("sha256:")
-    assert sha in Registry(stack.settings).tags(app_name)
+    assert sha in System(stack.settings).image_registry.tags(app_name)
     assert "web" in record.processes
     assert any("Pushed" in line for line in lines)  # the log was streamed as it was written
     assert builder.log_path(app_name, sha).read_text().count("\n") == len(lines)
@@ -128,7 +123,7 @@ def test_a_syntax_error_fails_the_build_with_a_useful_message(
     assert "app.py line 1: SyntaxError" in info.value.message, info.value.message
     assert builder.record(app_name, sha).status == "failed"
     assert "SyntaxError" in builder.log_path(app_name, sha).read_text()
-    assert Registry(stack.settings).tags(app_name) == []  # nothing was pushed
+    assert System(stack.settings).image_registry.tags(app_name) == []  # nothing was pushed
 
 
 def test_a_missing_dependency_fails_the_build_and_names_it(
@@ -157,20 +152,15 @@ def test_images_beyond_the_last_n_builds_are_collected(
     stack: SingleBox, tmp_path: Path, app_name: str
 ) -> None:
     settings = stack.settings.model_copy(update={"keep_images": 1})
-    builder = Builder(
-        settings,
-        Packer(str(stack.tools.packer), settings.packer_dir),
-        DockerEngine(settings),
-        Registry(settings),
-    )
+    builder = System(settings).builder
     repo = sample(tmp_path, "go")
     first = builder.build(app_name, str(repo), commit(repo))
     (repo / "VERSION").write_text("2\n")
     second = builder.build(app_name, str(repo), commit(repo, "second"))
 
-    docker_engine = DockerEngine(settings)
+    docker_engine = System(settings).docker
     assert first.image and second.image
     assert not docker_engine.image_exists(first.image)
     assert docker_engine.image_exists(second.image)
-    assert Registry(settings).tags(app_name) == [second.sha]
+    assert System(settings).image_registry.tags(app_name) == [second.sha]
     assert builder.record(app_name, first.sha).status == "collected"

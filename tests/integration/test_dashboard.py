@@ -20,13 +20,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.apps.store import App, AppStore
-from billowin.apps.tokens import TokenStore
+from billowin.apps.store import App
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.release.store import ReleaseStatus
 from billowin.stack.single_box import SingleBox
+from billowin.system import System
 
 from .conftest import REPO, wait_for
 
@@ -57,12 +56,12 @@ def test_dashboard_shows_an_apps_charts_with_data(
     cleanup_apps: list[str],
 ) -> None:
     cleanup_apps.append(app_name)
-    AppStore(ConsulRegistry(stack.settings)).create(App(name=app_name, repository="/nonexistent"))
+    System(stack.settings).apps.create(App(name=app_name, repository="/nonexistent"))
     release = deployer.deploy(
         app_name, make_image(app_name, "dash", greeting="dashboard"), [Process(name="web")]
     )
     assert release.status == ReleaseStatus.LIVE, release.description
-    token = TokenStore(ConsulRegistry(stack.settings)).create("dashboard test")
+    token = System(stack.settings).tokens.create("dashboard test")
     api = f"http://127.0.0.1:{stack.ports.api}"
 
     # Traffic through the router until the monitoring has request points for the app.

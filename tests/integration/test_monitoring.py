@@ -16,13 +16,12 @@ import typer
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.apps.tokens import TokenStore
 from billowin.cli.monitoring import register
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.release.store import ReleaseStatus
 from billowin.stack.single_box import SingleBox
+from billowin.system import System
 
 from .alert_receiver import AlertReceiver
 from .conftest import wait_for
@@ -31,7 +30,7 @@ from .test_run import WEB, deploy_live, get
 
 @pytest.fixture(scope="module")
 def token(stack: SingleBox) -> str:
-    return TokenStore(ConsulRegistry(stack.settings)).create("monitoring tests")
+    return System(stack.settings).tokens.create("monitoring tests")
 
 
 @pytest.fixture

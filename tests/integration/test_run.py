@@ -16,16 +16,14 @@ import uuid
 import docker
 import httpx
 
-from billowin.adapters.consul import ConsulRegistry
 from billowin.adapters.haproxy import check_config
-from billowin.adapters.nomad import NomadScheduler
-from billowin.apps.store import App, AppStore
-from billowin.apps.tokens import TokenStore
+from billowin.apps.store import App
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.release.store import Release, ReleaseStatus
 from billowin.router.reload import servers_per_app
 from billowin.stack.single_box import SingleBox
+from billowin.system import System
 
 from .conftest import Load, wait_for
 
@@ -70,7 +68,7 @@ def test_deploy_routes_by_name_and_scaling_balances_across_instances(
 
     # Scale web to 3: three healthy instances, and the router spreads requests over all of them.
     deployer.nomad.scale(app_name, "web", 3)
-    assert len(ConsulRegistry(stack.settings).wait_for_healthy(app_name, count=3, timeout=60)) == 3
+    assert len(System(stack.settings).catalog.wait_for_healthy(app_name, count=3, timeout=60)) == 3
 
     def allocs_seen() -> set[str]:
         seen = set()
@@ -144,7 +142,7 @@ def test_a_bad_release_fails_auto_reverts_and_the_previous_one_keeps_serving(
         assert bad.status == ReleaseStatus.FAILED, bad
         assert bad.description  # Nomad's reason, e.g. "Failed due to unhealthy allocations"
     # Nomad rolled the job back to the good release...
-    job = NomadScheduler(stack.settings).current(app_name)
+    job = System(stack.settings).nomad.current(app_name)
     assert job is not None and job["Meta"]["billowin.release"] == good.name
     assert job["Stable"] is True
     # ...and it served every request throughout, never the bad instances.
@@ -176,7 +174,7 @@ def test_restarting_consul_never_breaks_or_empties_the_router(
         with Load(stack, f"{app_name}.localhost") as load:
             stack.restart("consul")
             # Nomad re-registers the service in the new (empty, -dev) Consul.
-            ConsulRegistry(stack.settings).wait_for_healthy(app_name, count=1, timeout=120)
+            System(stack.settings).catalog.wait_for_healthy(app_name, count=1, timeout=120)
             wait_for(lambda: serving(router, app_name, "steady"), 30, "the app to be served")
             time.sleep(5)  # consul-template renders from the repopulated catalog
     finally:
@@ -220,11 +218,11 @@ def test_rollback_restores_the_earlier_image_as_a_new_release(
     wait_for(lambda: serving(router, app_name, "second release=v2"), 30, "v2 to be served")
 
     # What a user types; the CLI talks to the stack's API with a token.
-    AppStore(ConsulRegistry(stack.settings)).create(App(name=app_name, repository="/nonexistent"))
+    System(stack.settings).apps.create(App(name=app_name, repository="/nonexistent"))
     env = {
         **os.environ,
         "BILLOWIN_API_URL": f"http://127.0.0.1:{stack.ports.api}",
-        "BILLOWIN_API_TOKEN": TokenStore(ConsulRegistry(stack.settings)).create("rollback test"),
+        "BILLOWIN_API_TOKEN": System(stack.settings).tokens.create("rollback test"),
         "COLUMNS": "200",  # a wide table, as on a laptop terminal
     }
     done = subprocess.run(

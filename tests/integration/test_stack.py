@@ -11,13 +11,11 @@ from pathlib import Path
 
 import httpx
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.docker import DockerEngine, Registry
-from billowin.adapters.nomad import NomadScheduler
 from billowin.release.jobspec import AppJob, Process, render
 from billowin.settings import Settings
 from billowin.stack.single_box import SingleBox
 from billowin.stack.tools import load_versions
+from billowin.system import System
 
 from .conftest import wait_for, write_hello_app
 
@@ -50,15 +48,15 @@ def test_local_image_runs_on_nomad_is_healthy_in_consul_and_routed_by_haproxy(
     greeting = f"hello from {app_name}"
 
     # Build the image locally and push it to the stack's registry.
-    docker = DockerEngine(settings)
+    docker = System(settings).docker
     ref = f"{settings.registry}/{app_name}:v1"
     docker.build(write_hello_app(tmp_path / "app", base_image, greeting), ref)
     digest = docker.push(ref)
     assert digest.startswith("sha256:")
-    assert "v1" in Registry(settings).tags(app_name)
+    assert "v1" in System(settings).image_registry.tags(app_name)
 
     # Render the jobspec, let Nomad parse it, and register it with check-and-set.
-    nomad = NomadScheduler(settings)
+    nomad = System(settings).nomad
     hcl = render(
         settings.jobspecs_dir,
         "app.nomad.hcl",
@@ -72,7 +70,7 @@ def test_local_image_runs_on_nomad_is_healthy_in_consul_and_routed_by_haproxy(
         assert result.status == "successful", result
 
         # Consul knows one healthy instance, tagged for the router.
-        instances = ConsulRegistry(settings).wait_for_healthy(app_name, count=1, timeout=30)
+        instances = System(settings).catalog.wait_for_healthy(app_name, count=1, timeout=30)
         assert len(instances) == 1
         assert "billowin.web" in instances[0].tags
 

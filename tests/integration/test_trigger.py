@@ -21,11 +21,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from billowin.adapters.consul import ConsulRegistry
-from billowin.apps.store import App, AppStore, DeployOn
-from billowin.apps.tokens import TokenStore
+from billowin.apps.store import App, DeployOn
 from billowin.pipeline.webhooks import github_signature
 from billowin.stack.single_box import SingleBox
+from billowin.system import System
 from tests.gitrepo import commit
 from tests.testdata import webhook_example
 
@@ -40,7 +39,7 @@ class Hooks:
     def __init__(self, stack: SingleBox) -> None:
         self.api = f"http://127.0.0.1:{stack.ports.api}"
         self.router = f"http://127.0.0.1:{stack.ports.router_http}"
-        token = TokenStore(ConsulRegistry(stack.settings)).create("trigger tests")
+        token = System(stack.settings).tokens.create("trigger tests")
         self.auth = {"Authorization": f"Bearer {token}"}
 
     def github(
@@ -99,7 +98,7 @@ def make_app(stack: SingleBox, app_name: str, app_repo: Path, cleanup_apps):  # 
     def make(**fields: Any) -> App:
         cleanup_apps.append(app_name)
         app = App(name=app_name, repository=str(app_repo), github_repo=f"acme/{app_name}", **fields)
-        return AppStore(ConsulRegistry(stack.settings)).create(app)
+        return System(stack.settings).apps.create(app)
 
     return make
 
@@ -335,5 +334,5 @@ def test_pipeline_endpoints_refuse_missing_wrong_and_guessed_tokens(
         assert "tokens:create" in resp.json()["hint"]
     assert httpx.get(url, headers=hooks.auth, timeout=10).status_code == 200
     # The token itself is stored only as a hash.
-    stored = ConsulRegistry(stack.settings).kv_get(f"billowin/tokens/{token_id}")[1] or b""
+    stored = System(stack.settings).kv.kv_get(f"billowin/tokens/{token_id}")[1] or b""
     assert good.split("_", 2)[2].encode() not in stored

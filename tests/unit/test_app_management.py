@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from billowin.cli import app as cli_app
 from billowin.cli.client import ClientConfig, _raise_for, config_path, load_config
 from billowin.errors import BillowinError, InvalidInput, NotFound, Unauthorized
-from billowin.pipeline.worker import Job, JobKind
+from billowin.pipeline.jobs import Job, JobKind
 from billowin.release.jobspec import AppJob, Process, render
 from billowin.release.logs import instance_name
 from billowin.release.oneoff import RunJob, _exit_code, shell_command

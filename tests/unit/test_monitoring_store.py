@@ -13,14 +13,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from billowin.adapters.consul import ConsulRegistry
 from billowin.api.app import create_app
 from billowin.errors import InvalidInput
 from billowin.monitoring.aggregate import Point, SeriesKey
 from billowin.monitoring.metrics import AppView, BillowinMetrics, webhook_outcome
-from billowin.monitoring.service import Monitoring, check_metrics, parse_since
+from billowin.monitoring.service import check_metrics, parse_since
 from billowin.monitoring.store import MetricStore
 from billowin.settings import Settings
+from billowin.system import System
 
 T0 = 1_800_000_000
 
@@ -117,8 +117,8 @@ def test_each_api_app_has_its_own_registry_and_metrics_needs_a_token(tmp_path: P
     settings = Settings(state_dir=tmp_path, pipeline=False, metrics_token=SecretStr("scrape-secret"))
     first, second = create_app(settings), create_app(settings)  # no "Duplicated timeseries" error
     assert (
-        first.state.systems.monitoring.metrics.registry
-        is not second.state.systems.monitoring.metrics.registry
+        first.state.system.monitoring.metrics.registry
+        is not second.state.system.monitoring.metrics.registry
     )
 
     async def get(path: str, token: str | None = None) -> httpx.Response:
@@ -140,7 +140,8 @@ def test_each_api_app_has_its_own_registry_and_metrics_needs_a_token(tmp_path: P
 
 def test_series_default_to_whole_process_types_and_include_the_live_minute(tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path, pipeline=False)
-    monitoring = Monitoring(settings, ConsulRegistry(settings))  # not started: nothing is contacted
+    system = System(settings)
+    monitoring = system.monitoring  # not started: nothing is contacted
     assert monitoring.collector is not None
     now = time.time()
     monitoring.collector.clock = lambda: now  # the same minute throughout

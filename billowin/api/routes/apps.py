@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field, SecretStr
 
-from billowin.api.deps import SystemsDep, require_token
+from billowin.api.deps import SystemDep, require_token
 from billowin.apps.store import App, DeployOn
 from billowin.errors import BillowinError, InvalidInput
-from billowin.pipeline.worker import Job
+from billowin.pipeline.jobs import Job
 from billowin.platform import AppInfo, ConfigVars, InstanceStatus, Platform
 from billowin.release.store import Release
 
@@ -27,8 +27,8 @@ router = APIRouter(prefix="/apps", tags=["apps"], dependencies=[Depends(require_
 T = TypeVar("T")
 
 
-def platform(systems: SystemsDep) -> Platform:
-    return systems.platform
+def platform(system: SystemDep) -> Platform:
+    return system.platform
 
 
 PlatformDep = Annotated[Platform, Depends(platform)]

@@ -16,10 +16,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from billowin.api.deps import COOKIE, Systems, SystemsDep, token_from
-from billowin.apps.tokens import TokenRecord, TokenStore
+from billowin.api.deps import COOKIE, SystemDep, token_from
+from billowin.apps.tokens import TokenRecord
 from billowin.errors import BillowinError
 from billowin.platform import AppInfo
+from billowin.system import System
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / "templates"))
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
@@ -33,9 +34,9 @@ CHARTS = [
 ]
 
 
-def _user(request: Request, systems: Systems) -> TokenRecord | None:
+def _user(request: Request, system: System) -> TokenRecord | None:
     token = token_from(request)
-    return TokenStore(systems.consul).verify(token) if token else None
+    return system.tokens.verify(token) if token else None
 
 
 def _login_redirect() -> RedirectResponse:
@@ -60,8 +61,8 @@ async def login_form(request: Request) -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, systems: SystemsDep, token: Annotated[str, Form()]) -> Response:
-    record = await asyncio.to_thread(TokenStore(systems.consul).verify, token.strip())
+async def login(request: Request, system: SystemDep, token: Annotated[str, Form()]) -> Response:
+    record = await asyncio.to_thread(system.tokens.verify, token.strip())
     if record is None:
         return TEMPLATES.TemplateResponse(
             request,
@@ -82,16 +83,16 @@ async def logout() -> Response:
 
 
 @router.get("", response_class=HTMLResponse)
-async def apps_page(request: Request, systems: SystemsDep) -> Response:
-    if await asyncio.to_thread(_user, request, systems) is None:
+async def apps_page(request: Request, system: SystemDep) -> Response:
+    if await asyncio.to_thread(_user, request, system) is None:
         return _login_redirect()
 
     def gather() -> list[dict[str, Any]]:
         rows = []
-        firing = _firing_by_app(systems)
-        for app in systems.apps.all():
+        firing = _firing_by_app(system)
+        for app in system.apps.all():
             try:
-                info = systems.platform.info(app.name)
+                info = system.platform.info(app.name)
             except BillowinError:
                 continue
             status, css = _status(info)
@@ -114,12 +115,12 @@ async def apps_page(request: Request, systems: SystemsDep) -> Response:
 
 
 @router.get("/apps/{app}", response_class=HTMLResponse)
-async def app_page(request: Request, app: str, systems: SystemsDep, flash: str = "") -> Response:
-    if await asyncio.to_thread(_user, request, systems) is None:
+async def app_page(request: Request, app: str, system: SystemDep, flash: str = "") -> Response:
+    if await asyncio.to_thread(_user, request, system) is None:
         return _login_redirect()
 
     def gather() -> dict[str, Any]:
-        p = systems.platform
+        p = system.platform
         info = p.info(app)
         status, css = _status(info)
         return {
@@ -128,7 +129,7 @@ async def app_page(request: Request, app: str, systems: SystemsDep, flash: str =
             "status_class": css,
             "releases": list(reversed(p.releases(app)))[:15],
             "deploys": list(reversed(p.jobs.list(app)))[:10],
-            "alerts": _alerts_for(systems, app),
+            "alerts": _alerts_for(system, app),
             "charts": [{"id": cid, "title": title} for cid, title in CHARTS],
         }
 
@@ -138,31 +139,31 @@ async def app_page(request: Request, app: str, systems: SystemsDep, flash: str =
 
 @router.post("/apps/{app}/rollback")
 async def rollback(
-    request: Request, app: str, systems: SystemsDep, release: Annotated[int, Form()]
+    request: Request, app: str, system: SystemDep, release: Annotated[int, Form()]
 ) -> Response:
-    if await asyncio.to_thread(_user, request, systems) is None:
+    if await asyncio.to_thread(_user, request, system) is None:
         return _login_redirect()
-    job = await asyncio.to_thread(systems.platform.rollback, app, release)
+    job = await asyncio.to_thread(system.platform.rollback, app, release)
     return RedirectResponse(
         f"/dashboard/apps/{app}?flash=Rolling+back+to+v{release}+(job+{job.id.lstrip('0')})", status_code=303
     )
 
 
 @router.get("/apps/{app}/deploys/{job_id}", response_class=HTMLResponse)
-async def deploy_page(request: Request, app: str, job_id: str, systems: SystemsDep) -> Response:
-    if await asyncio.to_thread(_user, request, systems) is None:
+async def deploy_page(request: Request, app: str, job_id: str, system: SystemDep) -> Response:
+    if await asyncio.to_thread(_user, request, system) is None:
         return _login_redirect()
-    log = await asyncio.to_thread(systems.platform.build_log, app, job_id)
+    log = await asyncio.to_thread(system.platform.build_log, app, job_id)
     return TEMPLATES.TemplateResponse(
         request, "deploy.html", {"authed": True, "app": app, "job_id": job_id, "log": log}
     )
 
 
 @router.get("/apps/{app}/charts.json")
-async def charts(request: Request, app: str, systems: SystemsDep) -> Response:
-    if await asyncio.to_thread(_user, request, systems) is None:
+async def charts(request: Request, app: str, system: SystemDep) -> Response:
+    if await asyncio.to_thread(_user, request, system) is None:
         return JSONResponse({"error": "Unauthorized", "message": "log in first"}, status_code=401)
-    data = await asyncio.to_thread(chart_data, systems, app)
+    data = await asyncio.to_thread(chart_data, system, app)
     return JSONResponse({"charts": data})
 
 
@@ -183,9 +184,9 @@ WINDOW = 3 * 3600  # the charts show up to the last three hours, one point a min
 MIN_SPAN = 30 * 60  # and at least the last half hour
 
 
-def chart_data(systems: Systems, app: str) -> list[dict[str, Any]]:
+def chart_data(system: System, app: str) -> list[dict[str, Any]]:
     """Every chart's x (unix seconds) and series, from the monitoring store."""
-    monitoring = systems.monitoring
+    monitoring = system.monitoring
     wanted = [metric for lines in CHART_SERIES.values() for metric, *_ in lines]
     found = monitoring.series(app, since=monitoring.now() - WINDOW, metrics=wanted)
     by_metric: dict[str, dict[int, list[float]]] = {}
@@ -210,15 +211,15 @@ def chart_data(systems: Systems, app: str) -> list[dict[str, Any]]:
     return out
 
 
-def _firing_by_app(systems: Systems) -> dict[str, int]:
+def _firing_by_app(system: System) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for alert in systems.monitoring.firing():
+    for alert in system.monitoring.firing():
         counts[alert.app] = counts.get(alert.app, 0) + 1
     return counts
 
 
-def _alerts_for(systems: Systems, app: str) -> list[dict[str, Any]]:
-    recent = systems.monitoring.alerts(since=systems.monitoring.now() - 24 * 3600, app=app)
+def _alerts_for(system: System, app: str) -> list[dict[str, Any]]:
+    recent = system.monitoring.alerts(since=system.monitoring.now() - 24 * 3600, app=app)
     return [
         {"summary": f"{a.started_at:%H:%M} {a.summary}", "firing": a.state.value == "firing"}
         for a in recent[:10]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from billowin import __version__
-from billowin.api.deps import SystemsDep
+from billowin.api.deps import SystemDep
 from billowin.ports import Probe
 
 router = APIRouter(tags=["health"])
@@ -28,12 +28,12 @@ class Health(BaseModel):
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
-async def health(systems: SystemsDep, response: Response) -> Health:
+async def health(system: SystemDep, response: Response) -> Health:
     """Reachability and version of Nomad, Consul, Docker, the registry and HAProxy.
 
     Answers 200 when all are healthy, 503 otherwise; it never needs a token.
     """
-    probes: list[Probe] = [systems.nomad, systems.consul, systems.docker, systems.registry, systems.router]
+    probes: list[Probe] = system.probes()
     results = await asyncio.gather(*(asyncio.to_thread(p.health) for p in probes))
     components = {
         r.name: Component(ok=r.ok, version=r.version, address=r.address, error=r.error) for r in results

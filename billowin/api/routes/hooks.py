@@ -16,12 +16,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 
-from billowin.api.deps import SettingsDep, Systems, SystemsDep
+from billowin.api.deps import SettingsDep, SystemDep
 from billowin.apps.store import App
 from billowin.errors import InvalidInput
 from billowin.pipeline.webhooks import CodeEvent, parse_github, parse_travis, verify_github, verify_travis
-from billowin.pipeline.worker import Intake, JobStore
 from billowin.settings import Settings
+from billowin.system import System
 
 router = APIRouter(prefix="/hooks", tags=["webhooks"])
 
@@ -44,8 +44,8 @@ def _reply(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"message": message, **extra})
 
 
-def _queue(systems: Systems, event: CodeEvent, apps: list[App] | None = None) -> JSONResponse:
-    intake = Intake(systems.apps, JobStore(systems.consul))
+def _queue(system: System, event: CodeEvent, apps: list[App] | None = None) -> JSONResponse:
+    intake = system.intake
     if not intake.claim_delivery(event.delivery):
         return _reply(200, "duplicate delivery: already accepted", delivery=event.delivery)
     jobs = intake.accept(event, apps)
@@ -54,27 +54,27 @@ def _queue(systems: Systems, event: CodeEvent, apps: list[App] | None = None) ->
     return _reply(202, "queued", jobs=[{"app": j.app, "id": j.id, "sha": j.sha} for j in jobs])
 
 
-def _counted(systems: Systems, source: str, reply: JSONResponse) -> JSONResponse:
-    systems.monitoring.metrics.webhook(source, reply)  # billowin_webhooks_total{source, outcome}
+def _counted(system: System, source: str, reply: JSONResponse) -> JSONResponse:
+    system.monitoring.metrics.webhook(source, reply)  # billowin_webhooks_total{source, outcome}
     return reply
 
 
 @router.post("/github", status_code=202)
-async def github(request: Request, settings: SettingsDep, systems: SystemsDep) -> JSONResponse:
+async def github(request: Request, settings: SettingsDep, system: SystemDep) -> JSONResponse:
     """GitHub ``push``, ``workflow_run``, ``check_suite`` and ``ping`` deliveries."""
-    return _counted(systems, "github", await _github(request, settings, systems))
+    return _counted(system, "github", await _github(request, settings, system))
 
 
-async def _github(request: Request, settings: Settings, systems: Systems) -> JSONResponse:
+async def _github(request: Request, settings: Settings, system: System) -> JSONResponse:
     body = await read_body(request, settings.webhook_max_bytes)
     if body is None:
         return _reply(413, f"payload over {settings.webhook_max_bytes} bytes")
     # Everything after reading the body runs in one thread hop: it is a few Consul calls.
-    return await asyncio.to_thread(_github_accept, request.headers, body, settings, systems)
+    return await asyncio.to_thread(_github_accept, request.headers, body, settings, system)
 
 
-def _github_accept(headers: Headers, body: bytes, settings: Settings, systems: Systems) -> JSONResponse:
-    apps = systems.apps.all()
+def _github_accept(headers: Headers, body: bytes, settings: Settings, system: System) -> JSONResponse:
+    apps = system.apps.all()
     secrets = _secrets(settings, apps)
     if not secrets:
         return _reply(401, "no webhook secret is configured; refusing unsigned deliveries")
@@ -88,7 +88,7 @@ def _github_accept(headers: Headers, body: bytes, settings: Settings, systems: S
         return _reply(400, exc.message)
     if event is None:
         return _reply(200, "pong" if event_name == "ping" else f"{event_name}: nothing to do")
-    return _queue(systems, event, apps)
+    return _queue(system, event, apps)
 
 
 def _secrets(settings: Settings, apps: list[App]) -> list[bytes]:  # global first, then per app
@@ -114,12 +114,12 @@ def travis_key(settings: Settings) -> str | None:
 
 
 @router.post("/travis", status_code=202)
-async def travis(request: Request, settings: SettingsDep, systems: SystemsDep) -> JSONResponse:
+async def travis(request: Request, settings: SettingsDep, system: SystemDep) -> JSONResponse:
     """Travis CI webhook notifications (form-encoded ``payload``, ``Signature`` header)."""
-    return _counted(systems, "travis", await _travis(request, settings, systems))
+    return _counted(system, "travis", await _travis(request, settings, system))
 
 
-async def _travis(request: Request, settings: Settings, systems: Systems) -> JSONResponse:
+async def _travis(request: Request, settings: Settings, system: System) -> JSONResponse:
     body = await read_body(request, settings.webhook_max_bytes)
     if body is None:
         return _reply(413, f"payload over {settings.webhook_max_bytes} bytes")
@@ -136,4 +136,4 @@ async def _travis(request: Request, settings: Settings, systems: Systems) -> JSO
         event = parse_travis(payload)
     except InvalidInput as exc:
         return _reply(400, exc.message)
-    return await asyncio.to_thread(_queue, systems, event)
+    return await asyncio.to_thread(_queue, system, event)

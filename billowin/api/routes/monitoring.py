@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from billowin.api.deps import SettingsDep, SystemsDep, require_token
+from billowin.api.deps import SettingsDep, SystemDep, require_token
 from billowin.errors import InvalidInput
 from billowin.monitoring.aggregate import METRICS, stored_metrics
 from billowin.monitoring.service import parse_since
@@ -41,7 +41,7 @@ def _units() -> dict[str, str]:
 @router.get("/apps/{app}/metrics", response_model=AppMetrics, dependencies=[Depends(require_token)])
 async def app_metrics(
     app: str,
-    systems: SystemsDep,
+    system: SystemDep,
     since: str = "1h",
     metric: Annotated[list[str] | None, Query(description="Repeat or comma-separate; default all.")] = None,
     process: str | None = None,
@@ -52,39 +52,39 @@ async def app_metrics(
     """One-minute series of an app: traffic, latency percentiles, instances, restarts, CPU and memory."""
     if not is_app_name(app):
         raise InvalidInput(f"{app!r} is not a valid app name")
-    start = parse_since(since, systems.monitoring.now())
+    start = parse_since(since, system.monitoring.now())
     series = await asyncio.to_thread(
-        systems.monitoring.series, app, since=start, metrics=metric or (), process=process, instance=instance
+        system.monitoring.series, app, since=start, metrics=metric or (), process=process, instance=instance
     )
     return AppMetrics(app=app, since=datetime.fromtimestamp(start, UTC), units=_units(), series=series)
 
 
 @router.get("/alerts", response_model=list[Alert], dependencies=[Depends(require_token)])
 async def alerts(
-    systems: SystemsDep,
+    system: SystemDep,
     since: str = "24h",
     app: str | None = None,
     state: Literal["firing", "all"] = "all",
 ) -> list[Alert]:
     """Alerts firing now, then those resolved within ``since`` (newest first)."""
-    monitoring = systems.monitoring
+    monitoring = system.monitoring
     if state == "firing":
         return await asyncio.to_thread(monitoring.firing, app)
     return await asyncio.to_thread(monitoring.alerts, since=parse_since(since, monitoring.now()), app=app)
 
 
-async def require_scrape_token(request: Request, settings: SettingsDep, systems: SystemsDep) -> None:
+async def require_scrape_token(request: Request, settings: SettingsDep, system: SystemDep) -> None:
     """An API token, or ``BILLOWIN_METRICS_TOKEN`` when it is set."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     expected = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
     sent = token.strip().encode() if scheme.lower() == "bearer" else b""
     if expected and hmac.compare_digest(sent, expected.encode()):
         return
-    await asyncio.to_thread(require_token, request, systems)
+    await asyncio.to_thread(require_token, request, system)
 
 
 @router.get("/metrics", dependencies=[Depends(require_scrape_token)], response_class=Response)
-async def metrics(systems: SystemsDep) -> Response:
+async def metrics(system: SystemDep) -> Response:
     """Billowin's own metrics and each app's latest figures, in Prometheus' text format."""
-    body = await asyncio.to_thread(systems.monitoring.metrics.render)
+    body = await asyncio.to_thread(system.monitoring.metrics.render)
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)

@@ -7,29 +7,29 @@ import asyncio
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from billowin.api.deps import SystemsDep, require_token
+from billowin.api.deps import SystemDep, require_token
 from billowin.errors import NotFound
-from billowin.pipeline.worker import Job, JobStore
+from billowin.pipeline.jobs import Job
 
 router = APIRouter(prefix="/pipeline", tags=["pipeline"], dependencies=[Depends(require_token)])
 
 
 @router.get("/{app}/jobs", response_model=list[Job])
-async def jobs(app: str, systems: SystemsDep) -> list[Job]:
-    await asyncio.to_thread(systems.apps.get, app)
-    return await asyncio.to_thread(JobStore(systems.consul).list, app)
+async def jobs(app: str, system: SystemDep) -> list[Job]:
+    await asyncio.to_thread(system.apps.get, app)
+    return await asyncio.to_thread(system.jobs.list, app)
 
 
 @router.get("/{app}/jobs/{job_id}", response_model=Job)
-async def job(app: str, job_id: str, systems: SystemsDep) -> Job:
-    found = await asyncio.to_thread(JobStore(systems.consul).get, app, job_id)
+async def job(app: str, job_id: str, system: SystemDep) -> Job:
+    found = await asyncio.to_thread(system.jobs.get, app, job_id)
     if found is None:
         raise NotFound(f"{app} has no job {job_id}")
     return found
 
 
 @router.get("/{app}/jobs/{job_id}/log", response_class=PlainTextResponse)
-async def job_log(app: str, job_id: str, systems: SystemsDep) -> str:
-    await job(app, job_id, systems)  # this route's own "no job" answer
-    text: str = await asyncio.to_thread(systems.platform.build_log, app, job_id)
+async def job_log(app: str, job_id: str, system: SystemDep) -> str:
+    await job(app, job_id, system)  # this route's own "no job" answer
+    text: str = await asyncio.to_thread(system.platform.build_log, app, job_id)
     return text

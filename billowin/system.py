@@ -1,0 +1,233 @@
+"""The composition root: every adapter, store and service, built once from ``Settings``.
+
+This is the one module outside ``billowin.adapters`` that names the concrete
+adapters. The API (``create_app``), the CLI, the router's reload hook, the
+stack, the bench and the integration tests all take what they need from a
+``System``; everything else is typed on the ports in ``billowin.ports``.
+
+Each part is built on first use (``cached_property``), so a caller that only
+needs Nomad (the router hook) or only the token store (``tokens:create``)
+connects to nothing else. Build a ``System`` once per process and pass it
+down; ``System(settings, **overrides)`` swaps any part, which is how unit
+tests run the real stores and pipeline on in-memory fakes.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from billowin.apps.store import AppStore
+from billowin.apps.tokens import TokenStore
+from billowin.build.builder import Builder
+from billowin.errors import ConfigError
+from billowin.monitoring import Monitoring
+from billowin.monitoring.metrics import BillowinMetrics
+from billowin.pipeline.intake import Intake
+from billowin.pipeline.jobs import JobStore
+from billowin.pipeline.worker import Worker
+from billowin.platform import Platform
+from billowin.ports import (
+    CommitStatuses,
+    ConfigStore,
+    ContainerEngine,
+    Coordinator,
+    ImageBuildTool,
+    ImageRegistry,
+    Probe,
+    Scheduler,
+    ServiceRegistry,
+)
+from billowin.release.deploy import Deployer
+from billowin.release.logs import AppLogs
+from billowin.release.oneoff import Runner
+from billowin.release.store import ReleaseStore
+from billowin.settings import Settings
+
+if TYPE_CHECKING:
+    from billowin.adapters.consul import ConsulRegistry
+
+
+class System:
+    """Billowin, wired: adapters from settings, stores and services on top of them."""
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        self.settings = settings or Settings()
+        for name, value in overrides.items():
+            if not isinstance(getattr(type(self), name, None), cached_property):
+                raise TypeError(f"System has no part named {name!r}")
+            self.__dict__[name] = value  # what cached_property would have stored
+
+    # -- adapters: the only place they are constructed ----------------------------------------
+    @cached_property
+    def _consul(self) -> ConsulRegistry:
+        from billowin.adapters.consul import ConsulRegistry
+
+        return ConsulRegistry(self.settings)
+
+    @cached_property
+    def kv(self) -> Coordinator:
+        """Consul KV and sessions: apps, releases, tokens, the pipeline."""
+        kv: Coordinator = self._consul
+        return kv
+
+    @cached_property
+    def catalog(self) -> ServiceRegistry:
+        """Consul's catalog and health checks: where healthy instances are."""
+        catalog: ServiceRegistry = self._consul
+        return catalog
+
+    @cached_property
+    def nomad(self) -> Scheduler:
+        from billowin.adapters.nomad import NomadScheduler
+
+        return NomadScheduler(self.settings)
+
+    @cached_property
+    def docker(self) -> ContainerEngine:
+        from billowin.adapters.docker import DockerEngine
+
+        return DockerEngine(self.settings)
+
+    @cached_property
+    def image_registry(self) -> ImageRegistry:
+        from billowin.adapters.docker import Registry
+
+        return Registry(self.settings)
+
+    @cached_property
+    def router(self) -> Probe:
+        from billowin.adapters.haproxy import HAProxyRouter
+
+        return HAProxyRouter(self.settings.haproxy_socket)
+
+    @cached_property
+    def packer(self) -> ImageBuildTool:
+        from billowin.adapters.packer import Packer
+        from billowin.stack.tools import Toolset
+
+        return Packer(str(Toolset.resolve(self.settings).packer), self.settings.packer_dir)
+
+    @cached_property
+    def config(self) -> ConfigStore:
+        """Where config vars live, as ``BILLOWIN_CONFIG_BACKEND`` says."""
+        if self.settings.config_backend == "vault":
+            if not self.settings.vault_addr:
+                raise ConfigError(
+                    "config vars are to be kept in Vault (BILLOWIN_CONFIG_BACKEND=vault), "
+                    "but no Vault address is set",
+                    hint="Set BILLOWIN_VAULT_ADDR (or VAULT_ADDR) and BILLOWIN_VAULT_TOKEN (or VAULT_TOKEN), "
+                    "or unset BILLOWIN_CONFIG_BACKEND to keep config vars in Nomad Variables.",
+                )
+            from billowin.adapters.vault import VaultKV
+
+            return VaultKV(self.settings)
+        from billowin.adapters.nomad_vars import NomadVariables
+
+        return NomadVariables(self.settings)
+
+    @cached_property
+    def statuses(self) -> CommitStatuses | None:
+        """GitHub commit statuses, when ``BILLOWIN_GITHUB_TOKEN`` is set."""
+        if not self.settings.github_token:
+            return None
+        from billowin.adapters.github import GitHubStatuses
+
+        return GitHubStatuses(self.settings.github_api_url, self.settings.github_token)
+
+    def probes(self) -> list[Probe]:
+        """Every real system ``/health`` reports on."""
+        return [self.nomad, self.catalog, self.docker, self.image_registry, self.router]
+
+    # -- stores -----------------------------------------------------------------------------
+    @cached_property
+    def apps(self) -> AppStore:
+        return AppStore(self.kv)
+
+    @cached_property
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.kv)
+
+    @cached_property
+    def releases(self) -> ReleaseStore:
+        return ReleaseStore(self.kv)
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        return JobStore(self.kv)
+
+    # -- services -----------------------------------------------------------------------------
+    @cached_property
+    def intake(self) -> Intake:
+        return Intake(self.apps, self.jobs)
+
+    @cached_property
+    def runner(self) -> Runner:
+        return Runner(self.settings, self.nomad)
+
+    @cached_property
+    def deployer(self) -> Deployer:
+        return Deployer(self.settings, self.nomad, self.releases, self.config, self.runner)
+
+    @cached_property
+    def logs(self) -> AppLogs:
+        return AppLogs(self.nomad)
+
+    @cached_property
+    def metrics(self) -> BillowinMetrics:
+        """Billowin's own Prometheus metrics (in memory; the API serves them at /metrics)."""
+        return BillowinMetrics()
+
+    @cached_property
+    def monitoring(self) -> Monitoring:
+        return Monitoring(
+            self.settings,
+            nomad=self.nomad,
+            kv=self.kv,
+            registry=self.catalog,
+            registered_apps=lambda: [a.name for a in self.apps.all()],
+            metrics=self.metrics,
+        )
+
+    @cached_property
+    def builder(self) -> Builder:
+        return Builder(
+            self.settings,
+            self.packer,
+            self.docker,
+            self.image_registry,
+            on_finished=self.metrics.build_finished,
+        )
+
+    @cached_property
+    def worker(self) -> Worker | None:
+        """The pipeline's worker; None when this process runs no pipeline (``BILLOWIN_PIPELINE``)."""
+        if not self.settings.pipeline:
+            return None
+        return Worker(
+            self.kv,
+            self.apps,
+            self.jobs,
+            self.builder,
+            self.deployer,
+            statuses=self.statuses,
+            public_url=self.settings.public_url,
+            deploy_timeout=self.settings.deploy_timeout,
+            on_finished=self.metrics.job_finished,
+        )
+
+    @cached_property
+    def platform(self) -> Platform:
+        return Platform(
+            self.settings,
+            nomad=self.nomad,
+            kv=self.kv,
+            apps=self.apps,
+            jobs=self.jobs,
+            releases=self.releases,
+            deployer=self.deployer,
+            config=self.config,
+            runner=self.runner,
+            logs=self.logs,
+            builder=self.builder if self.settings.pipeline else None,
+        )
