@@ -20,7 +20,11 @@ from pydantic import BaseModel, SecretStr
 
 from billowin.errors import BillowinError, Conflict, InvalidInput, NotFound, Unauthorized, Unreachable
 
-ERRORS: dict[int, type[BillowinError]] = {401: Unauthorized, 404: NotFound, 409: Conflict, 422: InvalidInput}
+# The API answers each error with its class's status code; read it back as that class. (Only the
+# classes built from a message and a hint: a 422 is InvalidInput, a 5xx a plain BillowinError.)
+ERRORS: dict[int, type[BillowinError]] = {
+    error.status_code: error for error in (Unauthorized, NotFound, Conflict, InvalidInput)
+}
 
 
 def config_path() -> Path:

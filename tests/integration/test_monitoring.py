@@ -12,11 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-import typer
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from billowin.cli.monitoring import register
+from billowin.cli import app as cli_app
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.release.store import ReleaseStatus
@@ -132,11 +131,10 @@ def answers(router: httpx.Client, app: str, text: str) -> bool:
 
 
 def run_cli(api: httpx.Client, *args: str) -> Any:
-    """``billowin alerts …`` through its typer command, against the real API."""
-    app = typer.Typer()
-    register(app, lambda: httpx.Client(base_url=str(api.base_url), headers=dict(api.headers), timeout=20))
-    app.command("noop")(lambda: None)  # a group with two commands, as in the real CLI
-    result = CliRunner().invoke(app, ["alerts", *args])
+    """``billowin alerts …`` through the real CLI's typer app, against the real API."""
+    token = api.headers["Authorization"].removeprefix("Bearer ")
+    env = {"BILLOWIN_API_URL": str(api.base_url).rstrip("/"), "BILLOWIN_API_TOKEN": token}
+    result = CliRunner().invoke(cli_app, ["alerts", *args], env=env)
     assert result.exit_code == 0, result.output
     return result
 

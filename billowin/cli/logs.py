@@ -1,0 +1,62 @@
+"""What the app's instances say and do: ``logs`` (``--tail`` streams) and ``run``
+(a one-off command in a fresh container, its output streamed back)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from billowin.cli.client import ApiClient
+from billowin.cli.main import AppArg, app
+from billowin.cli.output import api_call, err
+
+
+@app.command("logs")
+def logs(
+    name: AppArg,
+    tail: Annotated[bool, typer.Option("--tail", "-t", help="Keep streaming new lines.")] = False,
+    num: Annotated[int, typer.Option("--num", "-n", help="How many recent lines.")] = 100,
+    process: Annotated[str | None, typer.Option("--process", "-p", help="Only this process type.")] = None,
+) -> None:
+    """Recent log lines of every instance, merged; --tail keeps streaming (Ctrl-C stops)."""
+    params: dict[str, Any] = {"lines": num, "tail": tail}
+    if process:
+        params["process"] = process
+
+    def stream(c: ApiClient) -> None:
+        for line in c.stream_lines("GET", f"/apps/{name}/logs", params=params):
+            print(line, flush=True)
+
+    try:
+        api_call(stream)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    name: AppArg,
+    command: Annotated[list[str], typer.Argument(help="The command, e.g. -- python3 manage.py migrate")],
+    timeout: Annotated[float, typer.Option(help="Stop it after this many seconds.")] = 600,
+) -> None:
+    """Run a one-off command in a fresh container of the current release, with its config vars."""
+    text = " ".join(command)
+    exit_code = 1
+
+    def stream(c: ApiClient) -> None:
+        nonlocal exit_code
+        err.print(f"Running `{text}` on {name}…", highlight=False)
+        for raw in c.stream_lines("POST", f"/apps/{name}/runs", json={"command": text, "timeout": timeout}):
+            event = json.loads(raw)
+            if "exit_code" in event:
+                exit_code = int(event["exit_code"])
+            elif event["stream"] == "stderr":
+                print(event["text"], file=sys.stderr, flush=True)
+            else:
+                print(event["text"], flush=True)
+
+    api_call(stream)
+    raise typer.Exit(exit_code)
