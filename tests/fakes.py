@@ -1,0 +1,690 @@
+"""In-memory stand-ins for the real systems, with the semantics the code relies on.
+
+- ``InMemoryKV``: the ``Coordinator`` port (Consul KV + sessions) with a raft-like
+  global index, per-key create/modify indexes, real check-and-set, blocking waits
+  that really block, and session locks with ``behavior = delete``.
+- ``FakeScheduler``: the parts of the ``Scheduler`` port (Nomad) the platform uses:
+  jobs with task groups, scale, restart, stop, and allocations a test sets.
+- ``InMemoryConfig``: the ``ConfigStore`` port: numbered, immutable versions per app.
+- ``RecordingStatuses``: the ``CommitStatuses`` port, remembering every report.
+- ``FakeBuilder`` and ``FakeDeployer``: what the pipeline's worker calls on a builder
+  and a deployer, recording their arguments; the deployer keeps real release records.
+
+Nothing here talks to a network or imports ``billowin.adapters``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from billowin.build.builder import BuildRecord
+from billowin.config.vars import validate_app, validate_values
+from billowin.errors import BillowinError, Conflict, InvalidInput, NotFound, ServiceError
+from billowin.ports import ComponentHealth, DeployResult, KVEntry
+from billowin.release.jobspec import Process
+from billowin.release.store import Release, ReleaseStatus, ReleaseStore
+
+DURATION = re.compile(r"^(?P<n>[0-9]+(?:\.[0-9]+)?)(?P<unit>ms|s|m|h)$")
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_wait(wait: str) -> float:
+    """A Consul ``wait`` duration (``"500ms"``, ``"5s"``, ``"1m"``) in seconds."""
+    match = DURATION.fullmatch(wait)
+    if match is None:
+        raise ValueError(f"not a Consul wait duration: {wait!r}")
+    return float(match["n"]) * UNITS[match["unit"]]
+
+
+# -- Consul: KV and sessions ---------------------------------------------------------------
+@dataclass
+class _Entry:
+    value: bytes
+    create_index: int
+    modify_index: int
+    lock_index: int = 0
+    session: str | None = None
+
+
+@dataclass
+class _Session:
+    name: str
+    ttl: int
+    held: set[str] = field(default_factory=set)
+    renewals: int = 0
+
+
+class InMemoryKV:
+    """The ``Coordinator`` port in memory, thread-safe behind one lock.
+
+    Every write (put, acquire, release, delete) advances one global index and
+    stamps it on the key as its ModifyIndex (CreateIndex when it is new), like
+    Consul's raft index. ``max_wait`` caps every blocking wait, to keep tests fast.
+    ``between_read_and_write`` (if set) runs after each ``kv_get`` returns, outside
+    the lock: tests use it to force other threads in between a read and its cas write.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_wait: float | None = None,
+        between_read_and_write: Callable[[], None] | None = None,
+    ) -> None:
+        self.max_wait = max_wait
+        self.between_read_and_write = between_read_and_write
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._index = 1  # Consul's indexes start above 0
+        self._entries: dict[str, _Entry] = {}
+        self._deleted: dict[str, int] = {}  # tombstones: key -> index of its deletion
+        self._sessions: dict[str, _Session] = {}
+        self.waits = 0  # how many kv_wait calls blocked (tests check nothing busy-polls)
+
+    # -- helpers for tests -----------------------------------------------------------------
+    @property
+    def index(self) -> int:
+        with self._lock:
+            return self._index
+
+    def entry(self, key: str) -> dict[str, Any] | None:
+        """The key's metadata as Consul shows it (``CreateIndex``, ``ModifyIndex``, ``Session``…)."""
+        with self._lock:
+            e = self._entries.get(key)
+            if e is None:
+                return None
+            return {
+                "Key": key,
+                "Value": e.value,
+                "CreateIndex": e.create_index,
+                "ModifyIndex": e.modify_index,
+                "LockIndex": e.lock_index,
+                "Session": e.session,
+            }
+
+    def holder(self, key: str) -> str | None:
+        """The session holding the lock ``key``, if any."""
+        with self._lock:
+            e = self._entries.get(key)
+            return e.session if e else None
+
+    def live_sessions(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    def renewals(self, session: str) -> int:
+        with self._lock:
+            s = self._sessions.get(session)
+            return s.renewals if s else 0
+
+    def expire(self, session: str) -> None:
+        """Simulate the session's TTL lapsing: the same as destroying it."""
+        self.session_destroy(session)
+
+    # -- internals (call with the lock held) ---------------------------------------------------
+    def _bump(self) -> int:
+        self._index += 1
+        self._changed.notify_all()
+        return self._index
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        index = self._bump()
+        for key in keys:
+            entry = self._entries.pop(key)
+            if entry.session is not None and entry.session in self._sessions:
+                self._sessions[entry.session].held.discard(key)
+            self._deleted[key] = index
+
+    def _prefix_index(self, prefix: str) -> int:
+        """The index of the last change under ``prefix`` (writes and deletions)."""
+        found = [e.modify_index for k, e in self._entries.items() if k.startswith(prefix)]
+        found += [i for k, i in self._deleted.items() if k.startswith(prefix)]
+        return max(found, default=0)
+
+    def _under(self, prefix: str) -> list[tuple[str, _Entry]]:
+        return sorted((k, e) for k, e in self._entries.items() if k.startswith(prefix))
+
+    # -- KeyValueStore -------------------------------------------------------------------
+    def kv_get(self, key: str) -> tuple[int, bytes | None]:
+        with self._lock:
+            entry = self._entries.get(key)
+            found = (0, None) if entry is None else (entry.modify_index, entry.value)
+        if self.between_read_and_write is not None:
+            self.between_read_and_write()
+        return found
+
+    def kv_put(self, key: str, value: bytes, *, cas: int | None = None) -> bool:
+        if not isinstance(value, bytes):
+            raise TypeError(f"KV values are bytes, not {type(value).__name__}")
+        if not key:
+            raise ValueError("a KV key cannot be empty")
+        with self._lock:
+            entry = self._entries.get(key)
+            if cas is not None:
+                if cas == 0 and entry is not None:
+                    return False
+                if cas != 0 and (entry is None or entry.modify_index != cas):
+                    return False
+            index = self._bump()
+            if entry is None:
+                self._entries[key] = _Entry(value, create_index=index, modify_index=index)
+            else:
+                entry.value = value
+                entry.modify_index = index
+            self._deleted.pop(key, None)
+            return True
+
+    def kv_list(self, prefix: str) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return [(k, e.value) for k, e in self._under(prefix)]
+
+    def kv_entries(self, prefix: str) -> list[KVEntry]:
+        with self._lock:
+            return [KVEntry(k, e.modify_index, e.value) for k, e in self._under(prefix)]
+
+    def kv_keys(self, prefix: str) -> list[str]:
+        with self._lock:
+            return [k for k, _ in self._under(prefix)]
+
+    def kv_wait(self, prefix: str, index: int | None, wait: str = "30s") -> int:
+        """Block until something under ``prefix`` changes after ``index``, or ``wait`` passes.
+
+        ``index=None`` (or 0) answers at once, as Consul does for a first query.
+        """
+        timeout = parse_wait(wait)
+        if self.max_wait is not None:
+            timeout = min(timeout, self.max_wait)
+        with self._changed:
+            if not index:
+                return self._index
+            self.waits += 1
+            deadline = time.monotonic() + timeout
+            while self._prefix_index(prefix) <= index:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            return self._index
+
+    def kv_delete_tree(self, prefix: str) -> None:
+        with self._lock:
+            self._delete_keys([k for k, _ in self._under(prefix)])
+
+    # -- Sessions ----------------------------------------------------------------------------
+    def session_create(self, name: str, ttl: int = 15) -> str:
+        session = str(uuid.uuid4())
+        with self._lock:
+            self._sessions[session] = _Session(name, ttl)
+        return session
+
+    def session_renew(self, session: str) -> bool:
+        with self._lock:
+            found = self._sessions.get(session)
+            if found is None:
+                return False
+            found.renewals += 1
+            return True
+
+    def session_destroy(self, session: str) -> None:
+        """End the session; the keys it held are deleted (``behavior = delete``)."""
+        with self._lock:
+            found = self._sessions.pop(session, None)
+            if found is None:
+                return  # Consul answers true for an unknown session too
+            self._delete_keys(sorted(k for k in found.held if k in self._entries))
+
+    def kv_acquire(self, key: str, session: str, value: bytes = b"") -> bool:
+        if not isinstance(value, bytes):
+            raise TypeError(f"KV values are bytes, not {type(value).__name__}")
+        with self._lock:
+            holder = self._sessions.get(session)
+            if holder is None:
+                # Consul answers 500 "invalid session"; the adapter turns that into ServiceError.
+                raise ServiceError("consul", f"lock {key} failed: invalid session {session!r}")
+            entry = self._entries.get(key)
+            if entry is not None and entry.session not in (None, session):
+                return False
+            index = self._bump()
+            if entry is None:
+                entry = self._entries[key] = _Entry(value, create_index=index, modify_index=index)
+            entry.value = value
+            entry.modify_index = index
+            if entry.session is None:
+                entry.lock_index += 1
+                entry.session = session
+            holder.held.add(key)
+            self._deleted.pop(key, None)
+            return True
+
+    def kv_release(self, key: str, session: str) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.session != session:
+                return  # Consul answers false: nothing changes
+            entry.session = None
+            entry.value = b""
+            entry.modify_index = self._bump()
+            if session in self._sessions:
+                self._sessions[session].held.discard(key)
+
+
+# -- Nomad ----------------------------------------------------------------------------------
+def make_alloc(
+    job_id: str,
+    group: str,
+    index: int,
+    *,
+    version: int,
+    status: str = "running",
+    desired: str = "run",
+    restarts: int = 0,
+    created_ns: int | None = None,
+    alloc_id: str | None = None,
+) -> dict[str, Any]:
+    """One allocation as Nomad lists it (``<job>.<group>[<index>]``)."""
+    return {
+        "ID": alloc_id or str(uuid.uuid4()),
+        "JobID": job_id,
+        "Name": f"{job_id}.{group}[{index}]",
+        "TaskGroup": group,
+        "JobVersion": version,
+        "ClientStatus": status,
+        "DesiredStatus": desired,
+        "CreateTime": created_ns if created_ns is not None else time.time_ns(),
+        "TaskStates": {group: {"State": status, "Restarts": restarts}},
+    }
+
+
+class FakeScheduler:
+    """Jobs with task groups, and allocations a test sets (``allocs``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._modify_index = 10
+        self.allocs: list[dict[str, Any]] = []
+        self.scaled: list[tuple[str, str, int, str]] = []
+        self.restarted: list[tuple[str, str | None, int]] = []
+        self.stopped: list[tuple[str, bool]] = []
+
+    def _next_index(self) -> int:
+        self._modify_index += 1
+        return self._modify_index
+
+    def add_job(self, job_id: str, groups: Mapping[str, int] | None = None, *, type: str = "service") -> None:
+        """Register a job as if a deploy had (version 0, one task group per process type)."""
+        with self._lock:
+            self._jobs[job_id] = {
+                "ID": job_id,
+                "Type": type,
+                "Stop": False,
+                "Version": 0,
+                "JobModifyIndex": self._next_index(),
+                "TaskGroups": [{"Name": n, "Count": c} for n, c in (groups or {"web": 1}).items()],
+            }
+
+    # -- Probe ---------------------------------------------------------------------------------
+    def health(self) -> ComponentHealth:
+        return ComponentHealth("nomad", True, version="fake")
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def current(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return copy.deepcopy(job) if job is not None else None
+
+    def jobs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {k: j[k] for k in ("ID", "Type", "Stop", "Version", "JobModifyIndex")}
+                for j in self._jobs.values()
+            ]
+
+    def submit(self, job: dict[str, Any], *, expect_modify_index: int | None = None) -> str:
+        """Register a job dict; with ``expect_modify_index`` only if nobody changed it since (0: new)."""
+        with self._lock:
+            existing = self._jobs.get(job["ID"])
+            if expect_modify_index is not None:
+                found = existing["JobModifyIndex"] if existing else 0
+                if found != expect_modify_index:
+                    raise Conflict(f"the job changed while this deploy ran: modify index {found}")
+            stored = copy.deepcopy(job)
+            stored["Version"] = existing["Version"] + 1 if existing else 0
+            stored["JobModifyIndex"] = self._next_index()
+            stored.setdefault("Stop", False)
+            self._jobs[job["ID"]] = stored
+            return f"eval-{stored['JobModifyIndex']}"
+
+    def scale(self, job_id: str, group: str, count: int, *, message: str = "") -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise NotFound(f"Nomad has no job {job_id!r}")
+            groups = [g for g in job["TaskGroups"] if g["Name"] == group]
+            if not groups:
+                raise InvalidInput(f"Nomad refused the job {job_id!r}: group {group!r} not found")
+            groups[0]["Count"] = count
+            job["Version"] += 1
+            job["JobModifyIndex"] = self._next_index()
+            self.scaled.append((job_id, group, count, message))
+
+    def restart(self, job_id: str, group: str | None = None) -> int:
+        with self._lock:
+            running = [
+                a
+                for a in self.allocs
+                if a["JobID"] == job_id
+                and a.get("ClientStatus") == "running"
+                and (group is None or a.get("TaskGroup") == group)
+            ]
+            self.restarted.append((job_id, group, len(running)))
+            return len(running)
+
+    def stop(self, job_id: str, *, purge: bool = True) -> None:
+        with self._lock:
+            self.stopped.append((job_id, purge))
+            if purge:
+                self._jobs.pop(job_id, None)
+            elif job_id in self._jobs:
+                self._jobs[job_id]["Stop"] = True
+                self._jobs[job_id]["JobModifyIndex"] = self._next_index()
+
+    # -- allocations ---------------------------------------------------------------------------
+    def allocations(self, job_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(a) for a in self.allocs if a["JobID"] == job_id]
+
+    def all_allocations(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(a) for a in self.allocs]
+
+    def live_allocations(self) -> list[dict[str, Any]]:
+        return [a for a in self.all_allocations() if a.get("ClientStatus") in ("pending", "running")]
+
+    def allocation(self, alloc_id: str) -> dict[str, Any]:
+        with self._lock:
+            for alloc in self.allocs:
+                if alloc["ID"] == alloc_id:
+                    return copy.deepcopy(alloc)
+        raise NotFound(f"Nomad has no allocation {alloc_id!r}")
+
+    # -- not needed by the unit tests -------------------------------------------------------
+    def parse(self, hcl: str) -> dict[str, Any]:
+        raise NotImplementedError("FakeScheduler does not parse HCL")
+
+    def plan(self, job: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def wait_for_deployment(
+        self, job_id: str, *, timeout: float, after_version: int | None = None
+    ) -> DeployResult:
+        raise NotImplementedError
+
+    def allocation_stats(self, alloc_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def log_frames(
+        self,
+        alloc_id: str,
+        task: str,
+        stream: str,
+        *,
+        origin: str = "start",
+        offset: int = 0,
+        follow: bool = False,
+    ) -> Iterator[bytes | None]:
+        raise NotImplementedError
+
+
+# -- config vars ------------------------------------------------------------------------------
+class InMemoryConfig:
+    """The ``ConfigStore`` port: each write is a new immutable version (1, 2, …) of the app's vars."""
+
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions: dict[str, list[dict[str, str]]] = {}
+
+    def health(self) -> ComponentHealth:
+        return ComponentHealth("config (memory)", True)
+
+    def write(self, app: str, values: Mapping[str, str]) -> int:
+        validate_app(app)
+        checked = validate_values(values)
+        with self._lock:
+            versions = self._versions.setdefault(app, [])
+            versions.append(dict(checked))
+            return len(versions)
+
+    def read(self, app: str, version: int) -> dict[str, str]:
+        validate_app(app)
+        with self._lock:
+            versions = self._versions.get(app, [])
+            if not 1 <= version <= len(versions):
+                raise NotFound(f"app {app} has no config version {version}")
+            return dict(versions[version - 1])
+
+    def latest(self, app: str) -> tuple[int, dict[str, str]]:
+        validate_app(app)
+        with self._lock:
+            versions = self._versions.get(app, [])
+            return (len(versions), dict(versions[-1])) if versions else (0, {})
+
+    def delete(self, app: str) -> None:
+        validate_app(app)
+        with self._lock:
+            self._versions.pop(app, None)
+
+    def template(self, app: str, version: int) -> str:
+        return f'{{{{ with nomadVar "billowin/config/{app}/{version}" }}}}…{{{{ end }}}}'
+
+    def job_vault_policies(self) -> list[str]:
+        return []
+
+
+# -- GitHub commit statuses ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StatusReport:
+    repository: str
+    sha: str
+    state: str
+    description: str
+    target_url: str | None
+
+
+class RecordingStatuses:
+    """The ``CommitStatuses`` port: remembers every report; ``error`` makes each report raise it."""
+
+    def __init__(self, error: BillowinError | None = None) -> None:
+        self.reports: list[StatusReport] = []
+        self.error = error
+        self._lock = threading.Lock()
+
+    def report(self, repository: str, sha: str, state: str, description: str, target_url: str | None) -> None:
+        with self._lock:
+            self.reports.append(StatusReport(repository, sha, state, description, target_url))
+        if self.error is not None:
+            raise self.error
+
+    def states(self) -> list[str]:
+        return [r.state for r in self.reports]
+
+
+# -- the worker's builder and deployer -------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildCall:
+    app: str
+    repository: str
+    sha: str
+
+
+class FakeBuilder:
+    """Builds nothing: ``build`` answers a succeeded ``BuildRecord`` with ``processes`` (the Procfile).
+
+    Set ``error`` to make every build raise it (a ``BuildFailed`` as a failed build would).
+    """
+
+    def __init__(self, processes: Mapping[str, str] | None = None, *, registry: str = "reg") -> None:
+        self.processes = dict(processes or {"web": "python app.py"})
+        self.registry = registry
+        self.error: BillowinError | None = None
+        self.calls: list[BuildCall] = []
+        self.stale_removals = 0
+
+    def build(self, app: str, repository: str, sha: str, **_: object) -> BuildRecord:
+        self.calls.append(BuildCall(app, repository, sha))
+        if self.error is not None:
+            raise self.error
+        now = datetime.now(UTC)
+        return BuildRecord(
+            app=app,
+            sha=sha,
+            status="succeeded",
+            language="python",
+            processes=dict(self.processes),
+            image=f"{self.registry}/{app}:{sha}",
+            digest=f"sha256:{(sha * 2)[:64]}",
+            started_at=now,
+            finished_at=now,
+            seconds=0.0,
+        )
+
+    def remove_stale_build_containers(self) -> int:
+        self.stale_removals += 1
+        return 0
+
+
+@dataclass(frozen=True)
+class DeployCall:
+    app: str
+    image: str
+    processes: list[Process]
+    domains: list[str]
+    release_command: str | None
+    cause: str
+    sha: str | None
+    rollback_of: str | None
+    config_version: int | None
+    timeout: float
+
+
+@dataclass(frozen=True)
+class RollbackCall:
+    app: str
+    number: int | None
+    timeout: float
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+class FakeDeployer:
+    """Records deploys and keeps real release records (``releases``) in the given KV.
+
+    Each deploy creates a release and marks it live; with ``unhealthy`` set it is marked
+    failed with that description instead; with ``error`` set, deploy raises it.
+    """
+
+    def __init__(self, kv: Any, *, config: Any = None) -> None:
+        self.releases = ReleaseStore(kv)
+        self.config = config
+        self.unhealthy: str | None = None
+        self.error: BillowinError | None = None
+        self.deploys: list[DeployCall] = []
+        self.rollbacks: list[RollbackCall] = []
+
+    def deploy(
+        self,
+        app: str,
+        image: str,
+        processes: list[Process],
+        *,
+        domains: list[str] | None = None,
+        keep_scale: bool = True,
+        deadlines: dict[str, str] | None = None,
+        timeout: float = 180,
+        progress: Callable[[str], None] = _quiet,
+        rollback_of: str | None = None,
+        config_version: int | None = None,
+        release_command: str | None = None,
+        cause: str = "",
+        sha: str | None = None,
+    ) -> Release:
+        self.deploys.append(
+            DeployCall(
+                app,
+                image,
+                list(processes),
+                list(domains or []),
+                release_command,
+                cause,
+                sha,
+                rollback_of,
+                config_version,
+                timeout,
+            )
+        )
+        if self.error is not None:
+            raise self.error
+        if config_version is None:
+            config_version = self.config.latest(app)[0] if self.config is not None else 0
+        release = self.releases.create(
+            app,
+            image,
+            list(processes),
+            list(domains or []),
+            rollback_of=rollback_of,
+            config_version=config_version,
+            cause=cause,
+            sha=sha,
+        )
+        progress(f"{app} {release.name}: rolling out")
+        if self.unhealthy is not None:
+            release.status, release.description = ReleaseStatus.FAILED, self.unhealthy
+        else:
+            release.status = ReleaseStatus.LIVE
+            release.description = f"rollback to {rollback_of}" if rollback_of else "deployed"
+        release.finished_at = datetime.now(UTC)
+        self.releases.save(release)
+        progress(f"{app} {release.name}: {release.status.value} ({release.description})")
+        return release
+
+    def rollback(
+        self,
+        app: str,
+        number: int | None = None,
+        *,
+        timeout: float = 180,
+        progress: Callable[[str], None] = _quiet,
+    ) -> Release:
+        self.rollbacks.append(RollbackCall(app, number, timeout))
+        if number is None:
+            live = [r for r in self.releases.list(app) if r.status == ReleaseStatus.LIVE]
+            if len(live) < 2:
+                raise InvalidInput(f"{app} has no earlier live release to roll back to")
+            target = live[-2]
+        else:
+            target = self.releases.get(app, number)
+        return self.deploy(
+            app,
+            target.image,
+            target.processes,
+            domains=target.domains,
+            timeout=timeout,
+            progress=progress,
+            rollback_of=target.name,
+            config_version=target.config_version,
+            cause=f"rollback to {target.name}",
+            sha=target.sha,
+        )
