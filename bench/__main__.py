@@ -367,56 +367,46 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    # A SIGTERM (Ctrl-C's cousin from `timeout` or CI) still tears the stack down.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--languages", default="python,node,go,ruby")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--only", default="", help="comma-separated figure names, e.g. webhook_ack")
-    args = parser.parse_args(argv)
-    settings = Settings()
-    tools = Toolset.resolve(settings)
-    with tempfile.TemporaryDirectory(prefix="billowin-bench-") as tmp:
-        work = Path(tmp)
-        box = SingleBox(
-            tools, Ports.free(), work / "stack", api_env={"BILLOWIN_GITHUB_WEBHOOK_SECRET": SECRET}
-        )
-        with box.running(lambda msg: console.print(f"  {msg}")):
-            bs = box.settings
-            builder = System(bs).builder
-            results: dict[str, Any] = {
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "machine": machine(),
-                "versions": versions(box),
-            }
-            langs = args.languages.split(",")
-            figures: list[tuple[str, Callable[[], Any]]] = [
-                ("config_rollback", lambda: bench_config_and_rollback(box, work)),
-                ("rolling_deploy", lambda: bench_rolling_deploy(box, work)),
-                ("webhook_ack", lambda: bench_webhook_ack(box, builder, work)),
-                ("push_to_live", lambda: bench_push_to_live(box, builder, langs, work)),
-                ("build", lambda: bench_build(box, builder, langs, work)),
-                ("deploy_recovery_router", lambda: bench_deploy_and_recovery(box, builder, work)),
-                ("density", lambda: bench_density(box, work)),
-                ("monitoring", lambda: bench_monitoring_overhead(box, work)),
-            ]
-            only = {f for f in args.only.split(",") if f}
-            for name, run in figures:
-                if only and name not in only:
-                    continue
-                started = time.monotonic()
-                try:
-                    value = run()
-                except Exception as exc:  # one broken figure must not lose the others
-                    console.print(f"[red]figure {name} failed:[/] {exc!r}")
-                    value = {"error": repr(exc)}
-                if name == "deploy_recovery_router" and "error" not in value:
-                    results.update(value)
-                else:
-                    results[name] = value
-                results.setdefault("figure_seconds", {})[name] = round(time.monotonic() - started, 1)
-                args.out.write_text(json.dumps(results, indent=2) + "\n")  # partial results survive
+def run_figures(box: SingleBox, work: Path, langs: list[str], only: str, out: Path) -> dict[str, Any]:
+    """Run every figure (or those named in ``only``) on the running stack, saving after each."""
+    bs = box.settings
+    builder = System(bs).builder
+    results: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "versions": versions(box),
+    }
+    figures: list[tuple[str, Callable[[], Any]]] = [
+        ("config_rollback", lambda: bench_config_and_rollback(box, work)),
+        ("rolling_deploy", lambda: bench_rolling_deploy(box, work)),
+        ("webhook_ack", lambda: bench_webhook_ack(box, builder, work)),
+        ("push_to_live", lambda: bench_push_to_live(box, builder, langs, work)),
+        ("build", lambda: bench_build(box, builder, langs, work)),
+        ("deploy_recovery_router", lambda: bench_deploy_and_recovery(box, builder, work)),
+        ("density", lambda: bench_density(box, work)),
+        ("monitoring", lambda: bench_monitoring_overhead(box, work)),
+    ]
+    wanted = {f for f in only.split(",") if f}
+    for name, run in figures:
+        if wanted and name not in wanted:
+            continue
+        started = time.monotonic()
+        try:
+            value = run()
+        except Exception as exc:  # one broken figure must not lose the others
+            console.print(f"[red]figure {name} failed:[/] {exc!r}")
+            value = {"error": repr(exc)}
+        if name == "deploy_recovery_router" and "error" not in value:
+            results.update(value)
+        else:
+            results[name] = value
+        results.setdefault("figure_seconds", {})[name] = round(time.monotonic() - started, 1)
+        out.write_text(json.dumps(results, indent=2) + "\n")  # partial results survive
+    return results
+
+
+def summary_table(results: dict[str, Any]) -> Table:
+    """The figures of one run beside their same-run baselines."""
     table = Table("figure", "value", "baseline (same run)", "ratio", title="Billowin benchmarks")
     try:
         for lang, b in results["build"].items():
@@ -484,7 +474,27 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (KeyError, TypeError, AttributeError) as exc:  # a figure that failed
         console.print(f"[yellow]table incomplete:[/] missing {exc}")
-    Console().print(table)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    # A SIGTERM (Ctrl-C's cousin from `timeout` or CI) still tears the stack down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--languages", default="python,node,go,ruby")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", default="", help="comma-separated figure names, e.g. webhook_ack")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    tools = Toolset.resolve(settings)
+    with tempfile.TemporaryDirectory(prefix="billowin-bench-") as tmp:
+        work = Path(tmp)
+        box = SingleBox(
+            tools, Ports.free(), work / "stack", api_env={"BILLOWIN_GITHUB_WEBHOOK_SECRET": SECRET}
+        )
+        with box.running(lambda msg: console.print(f"  {msg}")):
+            results = run_figures(box, work, args.languages.split(","), args.only, args.out)
+    Console().print(summary_table(results))
     console.print(f"results: {args.out}")
     return 0
 

@@ -12,6 +12,7 @@ so a system can be swapped, or replaced by an in-memory fake in unit tests
     Sessions           locks that die with their holder (Consul sessions)
     Coordinator        both: what the durable pipeline needs
     ServiceRegistry    where healthy instances are (Consul catalog and checks)
+    Router             the HTTP router: health and configuration checks (HAProxy)
     Scheduler          jobs, allocations and their logs (Nomad)
     ConfigStore        apps' config vars as numbered versions (Nomad Variables, Vault)
     ContainerEngine    images and containers on this machine (Docker Engine)
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -131,6 +133,14 @@ class Sessions(Protocol):
 
 class Coordinator(KeyValueStore, Sessions, Protocol):
     """Records, blocking waits and locks: everything the durable pipeline needs of Consul."""
+
+
+class Router(Probe, Protocol):
+    """The HTTP router (HAProxy)."""
+
+    def check_config(self, path: Path) -> str | None:
+        """``None`` when ``path`` is a configuration the router accepts, else why not."""
+        ...
 
 
 class Scheduler(Probe, Protocol):

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     router_port: int = Field(8080, validation_alias=_env("ROUTER_PORT"))
     router_stats_port: int = Field(8404, validation_alias=_env("ROUTER_STATS_PORT"))
     haproxy_socket: Path | None = Field(None, validation_alias=_env("HAPROXY_SOCKET"))
+    haproxy_bin: str = Field("haproxy", validation_alias=_env("HAPROXY_BIN"))
 
     # The API.
     api_host: str = Field("127.0.0.1", validation_alias=_env("API_HOST"))

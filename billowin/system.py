@@ -35,6 +35,7 @@ from billowin.ports import (
     ImageBuildTool,
     ImageRegistry,
     Probe,
+    Router,
     Scheduler,
     ServiceRegistry,
 )
@@ -96,10 +97,10 @@ class System:
         return Registry(self.settings)
 
     @cached_property
-    def router(self) -> Probe:
+    def router(self) -> Router:
         from billowin.adapters.haproxy import HAProxyRouter
 
-        return HAProxyRouter(self.settings.haproxy_socket)
+        return HAProxyRouter(self.settings.haproxy_socket, self.settings.haproxy_bin)
 
     @cached_property
     def packer(self) -> ImageBuildTool:

@@ -60,10 +60,14 @@ def show_info(sock_path: Path) -> dict[str, str]:
 
 
 class HAProxyRouter:
-    """Health of the router: is the HAProxy process answering its runtime API?"""
+    """The ``Router`` port: is HAProxy answering its runtime API, and would it take a configuration?"""
 
-    def __init__(self, socket_path: Path | None) -> None:
+    def __init__(self, socket_path: Path | None, haproxy_bin: str = "haproxy") -> None:
         self._socket = socket_path
+        self._bin = haproxy_bin
+
+    def check_config(self, path: Path) -> str | None:
+        return check_config(self._bin, path)
 
     def health(self) -> ComponentHealth:
         if self._socket is None:

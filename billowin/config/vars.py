@@ -13,10 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from billowin.errors import ConfigError, InvalidInput
+from billowin.errors import InvalidInput
 from billowin.names import check_app_name
-from billowin.ports import ConfigStore
-from billowin.settings import Settings
 
 # An environment variable name, as a POSIX shell accepts it.
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -83,22 +81,3 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, str]:
 def env_line_template(key: str, value: str) -> str:
     """One Nomad template line ``KEY="value"``: go-envparse reads JSON string escapes in quotes."""
     return "{{ " + key + " }}={{ " + value + " | toJSON }}\n"
-
-
-def config_store(settings: Settings) -> ConfigStore:
-    """The config var store ``settings`` choose (``BILLOWIN_CONFIG_BACKEND``)."""
-    # Imported here: the adapters import this module's validation.
-    if settings.config_backend == "vault":
-        if not settings.vault_addr:
-            raise ConfigError(
-                "config vars are to be kept in Vault (BILLOWIN_CONFIG_BACKEND=vault), "
-                "but no Vault address is set",
-                hint="Set BILLOWIN_VAULT_ADDR (or VAULT_ADDR) and BILLOWIN_VAULT_TOKEN (or VAULT_TOKEN), "
-                "or unset BILLOWIN_CONFIG_BACKEND to keep config vars in Nomad Variables.",
-            )
-        from billowin.adapters.vault import VaultKV
-
-        return VaultKV(settings)
-    from billowin.adapters.nomad_vars import NomadVariables
-
-    return NomadVariables(settings)

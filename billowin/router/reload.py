@@ -26,8 +26,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from billowin.adapters.haproxy import check_config
-
 MARKER = "# billowin-router"
 
 
@@ -114,7 +112,10 @@ def validate(candidate: Path, haproxy_bin: str) -> None:
         raise RefusedConfig(f"{candidate} is empty")
     if MARKER not in text:
         raise RefusedConfig(f"{candidate} is not a Billowin router configuration")
-    problem = check_config(haproxy_bin, candidate)
+    from billowin.settings import Settings
+    from billowin.system import System
+
+    problem = System(Settings(haproxy_bin=haproxy_bin)).router.check_config(candidate)
     if problem:
         raise RefusedConfig(f"haproxy -c refused {candidate}:\n{problem}")
 

@@ -170,6 +170,7 @@ class SingleBox:
             router_port=self.ports.router_http,
             router_stats_port=self.ports.router_stats,
             haproxy_socket=self.router_dir / "haproxy.sock",
+            haproxy_bin=str(self.tools.haproxy),
             api_port=self.ports.api,
             state_dir=self.state_dir,
         )

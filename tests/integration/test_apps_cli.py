@@ -187,28 +187,9 @@ def test_a_user_manages_an_app_through_the_cli(
     assert (latest["number"], latest["rollback_of"], latest["config_version"]) == (4, "v2", 1)
     assert len(System(stack.settings).catalog.wait_for_healthy(app_name, count=2, timeout=60)) == 2
 
-    # The config values are nowhere in the job Nomad holds, nor in any API listing.
-    job = json.dumps(System(stack.settings).nomad.current(app_name))
-    assert secret_v1 not in job and secret_v2.split()[1] not in job
-    headers = {"Authorization": f"Bearer {cli.token}"}
-    for path in ("", "/config", "/releases", "/deploys", "/ps", "/domains"):
-        body = httpx.get(f"{cli.api}/apps/{app_name}{path}", headers=headers, timeout=10).text
-        assert secret_v1 not in body and secret_v2.split()[1] not in body, path
-
-    # `run` prints a command's output, with the release's config; its exit code is the CLI's.
-    ran = cli("run", app_name, "--", "echo", "run-sees", "${GREETING%%-*}")  # the secret's first word only
-    assert "run-sees first" in ran.stdout
-    failed = cli("run", app_name, "--", "echo oops >&2; exit 3", ok=False)
-    assert failed.returncode == 3 and "oops" in failed.stderr
-
+    check_run(cli, app_name)
     check_logs_from_both_instances(cli, router, app_name)
-
-    # And no log file anywhere in the stack holds a config value.
-    for path in stack.state_dir.rglob("*"):
-        if path.is_file() and (path.suffix == ".log" or "logs" in path.parts):
-            data = path.read_bytes()
-            assert secret_v1.encode() not in data, path
-            assert secret_v2.split()[1].encode() not in data, path
+    check_secrets_nowhere(stack, cli, app_name, [secret_v1, secret_v2.split()[1]])
 
     # Destroy: the route goes, and so does everything Billowin kept.
     cli("apps:destroy", app_name, "--confirm", app_name)
@@ -217,6 +198,28 @@ def test_a_user_manages_an_app_through_the_cli(
     assert System(stack.settings).nomad.current(app_name) is None
     gone = cli("apps:info", app_name, ok=False)
     assert gone.returncode == 1 and "no app named" in gone.stderr
+
+
+def check_run(cli: Cli, app: str) -> None:
+    """`run` prints a command's output, with the release's config; its exit code is the CLI's."""
+    ran = cli("run", app, "--", "echo", "run-sees", "${GREETING%%-*}")  # the secret's first word only
+    assert "run-sees first" in ran.stdout
+    failed = cli("run", app, "--", "echo oops >&2; exit 3", ok=False)
+    assert failed.returncode == 3 and "oops" in failed.stderr
+
+
+def check_secrets_nowhere(stack: SingleBox, cli: Cli, app: str, secrets: list[str]) -> None:
+    """Config values are nowhere in the job Nomad holds, in any API listing, or in any log file."""
+    job = json.dumps(System(stack.settings).nomad.current(app))
+    assert not [s for s in secrets if s in job]
+    headers = {"Authorization": f"Bearer {cli.token}"}
+    for path in ("", "/config", "/releases", "/deploys", "/ps", "/domains"):
+        body = httpx.get(f"{cli.api}/apps/{app}{path}", headers=headers, timeout=10).text
+        assert not [s for s in secrets if s in body], path
+    for path in stack.state_dir.rglob("*"):
+        if path.is_file() and (path.suffix == ".log" or "logs" in path.parts):
+            data = path.read_bytes()
+            assert not [s for s in secrets if s.encode() in data], path
 
 
 def check_logs_from_both_instances(cli: Cli, router: httpx.Client, app: str) -> None:

@@ -20,13 +20,13 @@ from pydantic import SecretStr
 from billowin.adapters.docker import DockerEngine
 from billowin.adapters.nomad import NomadScheduler, nomad_client
 from billowin.adapters.vault import POLICY, VaultKV
-from billowin.config.vars import config_store
 from billowin.errors import InvalidInput, NotFound, ServiceError, Unreachable
 from billowin.ports import ConfigStore
 from billowin.settings import Settings
 from billowin.stack.process import free_port
 from billowin.stack.single_box import SingleBox, VaultDev
 from billowin.stack.tools import load_versions
+from billowin.system import System
 
 from .conftest import wait_for
 
@@ -70,15 +70,15 @@ def vault_settings(stack: SingleBox, dev: VaultDev, **changes: object) -> Settin
 @pytest.fixture(params=["nomad", "vault"])
 def store(request: pytest.FixtureRequest, stack: SingleBox) -> ConfigStore:
     if request.param == "nomad":
-        return config_store(stack.settings)
-    return config_store(vault_settings(stack, request.getfixturevalue("vault")))
+        return _config_store(stack.settings)
+    return _config_store(vault_settings(stack, request.getfixturevalue("vault")))
 
 
 def unreachable_store(store: ConfigStore, stack: SingleBox) -> ConfigStore:
     nowhere = f"http://127.0.0.1:{free_port()}"
     if store.backend == "nomad":
-        return config_store(stack.settings.model_copy(update={"nomad_addr": nowhere}))
-    return config_store(
+        return _config_store(stack.settings.model_copy(update={"nomad_addr": nowhere}))
+    return _config_store(
         stack.settings.model_copy(
             update={"config_backend": "vault", "vault_addr": nowhere, "vault_token": SecretStr("x")}
         )
@@ -244,7 +244,7 @@ def test_a_bad_vault_token_is_a_service_error_that_names_the_variable(
     stack: SingleBox, vault: VaultDev, app_name: str
 ) -> None:
     secret = f"s3cret-{uuid.uuid4().hex}"
-    store = config_store(vault_settings(stack, vault, vault_token=SecretStr("not-a-token")))
+    store = _config_store(vault_settings(stack, vault, vault_token=SecretStr("not-a-token")))
     with pytest.raises(ServiceError) as info:
         store.write(app_name, {"PASSWORD": secret})
     assert not isinstance(info.value, Unreachable)
@@ -320,7 +320,7 @@ def busybox_image(stack: SingleBox, base_image: str, tmp_path_factory: pytest.Te
 def test_the_nomad_template_gives_the_task_every_value_intact(
     stack: SingleBox, busybox_image: str, app_name: str, cleanup_apps: list[str]
 ) -> None:
-    store = config_store(stack.settings)
+    store = _config_store(stack.settings)
     version = store.write(app_name, TRICKY)
     empty_app = f"{app_name}e"
     empty_version = store.write(empty_app, {})
@@ -388,3 +388,8 @@ def test_the_nomad_template_gives_the_task_every_value_intact(
     assert seen["NOT_SET"] is None
     store.delete(app_name)
     store.delete(empty_app)
+
+
+def _config_store(settings: Settings) -> ConfigStore:
+    """The store ``BILLOWIN_CONFIG_BACKEND`` picks, built by the composition root as the API does."""
+    return System(settings).config

@@ -16,7 +16,6 @@ import uuid
 import docker
 import httpx
 
-from billowin.adapters.haproxy import check_config
 from billowin.apps.store import App
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
@@ -185,7 +184,7 @@ def test_restarting_consul_never_breaks_or_empties_the_router(
     for text in seen:
         candidate = stack.router_dir / "check.cfg"
         candidate.write_text(text)
-        assert check_config(str(stack.tools.haproxy), candidate) is None
+        assert System(stack.settings).router.check_config(candidate) is None
     assert load.result["failures"] == {}, load.result
     # The API reports everything green again.
     assert httpx.get(f"http://127.0.0.1:{stack.ports.api}/health", timeout=20).status_code == 200

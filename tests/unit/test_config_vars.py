@@ -7,9 +7,11 @@ from pydantic import SecretStr
 
 from billowin.adapters.nomad_vars import NomadVariables
 from billowin.adapters.vault import VaultKV
-from billowin.config.vars import config_store, parse_assignments, validate_key, validate_values
+from billowin.config.vars import parse_assignments, validate_key, validate_values
 from billowin.errors import ConfigError, InvalidInput
+from billowin.ports import ConfigStore
 from billowin.settings import Settings
+from billowin.system import System
 
 
 @pytest.mark.parametrize("key", ["A", "DATABASE_URL", "_private", "a1", "x" * 256, "Mixed_Case_9"])
@@ -79,14 +81,14 @@ def test_an_assignment_without_equals_is_not_echoed() -> None:
 
 
 def test_the_store_defaults_to_nomad_variables() -> None:
-    store = config_store(Settings(nomad_addr="http://127.0.0.1:1"))
+    store = _config_store(Settings(nomad_addr="http://127.0.0.1:1"))
     assert isinstance(store, NomadVariables) and store.backend == "nomad"
     assert store.job_vault_policies() == []
 
 
 def test_the_vault_store_needs_an_address() -> None:
     with pytest.raises(ConfigError) as info:
-        config_store(Settings(config_backend="vault", vault_addr=None))
+        _config_store(Settings(config_backend="vault", vault_addr=None))
     assert "VAULT_ADDR" in info.value.hint
 
 
@@ -94,7 +96,7 @@ def test_the_vault_store_is_chosen_by_setting(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("BILLOWIN_CONFIG_BACKEND", "vault")
     monkeypatch.setenv("BILLOWIN_VAULT_ADDR", "127.0.0.1:8200")
     monkeypatch.setenv("BILLOWIN_VAULT_KV_MOUNT", "kv")
-    store = config_store(Settings(vault_token=SecretStr("t")))
+    store = _config_store(Settings(vault_token=SecretStr("t")))
     assert isinstance(store, VaultKV) and store.backend == "vault"
     assert store.mount == "kv"
     assert store.job_vault_policies() == ["billowin-apps"]
@@ -118,3 +120,8 @@ def test_app_names_are_checked_before_they_become_paths() -> None:
     for bad in ("../etc", "Web", "a/b", "", "web\n"):
         with pytest.raises(InvalidInput, match="app name"):
             nomad.template(bad, 1)
+
+
+def _config_store(settings: Settings) -> ConfigStore:
+    """The store ``BILLOWIN_CONFIG_BACKEND`` picks, built by the composition root as the API does."""
+    return System(settings).config
