@@ -65,6 +65,21 @@ def tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def process_identity(pid: int) -> str | None:
+    """What tells this process apart from any later one with the same pid: the boot it runs in
+    and its start time (``/proc/<pid>/stat`` field 22). None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+    fields_after_name = stat.rsplit(")", 1)[1].split()
+    return f"{boot}:{fields_after_name[19]}"  # field 22 of the whole line
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -100,12 +115,16 @@ class ManagedProcess:
         return self.run_dir / f"{self.name}.pid"
 
     def pid(self) -> int | None:
+        """The process's pid, or None: a pidfile whose process is gone, or whose pid now belongs
+        to another process (after a reboot, or once pids wrapped), names nothing of ours."""
         if self._proc is not None:
             return self._proc.pid
         try:
-            return int(self.pidfile.read_text().strip())
+            pid_text, _, identity = self.pidfile.read_text().strip().partition("\n")
+            pid = int(pid_text)
         except (OSError, ValueError):
             return None
+        return pid if identity and process_identity(pid) == identity.strip() else None
 
     def running(self) -> bool:
         pid = self.pid()
@@ -128,7 +147,8 @@ class ManagedProcess:
             raise ServiceError(self.name, f"could not start {self.argv[0]}: {exc}") from exc
         finally:
             log.close()
-        self.pidfile.write_text(f"{self._proc.pid}\n")
+        identity = process_identity(self._proc.pid) or ""
+        self.pidfile.write_text(f"{self._proc.pid}\n{identity}\n")
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

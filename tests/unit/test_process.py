@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def test_a_process_is_started_polled_logged_and_stopped(tmp_path: Path) -> None:
     proc.wait_ready(timeout=20)
     pid = proc.pid()
     assert pid is not None and pid_alive(pid)
-    assert proc.pidfile.read_text().strip() == str(pid)
+    assert proc.pidfile.read_text().splitlines()[0] == str(pid)
     proc.stop()
     assert not pid_alive(pid)
     assert not proc.pidfile.exists()
@@ -49,3 +50,19 @@ def test_free_ports_are_distinct_and_outside_the_ephemeral_and_nomad_ranges() ->
     numbers = [n for p in ports for n in vars(p).values()]
     assert len(numbers) == len(set(numbers))
     assert all(10000 <= n < 20000 for n in numbers)
+
+
+def test_a_stale_pidfile_never_makes_a_stranger_look_like_ours(tmp_path: Path) -> None:
+    """After a reboot a pidfile's pid may belong to another process: it is not ours to
+    report running, and `down` must not signal it."""
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        proc = ManagedProcess("consul", ["consul"], tmp_path, ready=lambda: True)
+        for written in (f"{stranger.pid}\n", f"{stranger.pid}\nsome-other-boot:12345\n"):
+            proc.pidfile.write_text(written)  # an old-style pidfile, then one from another boot
+            assert proc.pid() is None and not proc.running()
+            proc.stop()
+            assert stranger.poll() is None, "stop() signalled a process that was not ours"
+    finally:
+        stranger.kill()
+        stranger.wait()
