@@ -312,7 +312,7 @@ def bench_webhook_ack(box: SingleBox, builder: Builder, work: Path, deliveries: 
     time.sleep(2)  # the build is under way
 
     async def one(client: httpx.AsyncClient, n: int) -> float:
-        request = signed_push(api, "bench/nobody-follows-this", "f" * 40, f"ack-{uuid.uuid4()}-{n}")
+        request = signed_push(api, "bench/nobody-follows-this", "f" * 40, str(uuid.uuid4()))
         started = time.monotonic()
         resp = await client.send(request)
         resp.raise_for_status()
@@ -347,7 +347,10 @@ def bench_router(router: str, host: str, direct: str) -> dict[str, Any]:
 
 
 def versions(box: SingleBox) -> dict[str, str | None]:
-    health = httpx.get(f"http://127.0.0.1:{box.ports.api}/health", timeout=20).json()["components"]
+    admin = {"Authorization": f"Bearer {System(box.settings).tokens.create('bench versions')}"}
+    health = httpx.get(f"http://127.0.0.1:{box.ports.api}/health", headers=admin, timeout=20).json()[
+        "components"
+    ]
     out: dict[str, str | None] = {name: c.get("version") for name, c in health.items()}
     out["packer"] = System(box.settings).packer.version()
     return out

@@ -7,7 +7,9 @@ ever handle ``BillowinError``::
     BillowinError
     ├── ConfigError          settings are missing or inconsistent
     ├── InvalidInput         a user-supplied value was refused
-    ├── Unauthorized         no valid API token
+    ├── Unauthorized         no valid API token (or an expired or revoked one)
+    ├── Forbidden            a valid token whose role does not allow the call
+    ├── UnsupportedMediaType a JSON route was sent something else
     ├── NotFound             the thing asked for does not exist
     ├── Conflict             someone else changed it first (check-and-set)
     ├── InstallError         `billowin setup` could not install a tool
@@ -49,6 +51,21 @@ class InvalidInput(BillowinError):
 
 class Unauthorized(BillowinError):
     status_code = 401
+
+
+class Forbidden(BillowinError):
+    """A valid token (or dashboard session) whose role or apps do not allow the call."""
+
+    status_code = 403
+    default_hint = (
+        "Ask an admin for a token that allows it, e.g. "
+        "`billowin tokens:create NAME --role deploy --app APP`."
+    )
+
+
+class UnsupportedMediaType(BillowinError):
+    status_code = 415
+    default_hint = "Send the body as JSON with `Content-Type: application/json`."
 
 
 class NotFound(BillowinError):

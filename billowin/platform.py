@@ -18,20 +18,24 @@ from pydantic import BaseModel
 
 from billowin.apps.store import App, AppStore
 from billowin.build.builder import Builder
+from billowin.build.source import redact_url
 from billowin.config.vars import validate_key
 from billowin.errors import Conflict, InvalidInput, NotFound
 from billowin.names import check_domain, normalize_domain
 from billowin.pipeline.jobs import Job, JobKind, JobStore
-from billowin.ports import ConfigStore, KeyValueStore, Scheduler
+from billowin.pipeline.lock import AppLock
+from billowin.pipeline.reporting import JobOutput
+from billowin.ports import ConfigStore, Coordinator, Scheduler
 from billowin.release.deploy import Deployer
 from billowin.release.logs import AppLogs, LogLine, instance_name
 from billowin.release.oneoff import RunEvent, Runner
-from billowin.release.store import Release, ReleaseStore, newest_live
+from billowin.release.store import Release, ReleaseStatus, ReleaseStore, newest_live
 from billowin.settings import Settings
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
 IMAGE = re.compile(r"^[A-Za-z0-9._:/@-]{1,255}$")
 MAX_SCALE = 100
+ONE_OFF = re.compile(r"(run|release)-[0-9a-f]{8}")  # after "<app>-": a one-off run's job id
 
 
 class InstanceStatus(BaseModel):
@@ -71,6 +75,18 @@ class ConfigVars(BaseModel):
     values: dict[str, str | None]  # None unless the caller asked to see values
 
 
+def _spec_versions(history: list[Release]) -> Iterator[tuple[int, str]]:
+    """(Nomad job version, the release whose spec it runs) for every version a release made."""
+    live: Release | None = None
+    for release in history:
+        if release.job_version is not None:
+            yield release.job_version, release.name
+        if release.reverted_to_version is not None and live is not None:
+            yield release.reverted_to_version, live.name
+        if release.status == ReleaseStatus.LIVE:
+            live = release
+
+
 def _seconds_since(nanos: int | None) -> tuple[datetime | None, int | None]:
     if not nanos:
         return None, None
@@ -84,7 +100,7 @@ class Platform:
         settings: Settings,
         *,
         nomad: Scheduler,
-        kv: KeyValueStore,
+        kv: Coordinator,
         apps: AppStore,
         jobs: JobStore,
         releases: ReleaseStore,
@@ -93,6 +109,7 @@ class Platform:
         runner: Runner,
         logs: AppLogs,
         builder: Builder | None,
+        output: JobOutput | None = None,
     ) -> None:
         self.settings = settings
         self.nomad = nomad
@@ -105,6 +122,8 @@ class Platform:
         self.runner = runner
         self.logs = logs
         self.builder = builder
+        self.lock = AppLock(kv)
+        self.output = output or JobOutput(None)
 
     # -- apps ----------------------------------------------------------------
     def url(self, app: str) -> str:
@@ -112,7 +131,17 @@ class Platform:
         return f"http://{app}.{self.settings.domain}" + ("" if port == 80 else f":{port}")
 
     def create(self, app: App) -> App:
-        return self.apps.create(app)
+        """Create the app, claiming its custom domains (none may belong to another app)."""
+        claimed: list[str] = []
+        try:
+            for domain in app.domains:
+                self._claim(app.name, domain)
+                claimed.append(domain)
+            return self.apps.create(app)
+        except BaseException:
+            for domain in claimed:
+                self.apps.release_domain(domain, app.name)
+            raise
 
     def info(self, name: str) -> AppInfo:
         app = self.apps.get(name)
@@ -127,7 +156,7 @@ class Platform:
         return AppInfo(
             name=app.name,
             url=self.url(app.name),
-            repository=app.repository,
+            repository=redact_url(app.repository),
             github_repo=app.github_repo,
             branch=app.branch,
             deploy_on=app.deploy_on.value,
@@ -139,15 +168,37 @@ class Platform:
         )
 
     def destroy(self, name: str) -> None:
-        """Stop the app and remove its routes, images, config, releases and jobs."""
+        """Stop the app and remove its routes, images, config, releases, jobs and domains.
+
+        It takes the app's pipeline lock first, so a deploy that is running ends before the
+        app is taken apart and nothing it registers outlives the app.
+        """
         self.apps.get(name)
+        with self.lock.hold(name, wait=self.settings.deploy_timeout) as held:
+            if not held:
+                raise Conflict(
+                    f"a deploy of {name} is still running",
+                    hint=f"Follow it with `billowin builds {name}`, then destroy the app again.",
+                )
+            self._take_apart(name)
+
+    def _nomad_jobs_of(self, name: str) -> list[str]:
+        """The app's service job and its one-off runs (``<app>-run-<hex>`` whose meta names the app)."""
+        found = []
         for job in self.nomad.jobs():
-            if (
-                job["ID"] == name
-                or job["ID"].startswith(f"{name}-run-")
-                or job["ID"].startswith(f"{name}-release-")
-            ):
-                self.nomad.stop(job["ID"], purge=True)
+            job_id = job["ID"]
+            if job_id == name:
+                found.append(job_id)
+            elif ONE_OFF.fullmatch(job_id.removeprefix(f"{name}-")) and job_id.startswith(f"{name}-"):
+                spec = self.nomad.current(job_id) or {}
+                if (spec.get("Meta") or {}).get("billowin.app") == name:
+                    found.append(job_id)
+        return found
+
+    def _take_apart(self, name: str) -> None:
+        app = self.apps.get(name)
+        for job_id in self._nomad_jobs_of(name):
+            self.nomad.stop(job_id, purge=True)
         self.config.delete(name)
         if self.builder is not None:
             # Nomad stops the instances gracefully (deregister, drain, SIGTERM); images go after.
@@ -157,8 +208,11 @@ class Platform:
                 time.sleep(0.5)
             self.builder.forget(name)
         self.history.delete(name)
+        self.apps.delete(name)  # from here on, nothing can be queued for it
         self.jobs.delete(name)
-        self.apps.delete(name)
+        self.output.forget(name)
+        for domain in app.domains:
+            self.apps.release_domain(domain, name)
 
     # -- config vars -----------------------------------------------------------
     def config_vars(self, name: str, *, reveal: bool = False) -> ConfigVars:
@@ -187,24 +241,46 @@ class Platform:
         return self.jobs.create(name, kind=JobKind.CONFIG, note=f"config: {'; '.join(what)}", source="api")
 
     # -- domains -----------------------------------------------------------------
-    def add_domain(self, name: str, domain: str) -> Job:
+    def _claim(self, name: str, domain: str) -> str:
+        """Make ``name`` the owner of ``domain``, or say who has it. Returns the normalized domain."""
         domain = check_domain(normalize_domain(domain))
-        for other in self.apps.all():
-            if domain in other.domains:
+        own = self.settings.domain.lower().rstrip(".")
+        if domain == own or domain.endswith(f".{own}"):
+            raise InvalidInput(
+                f"{domain} is under Billowin's own domain {own}: names there are the apps' own",
+                hint=f"Every app already answers at <app>.{own}; add a domain of your own instead.",
+            )
+        for other in self.apps.all():  # records from before domains were claimed
+            if other.name != name and domain in other.domains:
                 raise Conflict(f"{domain} already belongs to {other.name}")
-        app = self.apps.get(name)
-        app.domains = [*app.domains, domain]
-        self.apps.save(app)
+        owner = self.apps.claim_domain(domain, name)
+        if owner != name:
+            raise Conflict(f"{domain} already belongs to {owner}")
+        return domain
+
+    def add_domain(self, name: str, domain: str) -> Job:
+        self.apps.get(name)
+        domain = self._claim(name, domain)
+
+        def add(app: App) -> None:
+            if domain not in app.domains:
+                app.domains = [*app.domains, domain]
+
+        self.apps.update(name, add)
         return self.jobs.create(name, kind=JobKind.DOMAINS, note=f"domains: add {domain}", source="api")
 
     def remove_domain(self, name: str, domain: str) -> Job:
-        app = self.apps.get(name)
-        if domain not in app.domains:
+        domain = normalize_domain(domain)
+        if domain not in self.apps.get(name).domains:
             raise NotFound(
                 f"{name} has no domain {domain}", hint=f"List them with `billowin domains {name}`."
             )
-        app.domains = [d for d in app.domains if d != domain]
-        self.apps.save(app)
+
+        def remove(app: App) -> None:
+            app.domains = [d for d in app.domains if d != domain]
+
+        self.apps.update(name, remove)
+        self.apps.release_domain(domain, name)
         return self.jobs.create(name, kind=JobKind.DOMAINS, note=f"domains: remove {domain}", source="api")
 
     # -- processes -------------------------------------------------------------
@@ -213,8 +289,9 @@ class Platform:
         return self._instances(name, self.history.list(name))
 
     def _instances(self, name: str, history: list[Release]) -> list[InstanceStatus]:
-        # Scaling makes new job versions too: an instance runs the newest release at or before its version.
-        versions = sorted((r.job_version, r.name) for r in history if r.job_version is not None)
+        # Scaling makes new job versions too: an instance runs the newest release at or before its
+        # version. A failed release that Nomad reverted made a new version running the release before it.
+        versions = sorted(_spec_versions(history))
 
         def release_of(version: int) -> str | None:
             names = [n for v, n in versions if v <= version]
@@ -281,11 +358,11 @@ class Platform:
         if (sha is None) == (image is None):
             raise InvalidInput("give either a commit SHA or an image to deploy")
         if sha is not None:
-            if not SHA.match(sha):
+            if not SHA.fullmatch(sha):
                 raise InvalidInput(f"{sha!r} is not a full 40-character commit SHA")
             return self.jobs.create(name, sha, kind=JobKind.BUILD, source="api", branch=app.branch)
         assert image is not None
-        if not IMAGE.match(image):
+        if not IMAGE.fullmatch(image):
             raise InvalidInput(f"{image!r} is not an image reference")
         return self.jobs.create(name, kind=JobKind.IMAGE, image=image, source="api", note=f"deploy {image}")
 
@@ -335,4 +412,6 @@ class Platform:
         steps = "\n".join(f"{s.at:%H:%M:%S} {s.state.value:<10} {s.message}" for s in job.steps)
         path = self.builder.log_path(name, job.sha) if self.builder and job.sha else None
         build_log = path.read_text() if path and path.exists() else "(no build log yet)"
-        return f"{steps}\n\n--- build log ---\n{build_log}"
+        text = f"{steps}\n\n--- build log ---\n{build_log}"
+        release_output = self.output.read(name, job_id)
+        return text if release_output is None else f"{text}\n\n--- release phase ---\n{release_output}"

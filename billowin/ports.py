@@ -23,7 +23,7 @@ so a system can be swapped, or replaced by an in-memory fake in unit tests
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,11 +74,25 @@ class KVEntry:
     value: bytes
 
 
+@dataclass(frozen=True)
+class KVWrite:
+    """One write of a ``kv_txn`` transaction; ``cas`` as in ``kv_put`` (``None``: unconditional)."""
+
+    key: str
+    value: bytes
+    cas: int | None = None
+
+
 class KeyValueStore(Protocol):
     """Billowin's own small records (Consul KV).
 
     Keys are ``/``-separated paths. ``cas`` is check-and-set on the key's modify
     index: 0 means "only if the key does not exist yet".
+
+    Every key and prefix is checked before anything is sent: parts of letters,
+    digits, ``-``, ``_`` and ``.``, none empty, ``.`` or ``..``, no leading ``/``
+    (a prefix may end in one ``/``; the empty prefix, everything, only for reads).
+    Anything else raises ``InvalidInput``.
     """
 
     def kv_get(self, key: str) -> tuple[int, bytes | None]:
@@ -109,6 +123,13 @@ class KeyValueStore(Protocol):
         ...
 
     def kv_delete_tree(self, prefix: str) -> None: ...
+
+    def kv_txn(self, writes: Sequence[KVWrite]) -> bool:
+        """Apply every write or none, atomically (Consul's ``/v1/txn``).
+
+        False, and nothing written, when any write's ``cas`` does not hold.
+        """
+        ...
 
 
 class Sessions(Protocol):
@@ -241,8 +262,8 @@ class ConfigStore(Probe, Protocol):
         """A Nomad ``template`` body that renders the version as ``KEY="value"`` env-file lines."""
         ...
 
-    def job_vault_policies(self) -> list[str]:
-        """Vault policies a job needs to read its config (empty for Nomad Variables)."""
+    def job_vault_policies(self, app: str) -> list[str]:
+        """Vault policies ``app``'s jobs need to read its config, and no other app's (none for Nomad)."""
         ...
 
 

@@ -21,7 +21,9 @@ REPO_DIR = PACKAGE_DIR.parent
 
 
 def _env(name: str, *fallbacks: str) -> AliasChoices:
-    return AliasChoices(f"BILLOWIN_{name}", name.lower(), *fallbacks)
+    """``BILLOWIN_<NAME>``, then the documented fallbacks: never a bare ``<NAME>`` from the environment
+    (``GITHUB_TOKEN``, ``DOMAIN`` or ``PIPELINE`` set for something else must not configure Billowin)."""
+    return AliasChoices(f"BILLOWIN_{name}", *fallbacks)
 
 
 def _xdg(var: str, default: str) -> Path:
@@ -31,7 +33,9 @@ def _xdg(var: str, default: str) -> Path:
 class Settings(BaseSettings):
     """All of Billowin's knobs. Construct it once and pass it down."""
 
-    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+    # env_prefix: pydantic-settings also reads each field by its own name (populate_by_name); the
+    # prefix makes that BILLOWIN_<NAME> too, so a bare GITHUB_TOKEN or DOMAIN never configures Billowin.
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", env_prefix="BILLOWIN_")
 
     # Where the real systems are.
     nomad_addr: str = Field("http://127.0.0.1:4646", validation_alias=_env("NOMAD_ADDR", "NOMAD_ADDR"))
@@ -62,6 +66,8 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", validation_alias=_env("API_HOST"))
     api_port: int = Field(8000, validation_alias=_env("API_PORT"))
     api_threads: int = Field(64, ge=4, validation_alias=_env("API_THREADS"))
+    # Log tails, runs and long-polls open at once (each holds a thread); more get 503.
+    max_streams: int = Field(32, ge=1, validation_alias=_env("MAX_STREAMS"))
 
     # Where things live on this machine.
     state_dir: Path = Field(
@@ -139,3 +145,25 @@ class Settings(BaseSettings):
         parts = urlsplit(addr or "")
         default = {"nomad": 4646, "consul": 8500, "vault": 8200}[which]
         return parts.scheme or "http", parts.hostname or "127.0.0.1", parts.port or default
+
+    # Access: tokens, sessions, audit
+    session_ttl: float = Field(12 * 3600, gt=0, validation_alias=_env("SESSION_TTL"))  # dashboard login, s
+    audit_file: Path | None = Field(None, validation_alias=_env("AUDIT_FILE"))  # None: <state>/audit.jsonl
+
+    # Build hygiene and isolation (billowin/build/hygiene.py, packer/app.json, jobspecs/).
+    build_memory_mb: int = Field(4096, ge=64, validation_alias=_env("BUILD_MEMORY_MB"))
+    build_pids_limit: int = Field(4096, ge=32, validation_alias=_env("BUILD_PIDS_LIMIT"))
+    build_network: str = Field(
+        "billowin-builds",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",  # a Docker network name
+        validation_alias=_env("BUILD_NETWORK"),
+    )
+    app_network: str = Field(
+        "billowin-apps",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",  # a Docker network name
+        validation_alias=_env("APP_NETWORK"),
+    )
+    build_cache_max_age_days: float = Field(30.0, gt=0, validation_alias=_env("BUILD_CACHE_MAX_AGE_DAYS"))
+    build_cache_max_mb: int = Field(10240, ge=1, validation_alias=_env("BUILD_CACHE_MAX_MB"))
+    build_log_retention_days: float = Field(30.0, gt=0, validation_alias=_env("BUILD_LOG_RETENTION_DAYS"))
+    build_logs_max_mb: int = Field(1024, ge=1, validation_alias=_env("BUILD_LOGS_MAX_MB"))

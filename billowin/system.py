@@ -17,14 +17,21 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from billowin.api.streams import StreamLimiter
+from billowin.apps.access import Access
+from billowin.apps.audit import FILE_NAME as AUDIT_FILE
+from billowin.apps.audit import AuditLog
+from billowin.apps.sessions import SessionStore
 from billowin.apps.store import AppStore
 from billowin.apps.tokens import TokenStore
 from billowin.build.builder import Builder
+from billowin.build.hygiene import protected_images
 from billowin.errors import ConfigError
 from billowin.monitoring import Monitoring
 from billowin.monitoring.metrics import BillowinMetrics
 from billowin.pipeline.intake import Intake
 from billowin.pipeline.jobs import JobStore
+from billowin.pipeline.reporting import JobOutput
 from billowin.pipeline.worker import Worker
 from billowin.platform import Platform
 from billowin.ports import (
@@ -150,8 +157,28 @@ class System:
         return TokenStore(self.kv)
 
     @cached_property
+    def sessions(self) -> SessionStore:
+        """The dashboard's server-side sessions (Consul KV)."""
+        return SessionStore(self.kv, self.settings.session_ttl)
+
+    @cached_property
+    def access(self) -> Access:
+        """Tokens and sessions checked, issued and revoked; the roles are ``billowin.apps.access``."""
+        return Access(self.tokens, self.sessions, self.apps)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        """The append-only audit log (a JSON-lines file under the state directory)."""
+        return AuditLog(self.settings.audit_file or self.settings.state_dir / AUDIT_FILE)
+
+    @cached_property
     def releases(self) -> ReleaseStore:
         return ReleaseStore(self.kv)
+
+    @cached_property
+    def job_output(self) -> JobOutput:
+        """What jobs' commands printed, one file per job under the state directory."""
+        return JobOutput(self.settings.state_dir / "pipeline")
 
     @cached_property
     def jobs(self) -> JobStore:
@@ -173,6 +200,11 @@ class System:
     @cached_property
     def logs(self) -> AppLogs:
         return AppLogs(self.nomad)
+
+    @cached_property
+    def streams(self) -> StreamLimiter:
+        """How many log tails, runs and long-polls are open, against ``BILLOWIN_MAX_STREAMS``."""
+        return StreamLimiter(self.settings.max_streams)
 
     @cached_property
     def metrics(self) -> BillowinMetrics:
@@ -198,7 +230,13 @@ class System:
             self.docker,
             self.image_registry,
             on_finished=self.metrics.build_finished,
+            protected_images=self.protected_images,
         )
+
+    def protected_images(self, app: str) -> set[str]:
+        """Images the builder must never collect: ``app``'s newest live releases' (the current
+        one and its rollback targets, ``BILLOWIN_KEEP_IMAGES`` of them) and one rolling out."""
+        return protected_images(self.releases.list(app), self.settings.keep_images)
 
     @cached_property
     def worker(self) -> Worker | None:
@@ -215,6 +253,7 @@ class System:
             public_url=self.settings.public_url,
             deploy_timeout=self.settings.deploy_timeout,
             on_finished=self.metrics.job_finished,
+            output=self.job_output,
         )
 
     @cached_property
@@ -230,5 +269,6 @@ class System:
             config=self.config,
             runner=self.runner,
             logs=self.logs,
+            output=self.job_output,
             builder=self.builder if self.settings.pipeline else None,
         )

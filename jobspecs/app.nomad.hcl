@@ -25,6 +25,9 @@ job "[[ app ]]" {
     service {
       name = "[[ app ]]"
       port = "http"
+      # The host's address and port (what Nomad maps to the container), never the
+      # container's address on its Docker network: only the host can reach that.
+      address_mode = "host"
       tags = [
         "billowin.web",
         "billowin.app=[[ app ]]",
@@ -80,6 +83,9 @@ job "[[ app ]]" {
 
       config {
         image = "[[ image ]]"
+        # A user-defined Docker network with inter-container traffic off: an app cannot
+        # reach another app's (or a build's) container directly, only through the router.
+        network_mode = "[[ network_mode ]]"
 [%- if proc.web %]
         ports = ["http"]
 [%- endif %]

@@ -37,6 +37,8 @@ job "[[ job_id ]]" {
 
       config {
         image = "[[ image ]]"
+        # The apps' network (inter-container traffic off), as for the app's own instances.
+        network_mode = "[[ network_mode | default("billowin-apps") ]]"
         args  = ["sh", "/local/billowin-run.sh"]
         labels = [{
           "billowin.app"     = "[[ app ]]"

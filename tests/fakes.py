@@ -1,8 +1,9 @@
 """In-memory stand-ins for the real systems, with the semantics the code relies on.
 
 - ``InMemoryKV``: the ``Coordinator`` port (Consul KV + sessions) with a raft-like
-  global index, per-key create/modify indexes, real check-and-set, blocking waits
-  that really block, and session locks with ``behavior = delete``.
+  global index, per-key create/modify indexes, real check-and-set, all-or-nothing
+  transactions, blocking waits that really block, session locks with
+  ``behavior = delete``, and the adapter's key check (``check_key``).
 - ``FakeScheduler``: the parts of the ``Scheduler`` port (Nomad) the platform uses:
   jobs with task groups, scale, restart, stop, and allocations a test sets.
 - ``InMemoryConfig``: the ``ConfigStore`` port: numbered, immutable versions per app.
@@ -20,7 +21,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from billowin.build.builder import BuildRecord
 from billowin.config.vars import validate_app, validate_values
 from billowin.errors import BillowinError, Conflict, InvalidInput, NotFound, ServiceError
-from billowin.ports import ComponentHealth, DeployResult, KVEntry
+from billowin.ports import ComponentHealth, DeployResult, KVEntry, KVWrite
 from billowin.release.jobspec import Process
 from billowin.release.store import Release, ReleaseStatus, ReleaseStore
 
@@ -45,6 +46,26 @@ def parse_wait(wait: str) -> float:
 
 
 # -- Consul: KV and sessions ---------------------------------------------------------------
+# The same key rule as billowin/adapters/consul.py's check_key (this module never imports an
+# adapter); tests/unit/test_webhooks.py runs one table of keys against both.
+KEY_PART = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+MAX_KEY = 512
+MAX_TXN_OPS = 64
+
+
+def check_key(key: object, *, prefix: bool = False, root: bool = False) -> str:
+    """``key`` if the real adapter would send it to Consul, else ``InvalidInput``."""
+    if not isinstance(key, str):
+        raise InvalidInput(f"a KV key must be a string, not {type(key).__name__}")
+    if key == "" and prefix and root:
+        return key
+    path = key[:-1] if prefix and key.endswith("/") else key
+    parts = path.split("/")
+    if len(key) > MAX_KEY or not all(KEY_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+        raise InvalidInput(f"{key[:80]!r} is not a valid KV key")
+    return key
+
+
 @dataclass
 class _Entry:
     value: bytes
@@ -155,6 +176,7 @@ class InMemoryKV:
 
     # -- KeyValueStore -------------------------------------------------------------------
     def kv_get(self, key: str) -> tuple[int, bytes | None]:
+        check_key(key)
         with self._lock:
             entry = self._entries.get(key)
             found = (0, None) if entry is None else (entry.modify_index, entry.value)
@@ -165,8 +187,7 @@ class InMemoryKV:
     def kv_put(self, key: str, value: bytes, *, cas: int | None = None) -> bool:
         if not isinstance(value, bytes):
             raise TypeError(f"KV values are bytes, not {type(value).__name__}")
-        if not key:
-            raise ValueError("a KV key cannot be empty")
+        check_key(key)
         with self._lock:
             entry = self._entries.get(key)
             if cas is not None:
@@ -184,14 +205,17 @@ class InMemoryKV:
             return True
 
     def kv_list(self, prefix: str) -> list[tuple[str, bytes]]:
+        check_key(prefix, prefix=True, root=True)
         with self._lock:
             return [(k, e.value) for k, e in self._under(prefix)]
 
     def kv_entries(self, prefix: str) -> list[KVEntry]:
+        check_key(prefix, prefix=True, root=True)
         with self._lock:
             return [KVEntry(k, e.modify_index, e.value) for k, e in self._under(prefix)]
 
     def kv_keys(self, prefix: str) -> list[str]:
+        check_key(prefix, prefix=True, root=True)
         with self._lock:
             return [k for k, _ in self._under(prefix)]
 
@@ -200,6 +224,7 @@ class InMemoryKV:
 
         ``index=None`` (or 0) answers at once, as Consul does for a first query.
         """
+        check_key(prefix, prefix=True, root=True)
         timeout = parse_wait(wait)
         if self.max_wait is not None:
             timeout = min(timeout, self.max_wait)
@@ -216,8 +241,43 @@ class InMemoryKV:
             return self._index
 
     def kv_delete_tree(self, prefix: str) -> None:
+        check_key(prefix, prefix=True)
         with self._lock:
             self._delete_keys([k for k, _ in self._under(prefix)])
+
+    def kv_txn(self, writes: Sequence[KVWrite]) -> bool:
+        """All writes or none, at one index (as Consul applies a transaction in one raft entry).
+
+        Each ``cas`` is checked against the store as the earlier writes of the same
+        transaction left it; one that fails writes nothing and answers False.
+        """
+        if len(writes) > MAX_TXN_OPS:
+            raise InvalidInput(f"a transaction of {len(writes)} writes is over Consul's {MAX_TXN_OPS}")
+        for write in writes:
+            check_key(write.key)
+            if not isinstance(write.value, bytes):
+                raise TypeError(f"KV values are bytes, not {type(write.value).__name__}")
+        if not writes:
+            return True
+        with self._lock:
+            upcoming = self._index + 1  # the index every write of this transaction gets
+            seen: dict[str, int] = {}  # key -> its modify index as this transaction sees it (0: absent)
+            for write in writes:
+                entry = self._entries.get(write.key)
+                current = seen.get(write.key, entry.modify_index if entry is not None else 0)
+                if write.cas is not None and write.cas != current:
+                    return False
+                seen[write.key] = upcoming
+            index = self._bump()
+            for write in writes:
+                entry = self._entries.get(write.key)
+                if entry is None:
+                    self._entries[write.key] = _Entry(write.value, create_index=index, modify_index=index)
+                else:
+                    entry.value = write.value
+                    entry.modify_index = index
+                self._deleted.pop(write.key, None)
+            return True
 
     # -- Sessions ----------------------------------------------------------------------------
     def session_create(self, name: str, ttl: int = 15) -> str:
@@ -245,6 +305,7 @@ class InMemoryKV:
     def kv_acquire(self, key: str, session: str, value: bytes = b"") -> bool:
         if not isinstance(value, bytes):
             raise TypeError(f"KV values are bytes, not {type(value).__name__}")
+        check_key(key)
         with self._lock:
             holder = self._sessions.get(session)
             if holder is None:
@@ -266,6 +327,7 @@ class InMemoryKV:
             return True
 
     def kv_release(self, key: str, session: str) -> None:
+        check_key(key)
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry.session != session:
@@ -320,7 +382,14 @@ class FakeScheduler:
         self._modify_index += 1
         return self._modify_index
 
-    def add_job(self, job_id: str, groups: Mapping[str, int] | None = None, *, type: str = "service") -> None:
+    def add_job(
+        self,
+        job_id: str,
+        groups: Mapping[str, int] | None = None,
+        *,
+        type: str = "service",
+        meta: Mapping[str, str] | None = None,
+    ) -> None:
         """Register a job as if a deploy had (version 0, one task group per process type)."""
         with self._lock:
             self._jobs[job_id] = {
@@ -330,6 +399,7 @@ class FakeScheduler:
                 "Version": 0,
                 "JobModifyIndex": self._next_index(),
                 "TaskGroups": [{"Name": n, "Count": c} for n, c in (groups or {"web": 1}).items()],
+                "Meta": dict(meta or {}),
             }
 
     # -- Probe ---------------------------------------------------------------------------------
@@ -488,7 +558,7 @@ class InMemoryConfig:
     def template(self, app: str, version: int) -> str:
         return f'{{{{ with nomadVar "billowin/config/{app}/{version}" }}}}…{{{{ end }}}}'
 
-    def job_vault_policies(self) -> list[str]:
+    def job_vault_policies(self, app: str) -> list[str]:
         return []
 
 
@@ -620,6 +690,7 @@ class FakeDeployer:
         release_command: str | None = None,
         cause: str = "",
         sha: str | None = None,
+        output: Callable[[str], None] = _quiet,
     ) -> Release:
         self.deploys.append(
             DeployCall(
@@ -665,6 +736,7 @@ class FakeDeployer:
         app: str,
         number: int | None = None,
         *,
+        domains: list[str] | None = None,
         timeout: float = 180,
         progress: Callable[[str], None] = _quiet,
     ) -> Release:

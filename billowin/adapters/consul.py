@@ -1,20 +1,75 @@
-"""Consul, through py-consul: health of the agent and where healthy instances are."""
+"""Consul, through py-consul: KV, sessions, health of the agent and where healthy instances are.
+
+Every key and prefix is checked (``check_key``) before it becomes part of a URL:
+py-consul puts it in the path as it is, and ``..`` there would reach other
+endpoints (``billowin/deliveries/../../../agent/leave`` is ``PUT /v1/agent/leave``).
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import consul
 import requests
 import requests.adapters
 
-from billowin.errors import ServiceError, Unreachable
-from billowin.ports import ComponentHealth, Instance, KVEntry
+from billowin.errors import InvalidInput, ServiceError, Unreachable
+from billowin.ports import ComponentHealth, Instance, KVEntry, KVWrite
 from billowin.settings import Settings
 
 SYSTEM = "consul"
 POOL_SIZE = 64
+# Operations per transaction: Consul 1.14 (what Billowin installs) takes 128, older releases 64.
+MAX_TXN_OPS = 64
+MAX_KEY = 512
+# One part of a key: every key Billowin writes is made of app names, numbers, token ids, UUIDs and domains.
+KEY_PART = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+KEY_RULE = "'/'-separated parts of letters, digits, '-', '_' and '.', none empty, '.' or '..'"
+
+
+def check_key(key: object, *, prefix: bool = False, root: bool = False) -> str:
+    """``key`` if it is a KV key Billowin may send to Consul, else ``InvalidInput``.
+
+    A ``prefix`` may end in one ``/``; with ``root`` it may also be empty (the whole
+    store, for reads). Never a leading ``/``, an empty part, ``.``, ``..`` or any
+    character outside the safe set: each would change the URL py-consul builds.
+    """
+    if not isinstance(key, str):
+        raise InvalidInput(f"a KV key must be a string, not {type(key).__name__}")
+    if key == "" and prefix and root:
+        return key
+    path = key[:-1] if prefix and key.endswith("/") else key
+    parts = path.split("/")
+    if len(key) > MAX_KEY or not all(KEY_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+        raise InvalidInput(f"{key[:80]!r} is not a valid KV key: {KEY_RULE}")
+    return key
+
+
+def _txn_op(write: KVWrite) -> dict[str, Any]:
+    check_key(write.key)
+    if not isinstance(write.value, bytes):
+        raise TypeError(f"KV values are bytes, not {type(write.value).__name__}")
+    op: dict[str, Any] = {"Verb": "set", "Key": write.key, "Value": base64.b64encode(write.value).decode()}
+    if write.cas is not None:
+        op.update(Verb="cas", Index=write.cas)
+    return {"KV": op}
+
+
+def _stale_only(exc: consul.ConsulException) -> bool:
+    """Whether a refused transaction failed only on check-and-set (HTTP 409, "index is stale")."""
+    code, _, body = str(exc).partition(" ")
+    if code != "409":
+        return False
+    try:
+        errors = json.loads(body).get("Errors") or []
+    except (ValueError, AttributeError):
+        return False
+    return bool(errors) and all("index is stale" in str(e.get("What", "")) for e in errors)
 
 
 class ConsulRegistry:
@@ -42,6 +97,7 @@ class ConsulRegistry:
     # -- KV: Billowin's own small records ----------------------------------
     def kv_get(self, key: str) -> tuple[int, bytes | None]:
         """``(modify_index, value)``; ``(0, None)`` when the key does not exist."""
+        check_key(key)
         _, entry = self._call(f"read of {key}", self._client.kv.get, key)
         if entry is None:
             return 0, None
@@ -49,23 +105,28 @@ class ConsulRegistry:
 
     def kv_put(self, key: str, value: bytes, *, cas: int | None = None) -> bool:
         """Write ``value``; with ``cas`` only if the key's modify index is still ``cas`` (0: absent)."""
+        check_key(key)
         ok: bool = self._call(f"write of {key}", self._client.kv.put, key, value, cas=cas)
         return ok
 
     def kv_list(self, prefix: str) -> list[tuple[str, bytes]]:
+        check_key(prefix, prefix=True, root=True)
         _, entries = self._call(f"read of {prefix}", self._client.kv.get, prefix, recurse=True)
         return [(e["Key"], e["Value"] or b"") for e in entries or []]
 
     def kv_entries(self, prefix: str) -> list[KVEntry]:
+        check_key(prefix, prefix=True, root=True)
         _, entries = self._call(f"read of {prefix}", self._client.kv.get, prefix, recurse=True)
         return [KVEntry(e["Key"], int(e.get("ModifyIndex") or 0), e["Value"] or b"") for e in entries or []]
 
     def kv_keys(self, prefix: str) -> list[str]:
+        check_key(prefix, prefix=True, root=True)
         _, keys = self._call(f"keys under {prefix}", self._client.kv.get, prefix, keys=True)
         return list(keys or [])
 
     def kv_wait(self, prefix: str, index: int | None, wait: str = "30s") -> int:
         """Block until something under ``prefix`` changes (or ``wait`` passes); returns the new index."""
+        check_key(prefix, prefix=True, root=True)
         new_index, _ = self._call(
             f"watch of {prefix}", self._client.kv.get, prefix, index=index, wait=wait, keys=True
         )
@@ -88,14 +149,39 @@ class ConsulRegistry:
         self._call("session", self._client.session.destroy, session)
 
     def kv_acquire(self, key: str, session: str, value: bytes = b"") -> bool:
+        check_key(key)
         ok: bool = self._call(f"lock {key}", self._client.kv.put, key, value, acquire=session)
         return ok
 
     def kv_release(self, key: str, session: str) -> None:
+        check_key(key)
         self._call(f"unlock {key}", self._client.kv.put, key, b"", release=session)
 
     def kv_delete_tree(self, prefix: str) -> None:
+        check_key(prefix, prefix=True)  # never the empty prefix: that would delete everything
         self._call(f"delete of {prefix}", self._client.kv.delete, prefix, recurse=True)
+
+    def kv_txn(self, writes: Sequence[KVWrite]) -> bool:
+        """Every write or none, in one ``PUT /v1/txn``; False (nothing written) when a ``cas`` fails."""
+        if len(writes) > MAX_TXN_OPS:
+            raise InvalidInput(
+                f"a transaction of {len(writes)} writes is over Consul's limit of {MAX_TXN_OPS}",
+                hint="Fewer apps per repository and branch, or split the change.",
+            )
+        ops = [_txn_op(w) for w in writes]  # every key checked before anything is sent
+        if not ops:
+            return True
+        ok: bool = self._call("transaction", self._txn, ops)
+        return ok
+
+    def _txn(self, ops: list[dict[str, Any]]) -> bool:
+        try:
+            self._client.txn.put(ops)
+        except consul.ConsulException as exc:
+            if _stale_only(exc):
+                return False
+            raise
+        return True
 
     def health(self) -> ComponentHealth:
         try:

@@ -10,11 +10,17 @@ import docker.errors
 import httpx
 import requests
 
-from billowin.errors import NotFound, ServiceError, Unreachable
+from billowin.errors import Conflict, NotFound, ServiceError, Unreachable
 from billowin.ports import ComponentHealth
 from billowin.settings import Settings
 
 SYSTEM = "docker"
+
+
+class ImageInUse(Conflict):
+    """Docker refused to remove an image because a container (running or stopped) uses it."""
+
+    default_hint = "Remove the container first, or leave the image: the next clean-up tries again."
 
 
 class DockerEngine:
@@ -89,10 +95,16 @@ class DockerEngine:
         return len(containers)
 
     def remove_image(self, ref: str) -> None:
+        """Remove ``ref`` (nothing if it is gone); ``ImageInUse`` if a container uses it."""
         try:
             self._call(ref, self._client.images.remove, ref, noprune=False)
         except NotFound:
             return
+        except ServiceError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
+                raise ImageInUse(f"{ref} is in use by a container ({cause.explanation})") from cause
+            raise
 
     def push(self, ref: str) -> str:
         """Push ``ref`` to its registry and return the pushed ``sha256:`` digest."""

@@ -131,7 +131,7 @@ class NomadVariables:
             f'{{{{ if ne .K "{EMPTY_MARKER}" }}}}{line}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}'
         )
 
-    def job_vault_policies(self) -> list[str]:
+    def job_vault_policies(self, app: str) -> list[str]:
         return []
 
     # -- the pointer -----------------------------------------------------------

@@ -7,6 +7,7 @@ read; output is streamed line by line to a log (and a progress callback).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import tempfile
 import threading
@@ -54,7 +55,20 @@ class Packer:
             )
         except OSError as exc:
             raise ServiceError("packer", f"cannot run {self._bin}: {exc}", hint="Run `make setup`.") from exc
-        timer = threading.Timer(timeout, proc.kill)
+        timed_out = threading.Event()
+
+        def interrupt() -> None:
+            # Packer cleans up (stops and removes its build container) on an interrupt;
+            # a kill would leave the container running.
+            timed_out.set()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+        timer = threading.Timer(timeout, interrupt)
+        timer.daemon = True
         timer.start()
         try:
             assert proc.stdout is not None
@@ -69,6 +83,6 @@ class Packer:
                 proc.stdout.close()
             Path(var_file).unlink(missing_ok=True)
         if code != 0:
-            reason = f"timed out after {timeout:.0f}s" if code < 0 else f"exited {code}"
+            reason = f"timed out after {timeout:.0f}s" if timed_out.is_set() else f"exited {code}"
             raise BuildFailed(f"packer build {template} {reason}", log_tail="\n".join(lines[-25:]))
         return lines

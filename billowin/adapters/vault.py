@@ -4,14 +4,17 @@ App ``A``'s config is the secret ``<mount>/billowin/A``; its versions are KV v2'
 own (Vault numbers them 1, 2, … under a per-secret lock, so two writers never
 share one), and it keeps the last ``KEEP_VERSIONS`` of them, not KV v2's 10.
 A job reads its pinned version through a Nomad template
-``secret "<mount>/data/billowin/A?version=N"`` with the ``billowin-apps``
-policy (``ensure_policy`` writes it).
+``secret "<mount>/data/billowin/A?version=N"`` with its app's own policy,
+``billowin-app-A``, which can read ``<mount>/data/billowin/A`` and nothing
+else: one app's job token cannot read another app's config. Every write
+makes sure the app's policy exists; ``delete`` removes it.
 
 Error messages name apps, versions and keys, never values.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,14 +28,20 @@ from billowin.ports import ComponentHealth
 from billowin.settings import Settings
 
 SYSTEM = "vault"
-POLICY = "billowin-apps"
+POLICY_PREFIX = "billowin-app-"
 # Versions KV v2 keeps per app (its default is 10): releases pin versions, and a
 # rollback must still find the version its release ran with.
 KEEP_VERSIONS = 1000
 PERMISSION_HINT = (
     "Check BILLOWIN_VAULT_TOKEN (or VAULT_TOKEN): it must be a valid Vault token "
-    "allowed to read and write {mount}/data/billowin/* and {mount}/metadata/billowin/*."
+    "allowed to read and write {mount}/data/billowin/* and {mount}/metadata/billowin/*, "
+    "and to write and delete the policies sys/policy/billowin-app-* (one per app)."
 )
+
+
+def policy_name(app: str) -> str:
+    """The Vault policy of one app's jobs."""
+    return f"{POLICY_PREFIX}{app}"
 
 
 def _errors(exc: hvac_exc.VaultError) -> str:
@@ -113,6 +122,7 @@ class VaultKV:
             mount_point=self.mount,
         )
         version = int(resp["data"]["version"])
+        self.ensure_policy(app)
         if version == 1:  # a new secret: keep more than KV v2's default of 10 versions
             self._call(
                 f"config of {app}",
@@ -163,15 +173,14 @@ class VaultKV:
 
     def delete(self, app: str) -> None:
         validate_app(app)
-        try:
+        with contextlib.suppress(NotFound):
             self._call(
                 f"config of {app}",
                 self._client.secrets.kv.v2.delete_metadata_and_all_versions,
                 path=self.path(app),
                 mount_point=self.mount,
             )
-        except NotFound:
-            return
+        self._call(f"policy {policy_name(app)}", self._client.sys.delete_policy, name=policy_name(app))
 
     def template(self, app: str, version: int) -> str:
         validate_app(app)
@@ -181,13 +190,14 @@ class VaultKV:
             f"{{{{ range $k, $v := .Data.data }}}}{line}{{{{ end }}}}{{{{ end }}}}"
         )
 
-    def job_vault_policies(self) -> list[str]:
-        return [POLICY]
+    def job_vault_policies(self, app: str) -> list[str]:
+        return [policy_name(validate_app(app))]
 
-    def ensure_policy(self) -> None:
-        """Write the Vault policy jobs use to read their apps' config (idempotent)."""
-        rules = f'path "{self.mount}/data/billowin/*" {{\n  capabilities = ["read"]\n}}\n'
-        self._call(f"policy {POLICY}", self._client.sys.create_or_update_policy, name=POLICY, policy=rules)
+    def ensure_policy(self, app: str) -> None:
+        """Write the policy ``app``'s jobs read their config with: its own path, read only (idempotent)."""
+        name = policy_name(validate_app(app))
+        rules = f'path "{self.mount}/data/{self.path(app)}" {{\n  capabilities = ["read"]\n}}\n'
+        self._call(f"policy {name}", self._client.sys.create_or_update_policy, name=name, policy=rules)
 
     # -- helpers -------------------------------------------------------------
     @staticmethod

@@ -1,6 +1,10 @@
 """The API application factory: ``create_app(settings)``.
 
 uvicorn runs it with ``--factory``; settings then come from the environment.
+Every route names its access rule (``billowin.api.deps``); ``create_app``
+refuses to build an app with a route that does not, so none is forgotten.
+The webhooks under ``/hooks/`` verify signatures instead. Every call that
+changes something is written to the audit log (``billowin.api.audit``).
 """
 
 from __future__ import annotations
@@ -12,19 +16,27 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 
-from billowin import __version__
-from billowin.api.routes import apps, dashboard, health, hooks, monitoring, pipeline
+from billowin.api.answers import ERRORS, validation_error
+from billowin.api.audit import AuditMiddleware
+from billowin.api.deps import LoginRequired, access_rule, public
+from billowin.api.routes import access, apps, dashboard, health, hooks, monitoring, pipeline
+from billowin.apps.access import Action
 from billowin.errors import BillowinError
 from billowin.settings import Settings
 from billowin.system import System
 
+API_VERSION = "1"  # the HTTP API's version, in the OpenAPI document (never the package's)
+SIGNED = "/hooks/"  # routes that verify a signature instead of a token
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+
+def create_app(settings: Settings | None = None, *, system: System | None = None) -> FastAPI:
     settings = settings or Settings()
-    system = System(settings)
+    system = system or System(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -42,13 +54,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             system.worker.stop()
 
     app = FastAPI(
-        title="Billowin", version=__version__, description="A self-hosted Heroku.", lifespan=lifespan
+        title="Billowin",
+        version=API_VERSION,
+        description="A self-hosted Heroku.",
+        lifespan=lifespan,
+        responses=ERRORS,
     )
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.state.settings = settings
     app.state.system = system
 
     @app.exception_handler(BillowinError)
-    async def _billowin_error(_request: Request, exc: BillowinError) -> JSONResponse:
+    async def _billowin_error(request: Request, exc: BillowinError) -> Response:
+        if isinstance(exc, LoginRequired) or (
+            request.url.path.startswith("/dashboard") and "text/html" in request.headers.get("accept", "")
+        ):
+            return dashboard.error_page(request, exc)
         return JSONResponse(
             status_code=exc.status_code,
             content={"error": type(exc).__name__, "message": exc.message, "hint": exc.hint},
@@ -59,13 +80,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pipeline.router)
     app.include_router(apps.router)
     app.include_router(monitoring.router)
+    app.include_router(access.router)
     app.include_router(dashboard.router)
     app.mount(
         "/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static"
     )
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, dependencies=[public(Action.HOME)])
     async def _home() -> RedirectResponse:
         return RedirectResponse("/dashboard")
 
+    check_access_rules(app)
+    app.add_middleware(AuditMiddleware, audit=system.audit)
     return app
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every route of the app, those of the routers it includes too."""
+    found = (context.original_route for context in iter_route_contexts(app.routes))
+    return [route for route in found if isinstance(route, APIRoute)]
+
+
+def check_access_rules(app: FastAPI) -> None:
+    """Refuse an app with a route that names no access rule (the webhooks verify signatures)."""
+    missing = [
+        f"{','.join(sorted(route.methods or ()))} {route.path}"
+        for route in api_routes(app)
+        if not route.path.startswith(SIGNED) and access_rule(route) is None
+    ]
+    if missing:
+        raise RuntimeError(
+            "these routes name no access rule (`require`, `page`, `data`, `form` or `public` "
+            f"from billowin.api.deps): {'; '.join(missing)}"
+        )

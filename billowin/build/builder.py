@@ -3,20 +3,26 @@
     fetch (billowin/source.py) → detect (billowin/detect.py) →
     language base image (packer/base.json, built once per recipe) →
     app image (packer/app.json: source + dependencies + Procfile commands) →
-    push to the registry (digest recorded) → forget images beyond the last N
+    push to the registry (digest recorded) → tidy up (billowin/build/hygiene.py):
+    images beyond the last N builds that no live release needs, old records, logs, caches
 
 Builds run on the control-plane host, at most ``BILLOWIN_BUILD_CONCURRENCY``
-at once. Every build has a log (``<state>/builds/<app>/<sha>.log``) streamed
-as it is written, and a record next to it (``<sha>.json``).
+at once, in a container on their own Docker network (``BILLOWIN_BUILD_NETWORK``,
+inter-container traffic off) with memory, process and time limits. Every build
+has a log (``<state>/builds/<app>/<sha>.log``) streamed as it is written, and a
+record next to it (``<sha>.json``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import re
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +30,10 @@ from typing import TextIO
 
 from pydantic import BaseModel, SecretStr
 
+from billowin.build import hygiene
 from billowin.build.detect import AppSpec, detect
-from billowin.build.source import check_sha, fetch
-from billowin.errors import BillowinError, BuildFailed, InvalidInput
+from billowin.build.source import check_sha, fetch, redact_url
+from billowin.errors import BillowinError, BuildFailed, Conflict, InvalidInput
 from billowin.names import is_app_name
 from billowin.ports import ContainerEngine, ImageBuildTool, ImageRegistry
 from billowin.settings import Settings
@@ -34,6 +41,7 @@ from billowin.stack.install import base_image_tag
 from billowin.stack.tools import load_versions
 
 LogLine = Callable[[str], None]
+ProtectedImages = Callable[[str], set[str]]  # app -> image references that must never be removed
 PACKER_PREFIX = re.compile(r"^\s*(?:==> )?docker(?: \([a-z-]+\))?: ?")
 ERROR_HINTS = re.compile(
     r"(error|cannot|could not|not found|no matching|failed|unable|missing|undefined)", re.IGNORECASE
@@ -81,6 +89,10 @@ def failure_reason(lines: list[str]) -> str:
     return recent[-1] if recent else "the build failed"
 
 
+def _quiet(_line: str) -> None:
+    return None
+
+
 class Builder:
     def __init__(
         self,
@@ -90,14 +102,18 @@ class Builder:
         registry: ImageRegistry,
         *,
         on_finished: Callable[[BuildRecord], None] | None = None,  # monitoring: build durations
+        protected_images: ProtectedImages | None = None,  # the live releases' images (system.py)
     ) -> None:
         self.settings = settings
         self.packer = packer
         self.docker = docker
         self.registry = registry
         self.on_finished = on_finished
+        self.protected_images: ProtectedImages = protected_images or (lambda _app: set())
         self._slots = threading.BoundedSemaphore(settings.build_concurrency)
         self._base_lock = threading.Lock()
+        self._active: set[tuple[str, str]] = set()  # (app, sha) being built by this process
+        self._active_lock = threading.Lock()
 
     # -- where things go -----------------------------------------------------
     def log_path(self, app: str, sha: str) -> Path:
@@ -122,7 +138,7 @@ class Builder:
         with self._base_lock:
             if not self.docker.image_exists(ref):
                 log(f"-----> Building the {language} base image {ref} (once)")
-                self.packer.build(
+                self._packer(
                     "base.json",
                     {
                         "from_image": base,
@@ -131,10 +147,40 @@ class Builder:
                         "packages": " ".join(spec[language]),
                         "ca_bundle": str(self.settings.ca_bundle),
                     },
-                    log=log,
-                    timeout=self.settings.build_timeout,
+                    log,
                 )
         return ref
+
+    def _limits(self, build_id: str) -> dict[str, str]:
+        """Packer variables that bound a build container, put it on the builds network and
+        label it as this control plane's, and as this build's."""
+        return {
+            "memory_mb": str(self.settings.build_memory_mb),
+            "pids_limit": str(self.settings.build_pids_limit),
+            "network": self.settings.build_network,
+            "owner": self.owner,
+            "build_id": build_id,
+        }
+
+    def _packer(self, template: str, variables: dict[str, str], log: LogLine) -> None:
+        """Run Packer in a bounded container; a container a killed Packer left is removed."""
+        build_id = uuid.uuid4().hex
+        try:
+            self.packer.build(
+                template,
+                {**variables, **self._limits(build_id)},
+                log=log,
+                timeout=self.settings.build_timeout,
+            )
+        except BuildFailed:
+            with contextlib.suppress(BillowinError):
+                self.docker.remove_containers(label=f"billowin.build.id={build_id}")
+            raise
+
+    @property
+    def owner(self) -> str:
+        """Which control plane's builds these are: Docker may be shared by several stacks."""
+        return hashlib.sha256(str(self.settings.state_dir.resolve()).encode()).hexdigest()[:16]
 
     # -- one build ---------------------------------------------------------
     def build(
@@ -155,6 +201,8 @@ class Builder:
         record = BuildRecord(app=app, sha=sha, status="building", started_at=datetime.now(UTC))
         self._save(record)
         started = time.monotonic()
+        with self._active_lock:
+            self._active.add((app, sha))
         with log_path.open("w") as fh, self._slots:
             tee = _tee(fh, log)
             try:
@@ -171,15 +219,17 @@ class Builder:
                 record.finished_at = datetime.now(UTC)
                 record.seconds = round(time.monotonic() - started, 2)
                 self._save(record)
+                with self._active_lock:
+                    self._active.discard((app, sha))
                 if self.on_finished is not None:
                     self.on_finished(record)
-        self.collect_garbage(app)
+                self.tidy(app, log=tee)
         return record
 
     def _build(self, record: BuildRecord, repository: str, token: SecretStr | None, log: LogLine) -> None:
         app, sha = record.app, record.sha
         work = self.settings.state_dir / "builds" / app / f"{sha}.src"
-        log(f"-----> Fetching {sha[:12]}")
+        log(f"-----> Fetching {sha[:12]} from {redact_url(repository)}")
         src = fetch(
             repository, sha, work, token=token, allow_private=self.settings.allow_private_repositories
         )
@@ -189,11 +239,11 @@ class Builder:
             log(f"-----> {spec.language} app; process types: {', '.join(spec.processes)}")
             base = self.language_image(spec.language, log)
             cache = self.settings.cache_dir / "build-cache" / app
-            cache.mkdir(parents=True, exist_ok=True)
+            hygiene.mark_cache_used(cache)
             ref = f"{self.settings.registry}/{app}:{sha}"
             default_cmd = spec.processes.get("web") or next(iter(spec.processes.values()))
             try:
-                self.packer.build(
+                self._packer(
                     "app.json",
                     {
                         "from_image": base,
@@ -211,11 +261,10 @@ class Builder:
                         "goproxy": self.settings.goproxy,
                         "rubygems_mirror": self.settings.rubygems_mirror,
                     },
-                    log=log,
-                    timeout=self.settings.build_timeout,
+                    log,
                 )
             except BuildFailed as exc:
-                reason = failure_reason(exc.log_tail.splitlines())
+                reason = self._failure_reason(exc)
                 raise BuildFailed(
                     f"build of {app} {sha[:12]} failed: {reason}", log_tail=exc.log_tail
                 ) from exc
@@ -229,31 +278,100 @@ class Builder:
 
     # -- disk hygiene --------------------------------------------------------
     def remove_stale_build_containers(self) -> int:
-        """Remove build containers a crashed control plane left behind (label ``billowin.build``)."""
-        return self.docker.remove_containers(label="billowin.build")
+        """Remove build containers this control plane left behind when it crashed.
 
-    def collect_garbage(self, app: str) -> list[str]:
-        """Remove images of ``app`` beyond its last ``keep_images`` successful builds."""
-        records_dir = self.settings.state_dir / "builds" / app
-        records = []
-        for path in records_dir.glob("*.json"):
+        Only its own (label ``billowin.build.owner``): another stack on the same Docker
+        Engine may be building right now."""
+        return self.docker.remove_containers(label=f"billowin.build.owner={self.owner}")
+
+    def _failure_reason(self, exc: BuildFailed) -> str:
+        if "timed out" in exc.message:
+            return (
+                f"it ran longer than its {self.settings.build_timeout:.0f}s limit (BILLOWIN_BUILD_TIMEOUT) "
+                "and was stopped"
+            )
+        log_tail = exc.log_tail
+        reason = failure_reason(log_tail.splitlines())
+        if "exit status: 137" in log_tail and "limit" not in reason:
+            # SIGKILLed before build-app.sh could say why: the kernel's OOM killer, almost always.
+            reason = (
+                f"the build was killed (exit 137), most likely for using more than its "
+                f"{self.settings.build_memory_mb} MB memory limit (BILLOWIN_BUILD_MEMORY_MB)"
+            )
+        return reason
+
+    def tidy(self, app: str, *, log: LogLine = _quiet) -> None:
+        """After a build: collect old images, prune old records, logs and caches. Never raises:
+        a build is not failed by its clean-up, and what could not be removed is retried later."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("old images", lambda: self.collect_garbage(app, log=log)),
+            ("old build records and caches", lambda: self.prune(log=log)),
+        ]
+        for what, step in steps:
             try:
-                records.append(BuildRecord.model_validate_json(path.read_text()))
-            except ValueError:
-                continue
-        done = sorted(
-            (r for r in records if r.status == "succeeded"), key=lambda r: r.started_at, reverse=True
-        )
+                step()
+            except Exception as exc:  # the build's outcome stands whatever happens here
+                log(f"-----> Clean-up of {what} skipped: {getattr(exc, 'message', exc)}")
+
+    def collect_garbage(self, app: str, *, log: LogLine = _quiet) -> list[str]:
+        """Remove images of ``app`` beyond its last ``keep_images`` successful builds, except
+        those a live release (or a rollback target) needs and those a container still uses."""
+        done = [r for r in self.records(app) if r.status == "succeeded"]
+        old = [r for r in done[self.settings.keep_images :] if r.image]
+        if not old:
+            return []
+        try:
+            protected = self.protected_images(app)
+        except BillowinError as exc:
+            log(f"-----> Keeping old images of {app}: its releases cannot be read ({exc.message})")
+            return []
         removed = []
-        for old in done[self.settings.keep_images :]:
-            if old.image:
-                self.docker.remove_image(old.image)
-                if old.digest:
-                    self.registry.delete(app, old.digest)
-                removed.append(old.image)
-                old.status = "collected"
-                self._save(old)
+        for record in old:
+            assert record.image is not None
+            if hygiene.is_protected(record, protected):
+                continue
+            try:
+                self.docker.remove_image(record.image)
+            except Conflict as exc:  # a container (running or stopped) still uses it
+                log(f"-----> Keeping {record.image} for now: {exc.message}")
+                continue
+            if record.digest:
+                self.registry.delete(app, record.digest)
+            removed.append(record.image)
+            record.status = "collected"
+            self._save(record)
+        if removed:
+            log(f"-----> Removed {len(removed)} old image(s) of {app}")
         return removed
+
+    def prune(self, *, log: LogLine = _quiet) -> None:
+        """Prune old build records and logs, and unused build caches, of every app."""
+        now = time.time()
+        stale_after = 3 * self.settings.build_timeout + 600
+        builds_dir = self.settings.state_dir / "builds"
+        with self._active_lock:
+            active = set(self._active)
+        gone = hygiene.prune_build_records(
+            builds_dir,
+            retention=self.settings.build_log_retention_days * hygiene.DAY,
+            max_bytes=self.settings.build_logs_max_mb * 1024 * 1024,
+            protected=self.protected_images,
+            busy=active,
+            now=now,
+            stale_after=stale_after,
+        )
+        busy = {a for a, _ in active} | hygiene.building_apps(builds_dir, now=now, stale_after=stale_after)
+        caches = hygiene.prune_build_caches(
+            self.settings.cache_dir / "build-cache",
+            max_age=self.settings.build_cache_max_age_days * hygiene.DAY,
+            max_bytes=self.settings.build_cache_max_mb * 1024 * 1024,
+            busy=busy,
+            now=now,
+        )
+        if gone:
+            log(f"-----> Pruned {len(gone)} old build record(s) and log(s)")
+        if caches:
+            log(f"-----> Removed the build cache of {', '.join(caches)}")
 
     def records(self, app: str) -> list[BuildRecord]:
         """Every build of ``app`` Billowin remembers, newest first."""
@@ -270,7 +388,8 @@ class Builder:
         removed = 0
         for record in self.records(app):
             if record.image and record.status != "collected":
-                self.docker.remove_image(record.image)
+                with contextlib.suppress(Conflict):  # a container still uses it; the manifest goes anyway
+                    self.docker.remove_image(record.image)
                 if record.digest:
                     self.registry.delete(app, record.digest)
                 removed += 1

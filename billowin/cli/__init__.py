@@ -3,11 +3,12 @@
 One module per group of commands, each adding its commands to the app in
 ``billowin.cli.main`` when imported:
 
-- ``platform``: ``setup``, ``up``, ``down``, ``status``, ``build``, ``tokens:create``
-  (they act on this machine);
+- ``platform``: ``setup``, ``up``, ``down``, ``status``, ``build``, ``tokens``,
+  ``tokens:create``, ``tokens:revoke`` (they act on this machine);
 - ``session``: ``login``, ``whoami``;
 - ``apps``, ``config``, ``domains``, ``ps``, ``releases``, ``logs``, ``monitoring``:
-  the Heroku-style app verbs, spoken over the HTTP API (``billowin.cli.client``).
+  the Heroku-style app verbs, spoken over the HTTP API (``billowin.cli.client``);
+- ``audit``: the audit log, over the HTTP API.
 
 What they print, and how an error is reported, is in ``billowin.cli.output``.
 ``COMMANDS`` is the order ``billowin --help`` lists them in.
@@ -20,6 +21,7 @@ from typer.models import CommandInfo
 
 from billowin.cli import (  # noqa: F401 - importing a command module adds its commands
     apps,
+    audit,
     config,
     domains,
     logs,
@@ -34,7 +36,7 @@ from billowin.cli.main import app
 __all__ = ["COMMANDS", "app"]
 
 COMMANDS = (
-    *("setup", "up", "down", "status", "build", "tokens:create"),
+    *("setup", "up", "down", "status", "build", "tokens", "tokens:create", "tokens:revoke"),
     "login",
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
     *("config", "config:set", "config:unset"),
@@ -44,6 +46,7 @@ COMMANDS = (
     *("logs", "run"),
     "whoami",
     "alerts",
+    "audit",
 )
 
 

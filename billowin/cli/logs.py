@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from typing import Annotated, Any
 
@@ -36,14 +37,23 @@ def logs(
         raise typer.Exit(0) from None
 
 
+def shell_line(argv: list[str]) -> str:
+    """What the container's ``sh -c`` runs for ``argv``: one argument as typed, several quoted."""
+    return argv[0] if len(argv) == 1 else shlex.join(argv)
+
+
 @app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     name: AppArg,
     command: Annotated[list[str], typer.Argument(help="The command, e.g. -- python3 manage.py migrate")],
     timeout: Annotated[float, typer.Option(help="Stop it after this many seconds.")] = 600,
 ) -> None:
-    """Run a one-off command in a fresh container of the current release, with its config vars."""
-    text = " ".join(command)
+    """Run a one-off command in a fresh container of the current release, with its config vars.
+
+    Several arguments run as exactly those arguments (each one quoted for the container's
+    shell); a single argument is a shell command line, so `run APP -- 'echo $HOME; ls'` works.
+    """
+    text = shell_line(command)
     exit_code = 1
 
     def stream(c: ApiClient) -> None:

@@ -1,22 +1,26 @@
 """Platform verbs, acting on this machine: ``setup``, ``up``, ``down``, ``status``,
-``build``, ``tokens:create``.
+``build``, ``tokens``, ``tokens:create``, ``tokens:revoke``.
 
 They take their parts from the composition root (``billowin.system.System``)
 and the single-box stack, not from the HTTP API (``status`` only reads
-``GET /health``).
+``GET /health``, with the saved token: its detail is for admins). The token
+verbs are for an admin on the Billowin host: they talk to Consul directly.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import httpx
 import typer
 from rich.table import Table
 
+from billowin.apps.tokens import Role, TokenInfo, TokenState, parse_expiry
 from billowin.build.detect import LANGUAGES
+from billowin.cli.client import load_config
 from billowin.cli.main import app
-from billowin.cli.output import err, fail, out
+from billowin.cli.output import err, fail, out, print_json, when_ago
 from billowin.errors import BillowinError
 from billowin.settings import Settings
 from billowin.stack.install import Installer
@@ -100,15 +104,23 @@ def status() -> None:
     """Show the health and version of every part of the stack, as GET /health reports it."""
     settings = Settings()
     url = f"http://{settings.api_host}:{settings.api_port}/health"
+    token = load_config().api_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     try:
-        data = httpx.get(url, timeout=10).json()
-    except httpx.HTTPError as exc:
+        data = httpx.get(url, headers=headers, timeout=10).json()
+    except (httpx.HTTPError, ValueError) as exc:
         fail(
             BillowinError(
                 f"the Billowin API at {url} does not answer ({exc}).",
                 hint="start the stack with `make up`.",
             )
         )
+    if "components" not in data:  # no token, or not an admin's: the API says only ok or degraded
+        out.print(f"Billowin is {data.get('status', 'in an unknown state')}.")
+        err.print(
+            "[yellow]Log in with an admin token (`billowin login`) to see each component.[/]", highlight=False
+        )
+        raise typer.Exit(0 if data.get("status") == "ok" else 1)
     table = Table("component", "ok", "version", "address / error")
     for name, comp in data["components"].items():
         table.add_row(
@@ -138,13 +150,77 @@ def build(
     err.print(f"[green]Built[/] {record.image}@{record.digest} in {record.seconds}s")
 
 
+def tokens_table(tokens: list[TokenInfo], now: datetime | None = None) -> Table:
+    now = now or datetime.now(UTC)
+    table = Table("id", "name", "role", "apps", "expires", "created", "state", title="API tokens")
+    for t in tokens:
+        expires = f"{t.expires_at.astimezone():%Y-%m-%d %H:%M}" if t.expires_at else "never"
+        state = {TokenState.ACTIVE: "[green]active[/]", TokenState.EXPIRED: "[yellow]expired[/]"}.get(
+            t.state, "[red]revoked[/]"
+        )
+        table.add_row(
+            t.id,
+            t.name,
+            t.role.value,
+            ", ".join(t.apps) or "(all)",
+            expires,
+            when_ago(t.created_at.isoformat(), now),
+            state,
+        )
+    return table
+
+
+@app.command("tokens")
+def tokens_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List API tokens: id, name, role, apps, expiry (admin; talks to Consul). Never the secrets."""
+    try:
+        found = [TokenInfo.of(r) for r in System(Settings()).tokens.all()]
+    except BillowinError as exc:
+        fail(exc)
+    if as_json:
+        return print_json([t.model_dump(mode="json") for t in found])
+    if not found:
+        err.print("No tokens yet. Make one: `billowin tokens:create NAME`.")
+        return None
+    out.print(tokens_table(found))
+    return None
+
+
 @app.command("tokens:create")
-def tokens_create(name: Annotated[str, typer.Argument(help="Who or what the token is for.")]) -> None:
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="Who or what the token is for.")],
+    role: Annotated[
+        Role, typer.Option(help="admin: everything; deploy: change and run its apps; read: look at them.")
+    ] = Role.ADMIN,
+    apps: Annotated[
+        list[str] | None, typer.Option("--app", help="An app a deploy or read token is for (repeatable).")
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="When it stops working: 30d, 12h, 2w, 2026-12-31 (UTC); default never.")
+    ] = None,
+) -> None:
     """Create an API token (admin; talks to Consul directly). It is printed once, never stored."""
     settings = Settings()
     try:
-        token = System(settings).tokens.create(name)
+        expires_at = parse_expiry(expires) if expires else None
+        record, token = System(settings).access.issue(name, role=role, apps=apps or [], expires_at=expires_at)
     except BillowinError as exc:
         fail(exc)
-    err.print(f"Token for {name} (shown once; keep it secret):")
+    scope = f"{record.role.value} on {', '.join(record.apps)}" if record.apps else "admin"
+    until = f", until {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
+    err.print(f"Token {record.id} for {name} ({scope}{until}); shown once, keep it secret:", highlight=False)
     print(token)
+
+
+@app.command("tokens:revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="The token's id, from `billowin tokens`.")],
+) -> None:
+    """Revoke an API token: it, and its dashboard sessions, stop working at once (admin; talks to Consul)."""
+    try:
+        record = System(Settings()).access.revoke(token_id)
+    except BillowinError as exc:
+        fail(exc)
+    err.print(f"[green]Revoked[/] token {record.id} ({record.name}).", highlight=False)

@@ -1,19 +1,44 @@
 """Verified webhook events in, queued jobs out: what runs inside the webhook's reply.
 
-A delivery id is claimed with check-and-set before anything is queued, so a
-replay is answered "duplicate"; a redelivery of a delivery whose jobs all
+``Intake.deliver`` claims a delivery and queues its jobs in ONE Consul
+transaction: the delivery record ``billowin/deliveries/<id>`` (a JSON list of
+the ``app/job`` ids it queued), every job record, every per-app id counter and
+every "last pushed" record are written together or not at all. So a replay is
+answered "duplicate", a crash or a Consul error before the transaction leaves
+nothing behind (GitHub's redelivery is processed), and two concurrent
+deliveries of one id queue its jobs once: the loser's check-and-set fails, it
+reads again and finds a duplicate. A redelivery of a delivery whose jobs all
 failed is processed again.
+
+Which apps: those that follow the event's repository and branch, that the
+delivery's signer may act for (``only``: the apps whose own webhook secret
+signed it; ``None`` for the global secret and Travis), and whose deploy policy
+wants it. A ``check_suite`` names no head repository, so it deploys only the
+SHA the app's branch was last pushed to (``billowin/pipeline/<app>/pushed``,
+recorded by every verified push, whatever the app's policy).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 from billowin.apps.store import App, AppStore, DeployOn
-from billowin.pipeline.jobs import Job, JobState, JobStore
+from billowin.errors import Conflict, InvalidInput
+from billowin.pipeline.jobs import CAS_TRIES, PREFIX, Job, JobState, JobStore, pause
 from billowin.pipeline.webhooks import CodeEvent
+from billowin.ports import KVWrite
 
 DELIVERIES = "billowin/deliveries"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one delivery did: the jobs it queued, or nothing because it was a replay."""
+
+    jobs: list[Job] = field(default_factory=list)
+    duplicate: bool = False
 
 
 class Intake:
@@ -23,41 +48,52 @@ class Intake:
         self.apps = apps
         self.jobs = jobs
 
-    def _delivery_key(self, delivery: str) -> str:
+    @staticmethod
+    def delivery_key(delivery: str) -> str:
         return f"{DELIVERIES}/{delivery}"
 
-    def claim_delivery(self, delivery: str | None) -> bool:
-        """True if this delivery id is new, or its earlier processing failed (a redelivery)."""
-        if not delivery:
-            return True
-        key = self._delivery_key(delivery)
+    @staticmethod
+    def pushed_key(app: str) -> str:
+        return f"{PREFIX}/{app}/pushed"
+
+    def pushed(self, app: str) -> tuple[str, str] | None:
+        """``(branch, sha)`` of the last verified push to the app's branch, if any."""
+        _, raw = self.jobs.kv.kv_get(self.pushed_key(app))
+        try:
+            record = json.loads(raw) if raw else None
+            return (str(record["branch"]), str(record["sha"])) if record else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def deliver(
+        self, event: CodeEvent, apps: list[App] | None = None, *, only: Collection[str] | None = None
+    ) -> Delivery:
+        """Claim ``event.delivery`` and queue a job for every app the event should deploy, atomically.
+
+        ``apps``: the apps already read (else all of them); ``only``: the names of the apps the
+        delivery may act for (``None``: every app). An event without a delivery id is not deduplicated.
+        """
+        candidates = [
+            a
+            for a in (self.apps.all() if apps is None else apps)
+            if a.github_repo == event.repository and (only is None or a.name in only)
+        ]
         kv = self.jobs.kv
-        if kv.kv_put(key, b"[]", cas=0):
-            return True
-        index, raw = kv.kv_get(key)
-        refs = (
-            []
-            if raw is None
-            else [r.split("/") for r in raw.decode().strip("[]").replace('"', "").split(",") if r]
-        )
-        jobs = [self.jobs.get(app, job_id) for app, job_id in refs]
-        if jobs and all(j is not None and j.state == JobState.FAILED for j in jobs):
-            return kv.kv_put(key, b"[]", cas=index)  # only one concurrent redelivery wins
-        return False
-
-    def _remember(self, delivery: str | None, jobs: list[Job]) -> None:
-        if delivery and jobs:  # a claimed delivery already reads "[]"
-            refs = json.dumps([f"{j.app}/{j.id}" for j in jobs])
-            self.jobs.kv.kv_put(self._delivery_key(delivery), refs.encode())
-
-    def accept(self, event: CodeEvent, apps: list[App] | None = None) -> list[Job]:
-        """Queue a deploy for every app this event should deploy; returns the jobs."""
-        queued: list[Job] = []
-        for app in self.apps.all() if apps is None else apps:
-            if app.github_repo != event.repository or not self._wants(app, event):
-                continue
-            queued.append(
-                self.jobs.create(
+        for attempt in range(CAS_TRIES):
+            writes: list[KVWrite] = []
+            index = 0  # the delivery record's modify index: 0 while it does not exist
+            if event.delivery:
+                index, raw = kv.kv_get(self.delivery_key(event.delivery))
+                if raw is not None and not self._redeliverable(raw):
+                    return Delivery(duplicate=True)
+            jobs: list[Job] = []
+            for app in candidates:
+                if event.kind == "push" and event.branch is not None and event.branch == app.branch:
+                    record = json.dumps({"branch": event.branch, "sha": event.sha}).encode()
+                    writes.append(KVWrite(self.pushed_key(app.name), record))
+                if not self._wants(app, event):
+                    continue
+                job, job_writes = self.jobs.draft(
                     app.name,
                     event.sha,
                     branch=event.branch,
@@ -65,17 +101,40 @@ class Intake:
                     source=event.source,
                     delivery=event.delivery,
                 )
-            )
-        self._remember(event.delivery, queued)
-        return queued
+                jobs.append(job)
+                writes += job_writes
+            if event.delivery:
+                refs = json.dumps([f"{j.app}/{j.id}" for j in jobs]).encode()
+                writes.insert(0, KVWrite(self.delivery_key(event.delivery), refs, cas=index))
+            if kv.kv_txn(writes):
+                return Delivery(jobs)
+            pause(attempt)  # a concurrent delivery of the same id, or another job of one of these apps
+        raise Conflict(
+            f"could not queue {event.repository} {event.sha[:12]}: too much contention",
+            hint="Redeliver it from GitHub's webhook page; nothing was queued.",
+        )
+
+    def _redeliverable(self, raw: bytes) -> bool:
+        """Whether a stored delivery queued jobs and every one of them failed (then it runs again)."""
+        try:
+            refs = json.loads(raw)
+            pairs = [ref.split("/", 1) for ref in refs]
+            found = [self.jobs.get(app, job_id) for app, job_id in pairs]
+        except (ValueError, TypeError, AttributeError, InvalidInput):
+            return False  # not a record this code wrote: never act on it twice
+        return bool(found) and all(j is not None and j.state == JobState.FAILED for j in found)
 
     def _wants(self, app: App, event: CodeEvent) -> bool:
+        if event.branch is None or event.branch != app.branch:
+            return False
         if event.kind == "push":
-            return app.deploy_on == DeployOn.PUSH and event.branch == app.branch
+            return app.deploy_on == DeployOn.PUSH
         # A CI result: only a success deploys, and only for apps that wait for CI.
         if app.deploy_on != DeployOn.CI or not event.ci_passed:
             return False
         if app.ci_workflow and event.source == "workflow_run" and event.workflow != app.ci_workflow:
             return False
-        # Fork check suites carry no branch; their SHA is then trusted only via the app's branch.
-        return event.branch == app.branch
+        if event.source == "check_suite":
+            # No head repository to check: trust only the SHA this branch was last pushed to.
+            return self.pushed(app.name) == (app.branch, event.sha)
+        return True

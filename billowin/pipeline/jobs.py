@@ -3,21 +3,30 @@
 A job is one rollout someone asked for (a push, ``deploy``, ``config:set``,
 ``domains:add``, ``rollback``), with every step it went through. Ids are
 per-app sequence numbers allocated with check-and-set, so two API processes
-never hand out the same one.
+never hand out the same one: the counter and the new record are written in one
+transaction, and a lost race is retried after a short jittered pause.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from billowin.errors import BillowinError
-from billowin.ports import KeyValueStore
+from billowin.errors import Conflict
+from billowin.ports import KeyValueStore, KVWrite
 
 PREFIX = "billowin/pipeline"
+# A lost check-and-set is retried this many times, after a pause of up to RETRY_BASE * 2**attempt
+# (at most RETRY_CAP) seconds: enough for dozens of writers of one app at Consul's latency.
+CAS_TRIES = 60
+RETRY_BASE = 0.002
+RETRY_CAP = 0.1
+log = logging.getLogger("billowin.pipeline")
 
 
 class JobState(StrEnum):
@@ -96,17 +105,26 @@ class JobStore:
     def _key(self, app: str, job_id: str) -> str:
         return f"{PREFIX}/{app}/jobs/{job_id}"
 
-    def create(self, app: str, sha: str = "", **fields: object) -> Job:
+    def draft(self, app: str, sha: str = "", **fields: object) -> tuple[Job, list[KVWrite]]:
+        """A new queued job and the writes that store it: the id counter (check-and-set on the
+        value just read) and the record. Nothing is written; pass the writes to ``kv_txn``,
+        alone or with others, and draft again if the transaction loses a race."""
         seq_key = f"{PREFIX}/{app}/seq"
-        for _ in range(20):
-            index, raw = self.kv.kv_get(seq_key)
-            number = int(raw or b"0") + 1
-            if self.kv.kv_put(seq_key, str(number).encode(), cas=index):
-                job = Job.model_validate({"id": f"{number:08d}", "app": app, "sha": sha, **fields})
-                job.move(JobState.QUEUED, f"queued: {job.describe()} ({job.source})")
-                self.save(job)
+        index, raw = self.kv.kv_get(seq_key)
+        number = int(raw or b"0") + 1
+        job = Job.model_validate({"id": f"{number:08d}", "app": app, "sha": sha, **fields})
+        job.move(JobState.QUEUED, f"queued: {job.describe()} ({job.source})")
+        record = KVWrite(self._key(app, job.id), job.model_dump_json().encode())
+        return job, [KVWrite(seq_key, str(number).encode(), cas=index), record]
+
+    def create(self, app: str, sha: str = "", **fields: object) -> Job:
+        """Queue one job: the next id and its record in one transaction, retried on contention."""
+        for attempt in range(CAS_TRIES):
+            job, writes = self.draft(app, sha, **fields)
+            if self.kv.kv_txn(writes):
                 return job
-        raise BillowinError(f"could not queue a job for {app}: too much contention")
+            pause(attempt)
+        raise Conflict(f"could not queue a job for {app}: too much contention", hint="Try again.")
 
     def save(self, job: Job) -> None:
         self.kv.kv_put(self._key(job.app, job.id), job.model_dump_json().encode())
@@ -136,13 +154,32 @@ class JobStore:
         self.kv.kv_delete_tree(f"{PREFIX}/{app}/")
 
     def list(self, app: str) -> list[Job]:
-        entries = self.kv.kv_list(f"{PREFIX}/{app}/jobs/")
-        return sorted((Job.model_validate_json(v) for _, v in entries), key=lambda j: j.id)
+        """The app's jobs in id order; a record that does not parse is logged and left out."""
+        jobs = (_parse(key, value) for key, value in self.kv.kv_list(f"{PREFIX}/{app}/jobs/"))
+        return sorted((j for j in jobs if j is not None), key=lambda j: j.id)
 
     def apps_with_open_jobs(self) -> set[str]:
-        entries = self.kv.kv_list(f"{PREFIX}/")
         out = set()
-        for key, value in entries:
-            if "/jobs/" in key and value and Job.model_validate_json(value).state not in TERMINAL:
-                out.add(key.split("/")[2])
+        for key, value in self.kv.kv_list(f"{PREFIX}/"):
+            parts = key.split("/")
+            if len(parts) != 5 or parts[3] != "jobs" or not value:
+                continue
+            job = _parse(key, value)
+            if job is not None and job.state not in TERMINAL:
+                out.add(parts[2])
         return out
+
+
+def pause(attempt: int) -> None:
+    """Sleep before retry ``attempt`` (0, 1, …) of a lost check-and-set: full jitter, capped."""
+    time.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt)))  # noqa: S311 - jitter, not a secret
+
+
+def _parse(key: str, raw: bytes) -> Job | None:
+    """One stored job, or None (logged) when the record is malformed: one bad record must
+    never stop the pipeline for every app."""
+    try:
+        return Job.model_validate_json(raw)
+    except ValidationError as exc:
+        log.warning("pipeline: ignoring the malformed job record %s (%d errors)", key, exc.error_count())
+        return None

@@ -8,7 +8,7 @@ decides *what* to roll out, as a ``Rollout``.
     image     roll out an image that is already built, with the current process types
     config    the running release again, with the app's newest config vars
     domains   the running release again, with the app's domains
-    rollback  an earlier release's image, process types, domains and config version
+    rollback  an earlier release's image, process types and config version, with today's domains
 
 A new kind is one function here and one line in ``KINDS``.
 """
@@ -16,12 +16,14 @@ A new kind is one function here and one line in ``KINDS``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from billowin.apps.store import App
 from billowin.build.builder import Builder
+from billowin.errors import InvalidInput
+from billowin.names import is_process_name
 from billowin.pipeline.jobs import Job, JobKind, JobState, JobStore, Step
-from billowin.pipeline.reporting import Reporter
+from billowin.pipeline.reporting import JobOutput, Reporter
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.release.store import Release
@@ -36,6 +38,7 @@ class Context:
     deployer: Deployer
     reporter: Reporter
     deploy_timeout: float
+    output: JobOutput = field(default_factory=lambda: JobOutput(None))
 
     def move(self, job: Job, state: JobState, message: str, status: str | None = None) -> None:
         """Record a step (saved at once, so followers see it) and, if given, a commit status."""
@@ -70,10 +73,16 @@ def _current_counts(ctx: Context, app: str) -> dict[str, int]:
 
 def build(ctx: Context, app: App, job: Job) -> Rollout:
     ctx.move(job, JobState.BUILDING, f"building {job.sha[:12]} (attempt {job.attempts})", status="building")
-    record = ctx.builder.build(app.name, app.repository, job.sha)
+    record = ctx.builder.build(app.name, app.repository, job.sha, token=app.repository_token)
     assert record.image is not None
     ctx.move(job, JobState.DEPLOYING, f"built {record.image}@{record.digest}; deploying", status="deploying")
     counts = _current_counts(ctx, app.name)
+    bad = [name for name in record.processes if not is_process_name(name)]
+    if bad:
+        raise InvalidInput(
+            f"the Procfile's process type {bad[0]!r} is not valid",
+            hint="Use lowercase letters, digits, '-' and '_', starting with a letter (31 at most).",
+        )
     processes = [
         Process(name=name, command=["sh", "-c", cmd], count=counts.get(name, 1 if name == "web" else 0))
         for name, cmd in record.processes.items()
@@ -121,7 +130,7 @@ def _deploying(make: Callable[[Context, App, Job], Rollout | None]) -> Kind:
 def rollback(ctx: Context, app: App, job: Job) -> Release:
     deploying(ctx, job)
     return ctx.deployer.rollback(
-        app.name, job.rollback_to, timeout=ctx.deploy_timeout, progress=ctx.progress(job)
+        app.name, job.rollback_to, domains=app.domains, timeout=ctx.deploy_timeout, progress=ctx.progress(job)
     )
 
 
@@ -152,4 +161,5 @@ def execute(ctx: Context, app: App, job: Job) -> Release | None:
         cause=planned.cause,
         sha=planned.sha,
         progress=ctx.progress(job),
+        output=ctx.output.writer(job),
     )

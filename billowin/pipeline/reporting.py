@@ -1,4 +1,5 @@
-"""Telling people how a job goes: commit statuses on GitHub, and monitoring's counters.
+"""Telling people how a job goes: commit statuses on GitHub, monitoring's counters, and the
+output a job's commands print (the Procfile release phase), kept in a file per job.
 
 A status that cannot be posted never stops a deploy: it is logged and dropped.
 """
@@ -6,7 +7,9 @@ A status that cannot be posted never stops a deploy: it is logged and dropped.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 from billowin.errors import BillowinError
 from billowin.pipeline.jobs import Job
@@ -40,3 +43,40 @@ class Reporter:
     def finished(self, job: Job) -> None:
         if self.on_finished is not None:
             self.on_finished(job)
+
+
+MAX_OUTPUT_BYTES = 10 * 1024 * 1024  # per job; what comes after is counted, not kept
+
+
+class JobOutput:
+    """``<state>/pipeline/<app>/<job id>.log``: everything a job's commands printed."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    def path(self, app: str, job_id: str) -> Path | None:
+        return self.root / app / f"{job_id}.log" if self.root is not None else None
+
+    def writer(self, job: Job) -> Callable[[str], None]:
+        path = self.path(job.app, job.id)
+        written = 0
+
+        def write(line: str) -> None:
+            nonlocal written
+            if path is None or written > MAX_OUTPUT_BYTES:
+                return
+            data = (line + "\n").encode("utf-8", "replace")
+            written += len(data)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("ab") as fh:
+                fh.write(data if written <= MAX_OUTPUT_BYTES else b"[billowin] output cut at 10 MiB\n")
+
+        return write
+
+    def read(self, app: str, job_id: str) -> str | None:
+        path = self.path(app, job_id)
+        return path.read_text(errors="replace") if path is not None and path.exists() else None
+
+    def forget(self, app: str) -> None:
+        if self.root is not None:
+            shutil.rmtree(self.root / app, ignore_errors=True)

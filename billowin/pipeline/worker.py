@@ -24,8 +24,8 @@ from billowin.errors import BillowinError
 from billowin.pipeline import kinds, planner
 from billowin.pipeline.jobs import Job, JobState, JobStore
 from billowin.pipeline.lock import AppLock
-from billowin.pipeline.reporting import Reporter
-from billowin.ports import CommitStatuses, Sessions
+from billowin.pipeline.reporting import JobOutput, Reporter
+from billowin.ports import CommitStatuses, Coordinator
 from billowin.release.deploy import Deployer
 from billowin.release.store import ReleaseStatus
 
@@ -37,7 +37,7 @@ class Worker:
 
     def __init__(
         self,
-        sessions: Sessions,
+        sessions: Coordinator,
         apps: AppStore,
         jobs: JobStore,
         builder: Builder,
@@ -47,13 +47,16 @@ class Worker:
         public_url: str = "",
         deploy_timeout: float = 300,
         on_finished: Callable[[Job], None] | None = None,  # monitoring: deploys by outcome
+        output: JobOutput | None = None,  # where jobs' command output goes (none: dropped)
     ) -> None:
         self.apps = apps
         self.jobs = jobs
         self.builder = builder
         self.lock = AppLock(sessions)
         self.reporter = Reporter(statuses, public_url=public_url, on_finished=on_finished)
-        self.context = kinds.Context(jobs, builder, deployer, self.reporter, deploy_timeout)
+        self.context = kinds.Context(
+            jobs, builder, deployer, self.reporter, deploy_timeout, output or JobOutput(None)
+        )
         self._stop = threading.Event()
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
@@ -80,6 +83,9 @@ class Worker:
             except BillowinError as exc:
                 log.warning("pipeline watch: %s", exc.message)
                 self._stop.wait(2)
+            except Exception:  # a bug must not stop deploys for every app for good
+                log.exception("pipeline watch failed; retrying")
+                self._stop.wait(2)
 
     def _maybe_run(self, app: str) -> None:
         with self._busy_lock:
@@ -98,6 +104,8 @@ class Worker:
                     pass
         except BillowinError as exc:
             log.warning("pipeline %s: %s", app_name, exc.message)
+        except Exception:  # contained to this app; the watch starts it again on the next change
+            log.exception("pipeline %s failed", app_name)
         finally:
             with self._busy_lock:
                 self._busy.discard(app_name)
@@ -136,6 +144,10 @@ class Worker:
                 log.info("pipeline %s: stopped while %s; will resume", job.app, job.state.value)
                 return
             self._fail(job, exc.message)
+            return
+        except Exception as exc:  # a bug fails this job with a reason, and the next job still runs
+            log.exception("pipeline %s job %s", job.app, job.id)
+            self._fail(job, f"Billowin failed unexpectedly ({type(exc).__name__}); see the API's log")
             return
         if release is None:
             return

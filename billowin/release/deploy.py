@@ -8,11 +8,14 @@ the release.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from billowin.errors import Conflict, InvalidInput
+from pydantic import ValidationError
+
+from billowin.errors import Conflict, InvalidInput, NotFound
 from billowin.ports import ConfigStore, Scheduler
 from billowin.release.jobspec import AppJob, Process, render
 from billowin.release.oneoff import Runner
@@ -21,6 +24,10 @@ from billowin.settings import Settings
 
 Progress = Callable[[str], None]
 TEMPLATE = "app.nomad.hcl"
+LOST_CONFIG_HINT = (
+    "Restore the config store (Nomad's or Vault's "
+    "data) from a backup before deploying {app} again."
+)
 
 
 def _quiet(_msg: str) -> None:
@@ -36,6 +43,45 @@ def _placement_failures(plan: dict[str, Any]) -> str:
         why = ", ".join(f"{k} ({v} nodes)" for k, v in {**exhausted, **constraint}.items())
         reasons.append(f"{group}: {why or 'no node can run it'}")
     return "; ".join(reasons)
+
+
+RELEASE_PROGRESS_LINES = 500  # release-phase lines shown as job steps; the rest only in the log
+RELEASE_BATCH_SECONDS = 1.0
+
+
+class ReleasePhase:
+    """Release-command output on its way to the job: every line to ``output``, batches to ``progress``.
+
+    Each progress call rewrites the job record, so one call per line would make a chatty
+    migration quadratic (and could outgrow Consul's value limit): lines are sent at most once
+    a second, and only the first ``RELEASE_PROGRESS_LINES`` of them.
+    """
+
+    def __init__(self, release: Release, command: str, progress: Progress, output: Progress) -> None:
+        self.release = release
+        self.command = command
+        self.progress = progress
+        self.output = output
+        self.batch: list[str] = []
+        self.shown = self.total = 0
+        self.last = time.monotonic()
+
+    def line(self, text: str) -> None:
+        self.total += 1
+        self.output(text)
+        if self.shown + len(self.batch) < RELEASE_PROGRESS_LINES:
+            self.batch.append(f"  release: {text}")
+        if time.monotonic() - self.last >= RELEASE_BATCH_SECONDS:
+            self.flush()
+
+    def flush(self, *, final: bool = False) -> None:
+        if self.batch:
+            self.progress("\n".join(self.batch))
+            self.shown += len(self.batch)
+            self.batch = []
+        self.last = time.monotonic()
+        if final and self.total > self.shown:
+            self.progress(f"  release: … {self.total - self.shown} more lines in the deploy's log")
 
 
 class Deployer:
@@ -54,12 +100,38 @@ class Deployer:
         self.runner = runner
 
     def config_template(self, app: str, version: int) -> tuple[str | None, list[str]]:
-        """The Nomad template for a config version, and the Vault policies it needs (none if empty)."""
+        """The Nomad template for a config version, and the Vault policies it needs (none if empty).
+
+        A version the store no longer has is an error, never "no config": the release
+        would otherwise start with an empty environment.
+        """
         if not version or self.config is None:
             return None, []
-        if not self.config.read(app, version):
+        try:
+            values = self.config.read(app, version)
+        except NotFound as exc:
+            raise InvalidInput(
+                f"{app} needs config version {version}, which the config store no longer has; "
+                "nothing was rolled out",
+                hint=LOST_CONFIG_HINT.format(app=app),
+            ) from exc
+        if not values:
             return None, []
-        return self.config.template(app, version), self.config.job_vault_policies()
+        return self.config.template(app, version), self.config.job_vault_policies(app)
+
+    def _latest_config(self, app: str) -> int:
+        """The app's newest config version, refusing one older than a release already ran with."""
+        if self.config is None:
+            return 0
+        latest = self.config.latest(app)[0]
+        pinned = max((r.config_version for r in self.releases.list(app)), default=0)
+        if latest < pinned:  # versions only grow: the store lost them (a wiped Nomad or Vault)
+            raise InvalidInput(
+                f"the config store has version {latest or 'none'} of {app}'s config vars, but a release "
+                f"already ran with version {pinned}: they were lost; nothing was rolled out",
+                hint=LOST_CONFIG_HINT.format(app=app),
+            )
+        return latest
 
     def deploy(
         self,
@@ -77,6 +149,7 @@ class Deployer:
         release_command: str | None = None,
         cause: str = "",
         sha: str | None = None,
+        output: Progress = _quiet,
     ) -> Release:
         """Deploy ``image`` as a new release of ``app``; returns the release with its outcome.
 
@@ -85,10 +158,11 @@ class Deployer:
         ``progress_deadline``, ``min_healthy_time``, ``shutdown_delay``, ``kill_timeout``).
         ``config_version``: the config-var version to run (default: the app's latest).
         ``release_command``: the Procfile ``release`` phase, run once before the rollout;
-        if it fails, nothing is rolled out.
+        if it fails, nothing is rolled out. Its every line goes to ``output``; ``progress``
+        gets them in batches, and only the first ``RELEASE_PROGRESS_LINES``.
         """
         if config_version is None:
-            config_version = self.config.latest(app)[0] if self.config else 0
+            config_version = self._latest_config(app)
         if keep_scale:
             processes = self._keep_scale(app, processes)
         release = self.releases.create(
@@ -104,7 +178,8 @@ class Deployer:
         try:
             config_template, policies = self.config_template(app, config_version)
             if release_command:
-                self._release_phase(release, release_command, config_template, policies, progress)
+                phase = ReleasePhase(release, release_command, progress, output)
+                self._release_phase(phase, config_template, policies)
             progress(f"{app} {release.name}: rendering and validating the job")
             self._register(release, processes, config_template, policies, keep_scale, deadlines)
         except Exception as exc:
@@ -128,12 +203,20 @@ class Deployer:
         return release
 
     def rollback(
-        self, app: str, number: int | None = None, *, timeout: float = 180, progress: Progress = _quiet
+        self,
+        app: str,
+        number: int | None = None,
+        *,
+        domains: list[str] | None = None,
+        timeout: float = 180,
+        progress: Progress = _quiet,
     ) -> Release:
         """Roll ``app`` back to release ``number`` (default: the last live one before the current).
 
-        The old release's image, process types and domains are deployed again as a new
-        release, like Heroku's ``releases:rollback``; the current scale is kept.
+        The old release's image, process types and config version are deployed again as a
+        new release, like Heroku's ``releases:rollback``; the current scale is kept, and so
+        are ``domains`` (the app's current ones: a domain given up since, perhaps to another
+        app, never comes back with an old release).
         """
         history = self.releases.list(app)
         if number is None:
@@ -151,7 +234,7 @@ class Deployer:
             app,
             target.image,
             target.processes,
-            domains=target.domains,
+            domains=target.domains if domains is None else domains,
             timeout=timeout,
             progress=progress,
             rollback_of=target.name,
@@ -178,16 +261,21 @@ class Deployer:
                 processes = self._keep_scale(app, processes, current)
                 release.processes = processes
                 self.releases.save(release)
-            variables = AppJob(
-                app=app,
-                release=release.name,
-                image=release.image,
-                processes=processes,
-                domains=release.domains,
-                config_template=config_template,
-                vault_policies=policies,
-                **(deadlines or {}),
-            )
+            try:
+                variables = AppJob(
+                    app=app,
+                    release=release.name,
+                    image=release.image,
+                    processes=processes,
+                    domains=release.domains,
+                    config_template=config_template,
+                    vault_policies=policies,
+                    network_mode=self.settings.app_network,
+                    **(deadlines or {}),
+                )
+            except ValidationError as exc:
+                problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                raise InvalidInput(f"{app} {release.name} cannot be rendered: {problems}") from exc
             job = self.nomad.parse(render(self.settings.jobspecs_dir, TEMPLATE, variables))
             problem = _placement_failures(self.nomad.plan(job))
             if problem:
@@ -210,17 +298,11 @@ class Deployer:
         counts = {g["Name"]: g["Count"] for g in (current or {}).get("TaskGroups") or []}
         return [p.model_copy(update={"count": counts[p.name]}) if p.name in counts else p for p in processes]
 
-    def _release_phase(
-        self,
-        release: Release,
-        command: str,
-        config_template: str | None,
-        policies: list[str],
-        progress: Progress,
-    ) -> None:
+    def _release_phase(self, phase: ReleasePhase, config_template: str | None, policies: list[str]) -> None:
+        release, command = phase.release, phase.command
         if self.runner is None:
             raise InvalidInput(f"{release.app} has a release command but this deployer cannot run it")
-        progress(f"{release.app} {release.name}: running the release command: {command}")
+        phase.progress(f"{release.app} {release.name}: running the release command: {command}")
         spec = self.runner.spec(
             release.app,
             release.name,
@@ -235,7 +317,8 @@ class Deployer:
             if event.exit_code is not None:
                 code = event.exit_code
             else:
-                progress(f"  release: {event.text}")
+                phase.line(event.text)
+        phase.flush(final=True)
         if code != 0:
             raise InvalidInput(
                 f"the release command failed (exit {code}); nothing was rolled out",

@@ -50,6 +50,8 @@ class AppJob(BaseModel):
     min_healthy_time: str = Field("2s", pattern=DURATION)
     healthy_deadline: str = Field("45s", pattern=DURATION)
     progress_deadline: str = Field("90s", pattern=DURATION)
+    # The Docker network app containers join (BILLOWIN_APP_NETWORK; made by the stack, ICC off).
+    network_mode: str = Field("billowin-apps", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
     @field_validator("domains")
     @classmethod

@@ -25,6 +25,21 @@ from billowin.ports import Scheduler
 STREAMS = ("stdout", "stderr")
 ALLOC_NAME = re.compile(r"\.(?P<group>[^.\[]+)\[(?P<index>\d+)\]$")
 BYTES_PER_LINE = 200  # how far back to start reading for ``lines`` recent lines
+MAX_LINE = 64 * 1024  # a "line" longer than this (output with no newline) is cut into pieces
+
+
+def split_lines(partial: bytes, data: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines in ``partial + data``, and what is left of an unfinished one.
+
+    What is left never exceeds ``MAX_LINE``: a program printing megabytes without a newline
+    gets its output cut into ``MAX_LINE`` pieces instead of growing one buffer for ever.
+    """
+    *complete, rest = (partial + data).split(b"\n")
+    lines = [line[i : i + MAX_LINE] for line in complete for i in range(0, max(len(line), 1), MAX_LINE)]
+    while len(rest) > MAX_LINE:
+        lines.append(rest[:MAX_LINE])
+        rest = rest[MAX_LINE:]
+    return lines, rest
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,7 @@ class _Source(threading.Thread):
                     return
                 if data is None:  # a heartbeat: nothing new
                     continue
-                *complete, partial = (partial + data).split(b"\n")
+                complete, partial = split_lines(partial, data)
                 if self.follow:
                     for raw in complete:
                         self.emit(raw.decode("utf-8", errors="replace"))

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from billowin.errors import BillowinError, InvalidInput, NotFound, ServiceError
 from billowin.ports import Scheduler
 from billowin.release.jobspec import render
-from billowin.release.logs import STREAMS
+from billowin.release.logs import STREAMS, split_lines
 from billowin.settings import Settings
 
 TEMPLATE = "run.nomad.hcl"
@@ -43,6 +43,7 @@ class RunJob(BaseModel):
     delimiter: str = Field(default_factory=lambda: f"billowin-{secrets.token_hex(8)}")
     config_template: str | None = None
     vault_policies: list[str] = Field(default_factory=list)
+    network_mode: str = Field("billowin-apps", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     cpu: int = 100
     memory: int = 256
 
@@ -112,6 +113,7 @@ class Runner:
             script=shell_command(command),
             config_template=config_template,
             vault_policies=vault_policies,
+            network_mode=self.settings.app_network,
         )
 
     def _wait_alloc(self, job_id: str, deadline: float) -> dict[str, Any]:
@@ -144,7 +146,7 @@ class Runner:
 
             def take(stream: str, data: bytes) -> None:
                 consumed[stream] += len(data)
-                *lines, partial[stream] = (partial[stream] + data).split(b"\n")
+                lines, partial[stream] = split_lines(partial[stream], data)
                 events.extend(RunEvent(stream, ln.decode("utf-8", "replace")) for ln in lines)
 
             def read(stream: str) -> None:

@@ -7,7 +7,8 @@ Steps, each skipped when its result is already cached:
    from HashiCorp's release archives (SHA256SUMS-verified), or built from their
    Go modules when the archives are unreachable or ``BILLOWIN_INSTALL_METHOD=go``.
 3. The base Docker image, made without any registry: ``debootstrap`` a Debian
-   root filesystem, then ``docker import`` it.
+   root filesystem, then ``docker import`` it; and the Docker networks apps and
+   builds run on (``ensure_docker_networks``: bridges with inter-container traffic off).
 
 Binaries live under ``<cache>/bin/<tool>/<version>/`` and the base image's root
 filesystem under ``<cache>/images/``, so a second run takes seconds.
@@ -15,6 +16,7 @@ filesystem under ``<cache>/images/``, so a second run takes seconds.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -268,6 +270,8 @@ class Installer:
         tag = base_image_tag(self.settings)
         rootfs_tar = self.settings.cache_dir / "images" / f"base-{spec['suite']}-r{spec['recipe']}.tar"
         ensure_engine()
+        with self.step("Docker networks for apps and builds"):
+            ensure_docker_networks(self.settings)
         with self.step(f"base image {tag}"):
             if docker_image_exists(tag):
                 return tag
@@ -360,6 +364,61 @@ def base_image_tag(settings: Settings) -> str:
 def docker_image_exists(tag: str) -> bool:
     proc = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
     return proc.returncode == 0
+
+
+ICC = "com.docker.network.bridge.enable_icc"
+
+
+def _docker_network_options(settings: Settings, name: str) -> dict[str, str] | None:
+    """The driver options of the Docker network ``name``; None if there is none."""
+    proc = subprocess.run(
+        ["docker", "network", "inspect", "--format", "{{json .Options}}", name],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "DOCKER_HOST": settings.docker_host},
+    )
+    if proc.returncode != 0:
+        if "no such network" in proc.stderr.lower() or "not found" in proc.stderr.lower():
+            return None
+        raise InstallError(f"cannot inspect the Docker network {name}: {proc.stderr.strip()}")
+    options = json.loads(proc.stdout.strip() or "null")
+    return dict(options or {})
+
+
+def ensure_docker_networks(settings: Settings) -> list[str]:
+    """Make the apps' and the builds' Docker networks unless they exist; returns those made.
+
+    Both are bridges with inter-container traffic off (``enable_icc=false``): an app's
+    container cannot reach another app's or a build's container, only the host's published
+    ports (the router). A network of that name with inter-container traffic on is refused.
+    """
+    made = []
+    lock_path = settings.cache_dir / "docker-networks.lock"  # two stacks starting at once
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name, role in ((settings.app_network, "apps"), (settings.build_network, "builds")):
+            options = _docker_network_options(settings, name)
+            if options is None:
+                argv = ["docker", "network", "create", "--driver", "bridge", "--opt", f"{ICC}=false"]
+                argv += ["--label", f"billowin.network={role}", name]
+                proc = subprocess.run(
+                    argv,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    env={**os.environ, "DOCKER_HOST": settings.docker_host},
+                )
+                if proc.returncode != 0:
+                    raise InstallError(f"cannot create the Docker network {name}: {proc.stderr.strip()}")
+                made.append(name)
+            elif options.get(ICC) != "false":
+                raise InstallError(
+                    f"the Docker network {name} exists, but with inter-container traffic on",
+                    hint=f"Remove it (`docker network rm {name}`, once nothing uses it) and start again.",
+                )
+    return made
 
 
 def make_writable(tree: Path) -> None:

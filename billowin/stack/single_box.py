@@ -3,7 +3,8 @@
 ``billowin up`` (``make up``) and the integration test session both use this,
 so what is tested is what users run. Order of start:
 
-    dockerd (only when no engine answers) → registry → consul -dev →
+    dockerd (only when no engine answers) → the apps' and builds' Docker networks →
+    registry → consul -dev →
     nomad -dev (docker driver, registering in that Consul) →
     consul-template + HAProxy (the router) → the Billowin API
 
@@ -27,9 +28,11 @@ from pathlib import Path
 
 import httpx
 
+from billowin.build.hygiene import collect_registry_garbage
 from billowin.errors import BillowinError, ServiceError
 from billowin.router.reload import MARKER
 from billowin.settings import PACKAGE_DIR, Settings
+from billowin.stack.install import ensure_docker_networks
 from billowin.stack.process import ManagedProcess, free_port, http_ok, pid_alive
 from billowin.stack.tools import Toolset
 from billowin.system import System
@@ -449,6 +452,9 @@ template {{
                 progress("Docker Engine: already running")
             else:
                 self._start(self.dockerd(), progress, timeout)
+            made = ensure_docker_networks(self.settings)
+            progress(f"Docker networks: {', '.join(made) + ' made' if made else 'present'}")
+            self._collect_registry_garbage(progress)
             self._start(self.registry(), progress, timeout)
             self._start(self.consul(), progress, timeout)
             self._start(self.nomad(), progress, timeout)
@@ -461,6 +467,21 @@ template {{
             self.stop()
             raise
         self._write_manifest()
+
+    def _collect_registry_garbage(self, progress: Progress) -> None:
+        """Free the layers of deleted images, while the registry is down (its rule for GC)."""
+        if self._pidfile("registry").running():
+            return
+        try:
+            freed = collect_registry_garbage(
+                self.tools.docker_registry,
+                self.state_dir / "registry",
+                address=f"127.0.0.1:{self.ports.registry}",
+            )
+        except ServiceError as exc:
+            progress(f"registry garbage collection skipped: {exc.message}")
+            return
+        progress(f"registry: garbage collected{f' ({freed})' if freed else ''}")
 
     def _start(self, proc: ManagedProcess, progress: Progress, timeout: float) -> None:
         if proc.running():

@@ -7,6 +7,39 @@
 #                            TLS-inspecting proxy are trusted
 set -eu
 
+# Say plainly when the build hit its memory or process limit (BILLOWIN_BUILD_MEMORY_MB,
+# BILLOWIN_BUILD_PIDS_LIMIT): the kernel's own words ("Killed", "Resource temporarily
+# unavailable") do not. Shell builtins only: at the process limit nothing can fork.
+cgroup_figure() { # <file> <key>: $figure = the number after <key> in a cgroup file, else 0
+  figure=0
+  if [ -r "$1" ]; then
+    while read -r name value; do
+      if [ "$name" = "$2" ]; then figure=$value; fi
+    done <"$1"
+  fi
+}
+report_limits() {
+  status=$?
+  if [ "$status" -eq 0 ]; then return 0; fi
+  cgroup_figure /sys/fs/cgroup/memory/memory.oom_control oom_kill # cgroup v1
+  oom=$figure
+  cgroup_figure /sys/fs/cgroup/memory.events oom_kill # cgroup v2
+  if [ "$figure" != 0 ]; then oom=$figure; fi
+  cgroup_figure /sys/fs/cgroup/pids/pids.events max
+  forks=$figure
+  cgroup_figure /sys/fs/cgroup/pids.events max
+  if [ "$figure" != 0 ]; then forks=$figure; fi
+  if [ "$oom" != 0 ]; then
+    echo "error: the build ran out of memory: it needed more than its limit of" \
+      "${BILLOWIN_BUILD_MEMORY_MB:-?} MB (BILLOWIN_BUILD_MEMORY_MB)" >&2
+  elif [ "$forks" != 0 ]; then
+    echo "error: the build hit its limit of ${BILLOWIN_BUILD_PIDS_LIMIT:-?} processes" \
+      "(BILLOWIN_BUILD_PIDS_LIMIT)" >&2
+  fi
+  exit "$status"
+}
+trap report_limits EXIT
+
 export HOME=/root
 CA=/etc/billowin/host-ca.crt
 export SSL_CERT_FILE="$CA" PIP_CERT="$CA" REQUESTS_CA_BUNDLE="$CA" CURL_CA_BUNDLE="$CA" \

@@ -202,8 +202,10 @@ def test_a_user_manages_an_app_through_the_cli(
 
 def check_run(cli: Cli, app: str) -> None:
     """`run` prints a command's output, with the release's config; its exit code is the CLI's."""
-    ran = cli("run", app, "--", "echo", "run-sees", "${GREETING%%-*}")  # the secret's first word only
+    ran = cli("run", app, "--", "echo run-sees ${GREETING%%-*}")  # one argument: a shell line
     assert "run-sees first" in ran.stdout
+    exact = cli("run", app, "--", "printf", "[%s]", "two words", "$HOME")  # several: exactly these
+    assert "[two words][$HOME]" in exact.stdout
     failed = cli("run", app, "--", "echo oops >&2; exit 3", ok=False)
     assert failed.returncode == 3 and "oops" in failed.stderr
 

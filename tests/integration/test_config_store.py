@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from billowin.adapters.docker import DockerEngine
 from billowin.adapters.nomad import NomadScheduler, nomad_client
-from billowin.adapters.vault import POLICY, VaultKV
+from billowin.adapters.vault import VaultKV, policy_name
 from billowin.errors import InvalidInput, NotFound, ServiceError, Unreachable
 from billowin.ports import ConfigStore
 from billowin.settings import Settings
@@ -103,9 +103,9 @@ def test_the_backend_is_the_one_asked_for_and_healthy(store: ConfigStore) -> Non
     if store.backend == "vault":
         assert isinstance(store, VaultKV)
         assert health.version == load_versions(Settings().versions_file)["vault"]["version"]
-        assert store.job_vault_policies() == [POLICY]
+        assert store.job_vault_policies("shop") == [policy_name("shop")]
     else:
-        assert store.job_vault_policies() == []
+        assert store.job_vault_policies("shop") == []
 
 
 def test_versions_start_at_one_increase_and_old_ones_read_back_exactly(
@@ -272,19 +272,26 @@ def test_vault_deleted_and_destroyed_versions_are_not_found(
     store.delete(app_name)
 
 
-def test_vault_policy_lets_a_job_token_read_config_and_nothing_else(
+def test_vault_policy_lets_a_job_token_read_its_own_apps_config_and_nothing_else(
     stack: SingleBox, vault: VaultDev, app_name: str
 ) -> None:
     store = VaultKV(vault_settings(stack, vault))
-    store.ensure_policy()
-    store.ensure_policy()  # idempotent
+    other = f"{app_name}-other"
     version = store.write(app_name, {"A": "b"})
+    other_version = store.write(other, {"SECRET": "of the other app"})
+    store.ensure_policy(app_name)  # idempotent: write already made it
     root = hvac.Client(url=vault.addr, token=vault.root_token)
-    job_token = root.auth.token.create(policies=store.job_vault_policies(), ttl="5m")["auth"]["client_token"]
+    policies = store.job_vault_policies(app_name)
+    job_token = root.auth.token.create(policies=policies, ttl="5m")["auth"]["client_token"]
     as_job = VaultKV(vault_settings(stack, vault, vault_token=SecretStr(job_token)))
     assert as_job.read(app_name, version) == {"A": "b"}
     with pytest.raises(ServiceError, match="permission denied"):
+        as_job.read(other, other_version)  # app A's job token cannot read app B's config
+    with pytest.raises(ServiceError, match="permission denied"):
         as_job.write(app_name, {"A": "c"})
+    store.delete(other)
+    assert policy_name(other) not in root.sys.list_policies()["data"]["policies"]
+    store.delete(app_name)
 
 
 # -- the template, rendered by a real Nomad for a real task ------------------------------

@@ -1,8 +1,10 @@
 """The web dashboard in a real headless Chromium (Debian's ``chromium`` + ``chromedriver``, via Selenium).
 
 Logs in with an API token, opens an app's page, sees its charts drawn with
-data from real traffic through HAProxy, and saves a screenshot under
-``test-artifacts/`` (``BILLOWIN_TEST_ARTIFACTS`` to change it).
+data from real traffic through HAProxy, saves a screenshot under
+``test-artifacts/`` (``BILLOWIN_TEST_ARTIFACTS`` to change it), and logs out
+through the form (which carries the session's CSRF token). The cookie holds a
+session id, never the token.
 """
 
 from __future__ import annotations
@@ -64,22 +66,25 @@ def test_dashboard_shows_an_apps_charts_with_data(
     token = System(stack.settings).tokens.create("dashboard test")
     api = f"http://127.0.0.1:{stack.ports.api}"
 
-    # Traffic through the router until the monitoring has request points for the app.
+    # Traffic through the router until the monitoring has request points for the app, read as the
+    # page's script reads them: from the dashboard, on a session (the JSON API wants a bearer token).
     seen: dict[str, object] = {}
 
-    def has_points() -> bool:
+    def has_points(session: httpx.Client) -> bool:
         seen["router"] = [
             router.get("/", headers={"Host": f"{app_name}.localhost"}).status_code for _ in range(20)
         ]
-        resp = httpx.get(f"{api}/dashboard/apps/{app_name}/charts.json", cookies={"billowin_token": token})
+        resp = session.get(f"/dashboard/apps/{app_name}/charts.json")
         charts = {c["id"]: c for c in resp.json()["charts"]}
         seen["requests"] = charts["requests"]
         return any(v for s in charts["requests"]["series"] for v in s["values"] if v)
 
-    try:
-        wait_for(has_points, 120, "request metrics for the app")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; router answers and chart data last seen: {seen}") from exc
+    with httpx.Client(base_url=api, timeout=20) as session:
+        assert session.post("/dashboard/login", data={"token": token}).status_code == 303
+        try:
+            wait_for(lambda: has_points(session), 120, "request metrics for the app")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; router answers and chart data last seen: {seen}") from exc
 
     # Not logged in: the dashboard sends the browser to the login form.
     browser.get(f"{api}/dashboard")
@@ -92,6 +97,10 @@ def test_dashboard_shows_an_apps_charts_with_data(
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.ID, "login").click()
     WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "apps")))
+    cookie = browser.get_cookie("billowin_session")
+    assert cookie is not None and cookie["httpOnly"] and cookie["path"] == "/dashboard"
+    assert token.split("_", 2)[2] not in cookie["value"], "the cookie holds a session id, not the token"
+    assert browser.get_cookie("billowin_token") is None
     browser.find_element(By.LINK_TEXT, app_name).click()
 
     wait = WebDriverWait(browser, 30)
@@ -104,7 +113,18 @@ def test_dashboard_shows_an_apps_charts_with_data(
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-latency canvas"), "the latency chart was not drawn"
     releases = browser.find_element(By.ID, "releases").text
     assert "v1" in releases and "live" in releases
+    # The live log reads from the dashboard too: it must not have been refused.
+    assert "log stream ended" not in browser.find_element(By.ID, "logs").text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard-app.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+    # Logging out is a form post with the session's CSRF token (Chromium sends Origin and
+    # Sec-Fetch-Site itself); afterwards the dashboard wants a login again.
+    csrf = browser.find_element(By.CSS_SELECTOR, "form[action='/dashboard/logout'] input[name=csrf]")
+    assert csrf.get_attribute("value")
+    browser.find_element(By.ID, "logout").click()
+    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "token")))
+    browser.get(f"{api}/dashboard")
+    assert browser.current_url.endswith("/dashboard/login")

@@ -21,7 +21,10 @@ from .conftest import wait_for, write_hello_app
 
 
 def test_health_reports_every_component_green_with_versions(stack: SingleBox) -> None:
-    resp = httpx.get(f"http://127.0.0.1:{stack.ports.api}/health", timeout=20)
+    admin = System(stack.settings).tokens.create("health check")  # the detail is for admins only
+    resp = httpx.get(
+        f"http://127.0.0.1:{stack.ports.api}/health", headers={"Authorization": f"Bearer {admin}"}, timeout=20
+    )
     body = resp.json()
     assert resp.status_code == 200, body
     assert body["ok"] is True

@@ -112,17 +112,54 @@ def push_payload(app: App, sha: str, branch: str = "main") -> dict[str, Any]:
     return payload
 
 
-def workflow_run_payload(app: App, sha: str, conclusion: str) -> dict[str, Any]:
+def workflow_run_payload(
+    app: App,
+    sha: str,
+    conclusion: str,
+    *,
+    head_repository: str | None = None,
+    event: str = "push",
+    branch: str = "main",
+) -> dict[str, Any]:
+    """A completed run; by default one a push to the app's own repository triggered (the only
+    kind that deploys). ``head_repository``/``event`` make a fork's or a pull request's run."""
     payload = webhook_example("workflow_run", "completed")
+    run = payload["workflow_run"]
     payload["workflow_run"] = {
-        **payload["workflow_run"],
+        **run,
         "head_sha": sha,
-        "head_branch": "main",
+        "head_branch": branch,
         "conclusion": conclusion,
         "status": "completed",
+        "event": event,
+        "head_repository": {**run["head_repository"], "full_name": head_repository or app.github_repo},
     }
     payload["repository"] = {**payload["repository"], "full_name": app.github_repo}
     return payload
+
+
+def travis_notification(app: App, sha: str, *, build: int = 4242, type: str = "push") -> dict[str, Any]:
+    return {
+        "id": build,
+        "type": type,
+        "pull_request": type == "pull_request",
+        "state": "passed",
+        "status_message": "Passed",
+        "branch": "main",
+        "commit": sha,
+        "repository": {"owner_name": "acme", "name": app.name},
+    }
+
+
+def travis_post(hooks: Hooks, key: rsa.RSAPrivateKey, notification: dict[str, Any]) -> httpx.Response:
+    payload = json.dumps(notification)
+    signature = base64.b64encode(
+        key.sign(payload.encode(), padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 - Travis signs with SHA-1
+    ).decode()
+    headers = {"Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+    return httpx.post(
+        f"{hooks.api}/hooks/travis", content=urlencode({"payload": payload}), headers=headers, timeout=10
+    )
 
 
 def set_greeting(repo: Path, text: str) -> None:
@@ -180,14 +217,7 @@ def test_waiting_for_ci_deploys_only_what_passed(
     # Travis: a passed build of the next commit, signed with the configured key, deploys it.
     set_greeting(app_repo, "Passed on Travis")
     sha2 = commit(app_repo, "travis")
-    notification = {
-        "id": 4242,
-        "state": "passed",
-        "status_message": "Passed",
-        "branch": "main",
-        "commit": sha2,
-        "repository": {"owner_name": "acme", "name": app.name},
-    }
+    notification = travis_notification(app, sha2)
     payload = json.dumps(notification)
     signature = base64.b64encode(
         travis_key.sign(payload.encode(), padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 - Travis signs with SHA-1
@@ -263,11 +293,11 @@ def test_hostile_and_replayed_deliveries_are_refused_and_run_nothing(
     malformed = hooks.github("push", {}, body=b'{"ref": "refs/heads/main", ')
     assert malformed.status_code == 400 and "JSON" in malformed.json()["message"]
     assert hooks.github("issues", payload).status_code == 400
-    # A hostile branch name is only ever compared, never run or fetched.
+    # A hostile branch name is refused at the door: never compared, run or fetched.
     pwned = Path("/tmp/pwned")
     pwned.unlink(missing_ok=True)
     hostile = hooks.github("push", push_payload(app, sha, branch="$(touch /tmp/pwned)"))
-    assert hostile.status_code == 202 and "nothing to deploy" in hostile.json()["message"]
+    assert hostile.status_code == 400 and "branch" in hostile.json()["message"], hostile.text
     with pytest.raises(ValueError, match="branch"):
         App(name="evil", repository="/tmp", branch="--upload-pack=touch /tmp/pwned")
     assert hooks.jobs(app.name) == []

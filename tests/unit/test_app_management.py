@@ -189,3 +189,12 @@ def test_the_cli_says_what_to_do_when_the_api_is_down(
     result = CliRunner().invoke(cli_app, ["apps", "--json"])
     assert result.exit_code == 1
     assert "cannot reach http://127.0.0.1:9" in result.output and "what to do:" in result.output
+
+
+def test_run_keeps_each_argument_as_typed() -> None:
+    """`billowin run APP -- printf '%s' 'a b'` runs exactly those arguments; one argument is a shell line."""
+    from billowin.cli.logs import shell_line
+
+    assert shell_line(["printf", "%s\\n", "two words", "$HOME"]) == "printf '%s\\n' 'two words' '$HOME'"
+    assert shell_line(["echo $HOME; ls -l"]) == "echo $HOME; ls -l"
+    assert shell_line(["python3", "-c", "print('a b')"]) == "python3 -c 'print('\"'\"'a b'\"'\"')'"

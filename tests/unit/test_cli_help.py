@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 from billowin.cli import app
 
 ORDER = [
-    *("setup", "up", "down", "status", "build", "tokens:create", "login"),
+    *("setup", "up", "down", "status", "build", "tokens", "tokens:create", "tokens:revoke", "login"),
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
     *("config", "config:set", "config:unset", "domains", "domains:add", "domains:remove"),
     *("ps", "ps:scale", "ps:restart"),
     *("releases", "rollback", "deploy", "deploy:status", "builds", "builds:output"),
-    *("logs", "run", "whoami", "alerts"),
+    *("logs", "run", "whoami", "alerts", "audit"),
 ]
 
 

@@ -83,7 +83,7 @@ def test_an_assignment_without_equals_is_not_echoed() -> None:
 def test_the_store_defaults_to_nomad_variables() -> None:
     store = _config_store(Settings(nomad_addr="http://127.0.0.1:1"))
     assert isinstance(store, NomadVariables) and store.backend == "nomad"
-    assert store.job_vault_policies() == []
+    assert store.job_vault_policies("shop") == []
 
 
 def test_the_vault_store_needs_an_address() -> None:
@@ -99,7 +99,7 @@ def test_the_vault_store_is_chosen_by_setting(monkeypatch: pytest.MonkeyPatch) -
     store = _config_store(Settings(vault_token=SecretStr("t")))
     assert isinstance(store, VaultKV) and store.backend == "vault"
     assert store.mount == "kv"
-    assert store.job_vault_policies() == ["billowin-apps"]
+    assert store.job_vault_policies("shop") == ["billowin-app-shop"]
 
 
 def test_templates_name_the_exact_version_and_render_json_quoted_lines() -> None:

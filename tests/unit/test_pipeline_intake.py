@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Sequence
 
 import pytest
 
@@ -11,14 +13,16 @@ from billowin.errors import ServiceError
 from billowin.pipeline.intake import Intake
 from billowin.pipeline.jobs import Job, JobState, JobStore
 from billowin.pipeline.webhooks import CodeEvent
+from billowin.ports import KVWrite
 from tests.fakes import InMemoryKV
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
+OTHER_SHA = "f" * 40
 REPO = "acme/shop"
 
 
-def _intake(*apps: App) -> Intake:
-    kv = InMemoryKV()
+def _intake(*apps: App, kv: InMemoryKV | None = None) -> Intake:
+    kv = kv or InMemoryKV()
     store = AppStore(kv)
     for app in apps:
         store.create(app)
@@ -31,8 +35,10 @@ def _app(name: str = "shop", **fields: object) -> App:
     )
 
 
-def push(branch: str = "main", *, repo: str = REPO, delivery: str | None = "d-1") -> CodeEvent:
-    return CodeEvent("push", "push", repo, branch, SHA, delivery=delivery)
+def push(
+    branch: str | None = "main", *, repo: str = REPO, delivery: str | None = "d-1", sha: str = SHA
+) -> CodeEvent:
+    return CodeEvent("push", "push", repo, branch, sha, delivery=delivery)
 
 
 def ci(
@@ -41,9 +47,10 @@ def ci(
     source: str = "workflow_run",
     workflow: str | None = "CI",
     branch: str | None = "main",
-    delivery: str | None = "d-ci",
+    delivery: str | None = None,
+    sha: str = SHA,
 ) -> CodeEvent:
-    return CodeEvent("ci", source, REPO, branch, SHA, ci_passed=passed, workflow=workflow, delivery=delivery)
+    return CodeEvent("ci", source, REPO, branch, sha, ci_passed=passed, workflow=workflow, delivery=delivery)
 
 
 def _fail_all(intake: Intake, jobs: list[Job]) -> None:
@@ -52,144 +59,155 @@ def _fail_all(intake: Intake, jobs: list[Job]) -> None:
         intake.jobs.save(job)
 
 
+def _apps(jobs: list[Job]) -> list[str]:
+    return [j.app for j in jobs]
+
+
 # -- delivery claims ----------------------------------------------------------------------------
 def test_a_new_delivery_is_claimed_once_and_a_replay_is_a_duplicate() -> None:
     intake = _intake(_app())
-    assert intake.claim_delivery("d-1")
-    jobs = intake.accept(push())
-    assert [j.app for j in jobs] == ["shop"]
-    assert not intake.claim_delivery("d-1"), "a replay of the same delivery id is refused"
+    first = intake.deliver(push())
+    assert not first.duplicate and _apps(first.jobs) == ["shop"]
+    again = intake.deliver(push())
+    assert again.duplicate and again.jobs == [], "a replay of the same delivery id is refused"
     assert len(intake.jobs.list("shop")) == 1
 
 
 def test_events_without_a_delivery_id_are_always_processed() -> None:
     intake = _intake(_app())
-    assert intake.claim_delivery(None)
-    assert intake.claim_delivery(None)
+    assert len(intake.deliver(push(delivery=None)).jobs) == 1
+    assert len(intake.deliver(push(delivery=None)).jobs) == 1
+
+
+def test_the_delivery_record_lists_its_jobs_as_json() -> None:
+    intake = _intake(_app("shop"), _app("blog"))
+    jobs = intake.deliver(push()).jobs
+    _, raw = intake.jobs.kv.kv_get(Intake.delivery_key("d-1"))
+    assert raw is not None and sorted(json.loads(raw)) == sorted(f"{j.app}/{j.id}" for j in jobs)
 
 
 def test_a_replay_while_the_first_jobs_still_run_is_a_duplicate() -> None:
     intake = _intake(_app())
-    assert intake.claim_delivery("d-1")
-    (job,) = intake.accept(push())
+    (job,) = intake.deliver(push()).jobs
     job.move(JobState.BUILDING, "building")
     intake.jobs.save(job)
-    assert not intake.claim_delivery("d-1")
+    assert intake.deliver(push()).duplicate
     job.move(JobState.LIVE, "v1 is live")
     intake.jobs.save(job)
-    assert not intake.claim_delivery("d-1"), "a delivery that deployed is never deployed again"
+    assert intake.deliver(push()).duplicate, "a delivery that deployed is never deployed again"
 
 
 def test_a_redelivery_after_its_job_failed_is_processed_again() -> None:
     intake = _intake(_app())
-    assert intake.claim_delivery("d-1")
-    _fail_all(intake, intake.accept(push()))
-    assert intake.claim_delivery("d-1")
-    again = intake.accept(push())
-    assert [j.id for j in again] == ["00000002"]
-    assert not intake.claim_delivery("d-1"), "the new job is not failed: a further replay is a duplicate"
+    _fail_all(intake, intake.deliver(push()).jobs)
+    again = intake.deliver(push())
+    assert [j.id for j in again.jobs] == ["00000002"]
+    assert intake.deliver(push()).duplicate, "the new job is not failed: a further replay is a duplicate"
+
+
+def _concurrently(intake: Intake, event: CodeEvent, n: int = 2) -> list[bool]:
+    """``n`` deliveries of ``event`` at once; whether each queued (True) or was a duplicate."""
+    start = threading.Barrier(n)
+    results: list[bool] = []
+    guard = threading.Lock()
+
+    def deliver() -> None:
+        start.wait()
+        outcome = intake.deliver(event)
+        with guard:
+            results.append(not outcome.duplicate)
+
+    threads = [threading.Thread(target=deliver, name=f"redeliver-{i}") for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
+def test_concurrent_deliveries_of_one_id_queue_its_jobs_exactly_once() -> None:
+    for _ in range(10):
+        intake = _intake(_app("shop"), _app("blog"))
+        assert sorted(_concurrently(intake, push(), n=4)) == [False, False, False, True]
+        assert len(intake.jobs.list("shop")) == 1 and len(intake.jobs.list("blog")) == 1
 
 
 def test_of_two_concurrent_redeliveries_of_a_failed_delivery_only_one_wins() -> None:
     for _ in range(20):
         intake = _intake(_app())
-        intake.claim_delivery("d-1")
-        _fail_all(intake, intake.accept(push()))
-        start = threading.Barrier(2)
-        results: list[bool] = []
-
-        def redeliver(
-            intake: Intake = intake, start: threading.Barrier = start, results: list[bool] = results
-        ) -> None:
-            start.wait()
-            results.append(intake.claim_delivery("d-1"))
-
-        threads = [threading.Thread(target=redeliver) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=10)
-        assert sorted(results) == [False, True]
+        _fail_all(intake, intake.deliver(push()).jobs)
+        assert sorted(_concurrently(intake, push())) == [False, True]
+        assert len(intake.jobs.list("shop")) == 2
 
 
 def test_two_redeliveries_overtaking_each_other_still_claim_once() -> None:
-    """The loser read the failed jobs before the winner reset the record: its cas write loses."""
-    claims: list[bool] = []
+    """Both read the failed jobs before either writes: the loser's transaction fails, and on its
+    retry it finds the winner's queued job, so it answers duplicate."""
     kv = InMemoryKV()
-    apps, jobs = AppStore(kv), JobStore(kv)
-    apps.create(_app())
-    intake = Intake(apps, jobs)
-    intake.claim_delivery("d-1")
-    _fail_all(intake, intake.accept(push()))
+    intake = _intake(_app(), kv=kv)
+    _fail_all(intake, intake.deliver(push()).jobs)
     start = threading.Barrier(2)
+    first_reads: set[str] = set()
 
-    def in_lock_step() -> None:  # both redeliveries read everything before either writes
-        if threading.current_thread().name.startswith("redeliver"):
+    def in_lock_step() -> None:  # both redeliveries finish their first read before either writes
+        name = threading.current_thread().name
+        if name.startswith("redeliver") and name not in first_reads:
+            first_reads.add(name)
             start.wait(timeout=5)
 
     kv.between_read_and_write = in_lock_step
-    threads = [
-        threading.Thread(target=lambda: claims.append(intake.claim_delivery("d-1")), name=f"redeliver-{n}")
-        for n in range(2)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=10)
-    assert sorted(claims) == [False, True]
+    assert sorted(_concurrently(intake, push())) == [False, True]
+    assert len(intake.jobs.list("shop")) == 2
 
 
 def test_a_delivery_that_queued_nothing_is_a_duplicate_when_redelivered() -> None:
     intake = _intake(_app())
-    assert intake.claim_delivery("d-9")
-    assert intake.accept(push("feature")) == []
-    assert not intake.claim_delivery("d-9")
+    assert intake.deliver(push("feature", delivery="d-9")).jobs == []
+    assert intake.deliver(push("feature", delivery="d-9")).duplicate
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="billowin/pipeline/intake.py claim_delivery parses the refs json.dumps wrote by splitting on "
-    "',' — json's ', ' separator leaves ' blog' with a leading space, that job is never found, so a "
-    "failed delivery that queued jobs for two or more apps is refused as a duplicate forever",
-)
 def test_a_redelivery_is_processed_again_when_every_app_it_deployed_failed() -> None:
+    """The record is JSON and read as JSON: the second app's ref has no stray space."""
     intake = _intake(_app("shop"), _app("blog"))
-    assert intake.claim_delivery("d-1")
-    jobs = intake.accept(push())
-    assert sorted(j.app for j in jobs) == ["blog", "shop"]
+    jobs = intake.deliver(push()).jobs
+    assert sorted(_apps(jobs)) == ["blog", "shop"]
     _fail_all(intake, jobs)
-    assert intake.claim_delivery("d-1")
+    again = intake.deliver(push())
+    assert not again.duplicate and sorted(_apps(again.jobs)) == ["blog", "shop"]
 
 
-class _FlakyJobs(JobStore):
-    """A job store whose Consul goes away after ``ok`` creates."""
+def test_a_record_that_is_not_a_list_of_job_refs_is_never_acted_on_twice() -> None:
+    intake = _intake(_app())
+    for raw in (b"not json", b'{"a": 1}', b'["no-slash"]', b"[1, 2]", b'["../../x/1"]'):
+        intake.jobs.kv.kv_put(Intake.delivery_key("d-odd"), raw)
+        assert intake.deliver(push(delivery="d-odd")).duplicate
 
-    def __init__(self, kv: InMemoryKV, ok: int) -> None:
-        super().__init__(kv)
-        self.ok = ok
 
-    def create(self, app: str, sha: str = "", **fields: object) -> Job:
-        if self.ok <= 0:
+class _FailingKV(InMemoryKV):
+    """A Consul that goes away for the next ``failures`` transactions (the API crashing there is
+    the same: a transaction either happened whole or not at all)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def kv_txn(self, writes: Sequence[KVWrite]) -> bool:
+        if self.failures > 0:
+            self.failures -= 1
             raise ServiceError("consul", "cannot reach http://127.0.0.1:8500")
-        self.ok -= 1
-        return super().create(app, sha, **fields)
+        return super().kv_txn(writes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="billowin/pipeline/intake.py: the delivery is claimed ('[]') before accept() queues anything; "
-    "if queueing fails half-way (Consul error, 'too much contention') the webhook answers 5xx but the "
-    "record stays '[]', so GitHub's redelivery is answered 'duplicate' and the push never deploys",
-)
 def test_a_redelivery_after_queueing_failed_half_way_is_processed() -> None:
-    kv = InMemoryKV()
-    apps = AppStore(kv)
-    apps.create(_app("shop"))
-    intake = Intake(apps, _FlakyJobs(kv, ok=0))
-    assert intake.claim_delivery("d-1")
+    kv = _FailingKV(failures=1)
+    intake = _intake(_app("shop"), _app("blog"), kv=kv)
     with pytest.raises(ServiceError):
-        intake.accept(push())
-    assert intake.claim_delivery("d-1"), "the redelivery of a delivery that queued nothing due to an error"
+        intake.deliver(push())
+    assert kv.kv_get(Intake.delivery_key("d-1")) == (0, None), "no claim was left behind"
+    assert intake.jobs.list("shop") == [] and intake.jobs.list("blog") == []
+    again = intake.deliver(push())
+    assert not again.duplicate, "the redelivery of a delivery that queued nothing due to an error"
+    assert sorted((j.app, j.id) for j in again.jobs) == [("blog", "00000001"), ("shop", "00000001")]
 
 
 # -- which apps an event deploys -------------------------------------------------------------------
@@ -201,8 +219,8 @@ def test_a_push_deploys_only_apps_following_that_repository_and_branch() -> None
         _app("local", github_repo=None),
         _app("waits", deploy_on=DeployOn.CI),
     )
-    jobs = intake.accept(push("main"))
-    assert [j.app for j in jobs] == ["shop"]
+    jobs = intake.deliver(push("main")).jobs
+    assert _apps(jobs) == ["shop"]
     (job,) = jobs
     assert (job.sha, job.branch, job.repository, job.source, job.delivery) == (
         SHA,
@@ -211,44 +229,72 @@ def test_a_push_deploys_only_apps_following_that_repository_and_branch() -> None
         "push",
         "d-1",
     )
-    assert [j.app for j in intake.accept(push("develop", delivery="d-2"))] == ["staging"]
-    assert intake.accept(push("main", repo="acme/unknown", delivery="d-3")) == []
+    assert _apps(intake.deliver(push("develop", delivery="d-2")).jobs) == ["staging"]
+    assert intake.deliver(push("main", repo="acme/unknown", delivery="d-3")).jobs == []
 
 
-def test_a_push_to_a_branch_without_a_name_deploys_nothing() -> None:
+def test_a_push_to_a_tag_deploys_nothing() -> None:
     intake = _intake(_app())
-    assert intake.accept(push(None)) == []  # type: ignore[arg-type]
+    assert intake.deliver(push(None)).jobs == []
+
+
+def test_a_delivery_signed_with_an_apps_own_secret_acts_for_that_app_only() -> None:
+    intake = _intake(_app("shop"), _app("blog"))
+    assert _apps(intake.deliver(push(delivery="d-a"), only={"shop"}).jobs) == ["shop"]
+    assert intake.jobs.list("blog") == []
+    assert intake.deliver(push(delivery="d-b"), only=set()).jobs == []
+    assert sorted(_apps(intake.deliver(push(delivery="d-c"), only=None).jobs)) == ["blog", "shop"]
 
 
 def test_ci_apps_deploy_only_when_ci_passed() -> None:
     intake = _intake(_app("shop", deploy_on=DeployOn.CI), _app("pushy"))
-    assert intake.accept(ci(passed=False)) == []
-    jobs = intake.accept(ci(passed=True))
-    assert [j.app for j in jobs] == ["shop"], "push apps ignore CI results"
+    assert intake.deliver(ci(passed=False)).jobs == []
+    jobs = intake.deliver(ci(passed=True)).jobs
+    assert _apps(jobs) == ["shop"], "push apps ignore CI results"
     assert jobs[0].source == "workflow_run"
 
 
 def test_ci_apps_ignore_pushes() -> None:
     intake = _intake(_app("shop", deploy_on=DeployOn.CI))
-    assert intake.accept(push()) == []
+    assert intake.deliver(push()).jobs == []
 
 
 def test_a_ci_workflow_filter_keeps_other_workflows_from_deploying() -> None:
     intake = _intake(_app("shop", deploy_on=DeployOn.CI, ci_workflow="Deploy checks"))
-    assert intake.accept(ci(workflow="Lint")) == []
-    assert [j.app for j in intake.accept(ci(workflow="Deploy checks"))] == ["shop"]
+    assert intake.deliver(ci(workflow="Lint")).jobs == []
+    assert _apps(intake.deliver(ci(workflow="Deploy checks")).jobs) == ["shop"]
 
 
 def test_a_ci_result_for_another_branch_or_without_a_branch_deploys_nothing() -> None:
     intake = _intake(_app("shop", deploy_on=DeployOn.CI))
-    assert intake.accept(ci(branch="feature")) == []
-    assert intake.accept(ci(source="check_suite", workflow=None, branch=None)) == []
-    assert [j.app for j in intake.accept(ci(source="check_suite", workflow=None))] == ["shop"]
-    assert [j.app for j in intake.accept(ci(source="travis", workflow=None))] == ["shop"]
+    assert intake.deliver(ci(branch="feature")).jobs == []
+    assert intake.deliver(ci(branch=None)).jobs == []
+    assert _apps(intake.deliver(ci(source="travis", workflow=None)).jobs) == ["shop"]
 
 
-def test_accept_can_be_given_the_apps_already_read() -> None:
+def test_a_check_suite_deploys_only_the_sha_the_branch_was_last_pushed_to() -> None:
+    """A check suite names no head repository: a fork's SHA must not ride on the branch name."""
+    intake = _intake(_app("shop", deploy_on=DeployOn.CI), _app("pushy"))
+    suite = ci(source="check_suite", workflow=None)
+    assert intake.deliver(suite).jobs == [], "nothing was pushed yet"
+    intake.deliver(push(delivery="d-push"))  # a ci app queues nothing for it, but it is recorded
+    assert intake.pushed("shop") == ("main", SHA) and intake.pushed("pushy") == ("main", SHA)
+    assert _apps(intake.deliver(suite).jobs) == ["shop"]
+    assert intake.deliver(ci(source="check_suite", workflow=None, sha=OTHER_SHA)).jobs == []
+    intake.deliver(push(delivery="d-newer", sha=OTHER_SHA))
+    assert intake.deliver(suite).jobs == [], "an older SHA is not the branch's last push any more"
+    assert intake.deliver(ci(source="check_suite", workflow=None, branch="feature", sha=OTHER_SHA)).jobs == []
+
+
+def test_a_push_to_another_branch_or_for_another_app_records_nothing() -> None:
+    intake = _intake(_app("shop", deploy_on=DeployOn.CI), _app("blog", deploy_on=DeployOn.CI))
+    intake.deliver(push("feature", delivery="d-f"))
+    intake.deliver(push(delivery="d-a"), only={"blog"})
+    assert intake.pushed("shop") is None and intake.pushed("blog") == ("main", SHA)
+
+
+def test_deliver_can_be_given_the_apps_already_read() -> None:
     intake = _intake(_app("shop"))
-    only = [_app("blog")]  # not even stored: accept trusts the list it is given
-    assert [j.app for j in intake.accept(push(), only)] == ["blog"]
+    only = [_app("blog")]  # not even stored: deliver trusts the list it is given
+    assert _apps(intake.deliver(push(), only).jobs) == ["blog"]
     assert intake.jobs.list("shop") == []

@@ -392,11 +392,30 @@ def test_the_lock_is_released_when_the_worker_is_done(p: Pipeline) -> None:
     assert p.kv.live_sessions() == []
 
 
-def test_a_lock_is_released_even_when_a_job_blows_up(p: Pipeline) -> None:
-    p.jobs.create("shop", SHA1, kind=JobKind.IMAGE)  # an image job without an image: a bug, not an error
-    with pytest.raises(AssertionError):
-        p.worker.run_app("shop")
+def test_a_job_that_blows_up_fails_with_a_reason_and_the_next_one_runs(p: Pipeline) -> None:
+    broken = p.jobs.create("shop", SHA1, kind=JobKind.IMAGE)  # an image job without an image: a bug
+    after = p.queue(JobKind.CONFIG, note="config: set A")
+    p.worker.run_app("shop")
+    done = p.get(broken)
+    assert done.state == JobState.FAILED and "failed unexpectedly" in done.reason
+    assert p.get(after).state == JobState.LIVE
     assert p.kv.live_sessions() == []
+
+
+def test_a_malformed_job_record_is_skipped_and_the_others_run(p: Pipeline) -> None:
+    p.kv.kv_put("billowin/pipeline/shop/jobs/00000099", b'{"id": "00000099", "kind": "nonsense"}')
+    job = p.build(SHA2)
+    assert p.jobs.apps_with_open_jobs() == {"shop"}
+    p.worker.run_app("shop")
+    assert p.get(job).state == JobState.LIVE
+
+
+def test_a_procfile_process_type_nomad_cannot_take_fails_the_build_plainly(p: Pipeline) -> None:
+    p.builder.processes = {"web": "python app.py", "Web Server": "nope"}
+    job = p.build(SHA2)
+    p.worker.run_app("shop")
+    done = p.get(job)
+    assert done.state == JobState.FAILED and "process type 'Web Server' is not valid" in done.reason
 
 
 def test_a_stopped_worker_runs_nothing(p: Pipeline) -> None:
@@ -456,25 +475,15 @@ def test_monitoring_hears_of_every_finished_deploy(p: Pipeline) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="billowin/release/deploy.py _register builds AppJob(...) whose pydantic ValidationError is no "
-    "BillowinError: it escapes Worker.run_app (billowin/pipeline/worker.py catches BillowinError only), "
-    "the job stays 'deploying' and is later 'given up' as if interrupted; reachable since App.domains is "
-    "unchecked at apps:create",
-)
 def test_a_release_the_jobspec_refuses_fails_the_job_with_the_reason(p: Pipeline, tmp_path: Path) -> None:
-    app = p.apps.get("shop")
-    app.domains = ["Not A Domain"]
-    p.apps.save(app)
     deployer = Deployer(
         Settings(state_dir=tmp_path, cache_dir=tmp_path, pipeline=False), FakeScheduler(), ReleaseStore(p.kv)
     )
     worker = Worker(p.kv, p.apps, p.jobs, p.builder, deployer)  # type: ignore[arg-type]
-    job = p.queue(JobKind.IMAGE, image="reg/shop:1")
+    job = p.queue(JobKind.IMAGE, image="reg/shop:1 && reboot")  # queued around the API's check
     try:
         worker.run_app("shop")
     finally:
         done = p.get(job)
         assert done.state == JobState.FAILED, f"left {done.state.value}"
-        assert "Not A Domain" in done.reason
+        assert "cannot be rendered" in done.reason

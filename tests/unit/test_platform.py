@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,34 +195,18 @@ def test_removing_a_domain_the_app_does_not_have_is_not_found(w: World) -> None:
     assert w.system.jobs.list("shop") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotFound,
-    reason="billowin/platform.py remove_domain does not normalize_domain() as add_domain does: "
-    "`domains:remove shop WWW.Example.com` after `domains:add shop WWW.Example.com` is NotFound",
-)
 def test_a_domain_can_be_removed_as_it_was_typed_when_added(w: World) -> None:
     w.platform.add_domain("shop", "WWW.Example.com")
     w.platform.remove_domain("shop", "WWW.Example.com")
     assert w.system.apps.get("shop").domains == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="billowin/platform.py create / billowin/apps/store.py App: domains given at apps:create are "
-    "neither normalized, validated nor checked against other apps (add_domain does all three)",
-)
 def test_creating_an_app_with_another_apps_domain_is_refused(w: World) -> None:
     w.platform.add_domain("shop", "www.example.com")
     with pytest.raises(Conflict):
         w.platform.create(App(name="blog", repository="r", domains=["www.example.com"]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="billowin/apps/store.py App.domains has no validator: apps:create accepts 'Not A Domain', "
-    "and the first deploy then dies on a pydantic ValidationError (see test_pipeline_worker)",
-)
 def test_creating_an_app_with_an_invalid_domain_is_refused(w: World) -> None:
     with pytest.raises((InvalidInput, ValueError)):
         w.platform.create(App(name="blog", repository="r", domains=["Not A Domain"]))
@@ -301,12 +286,6 @@ def test_a_deploy_needs_exactly_one_of_a_full_sha_or_an_image(w: World) -> None:
     assert w.system.jobs.list("shop") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="billowin/platform.py SHA/IMAGE are checked with re.match and a '$' anchor, which also matches "
-    "before a final newline: 'SHA\\n' and 'image\\n' are queued (names.py moved to fullmatch for this; "
-    "build/source.py check_sha has the same .match)",
-)
 @pytest.mark.parametrize("target", [{"sha": f"{SHA}\n"}, {"image": "reg/shop:1\n"}])
 def test_a_sha_or_image_with_a_trailing_newline_is_refused(w: World, target: dict[str, str]) -> None:
     with pytest.raises(InvalidInput):
@@ -381,12 +360,6 @@ def test_ps_of_an_instance_older_than_every_release_has_no_release(w: World) -> 
     assert [i.release for i in w.platform.ps("shop")] == [None]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="billowin/platform.py _instances maps an allocation to the newest release at or before its "
-    "job version, ignoring Release.reverted_to_version: after a failed deploy Nomad auto-reverts to a "
-    "new job version, and ps names the failed release for instances that run the previous one",
-)
 def test_ps_after_a_failed_deploy_was_reverted_names_the_release_that_runs(w: World) -> None:
     w.release(0)  # v1 live at job version 0
     failed = w.release(1, ReleaseStatus.FAILED)  # v2 registered version 1, unhealthy...
@@ -403,8 +376,11 @@ def test_destroy_removes_the_app_and_everything_it_had(w: World) -> None:
     w.platform.change_config("blog", {"B": "2"}, [])
     w.platform.deploy("shop", sha=SHA)
     w.release(0)
-    for job_id in ("shop", "shop-run-0a1b2c3d", "shop-release-4e5f6a7b", "blog", "shopping"):
+    for job_id in ("shop", "blog", "shopping"):
         w.nomad.add_job(job_id)
+    for job_id in ("shop-run-0a1b2c3d", "shop-release-4e5f6a7b"):
+        w.nomad.add_job(job_id, meta={"billowin.app": "shop"})
+    w.nomad.add_job("shop-run-0a1b2c3e", meta={"billowin.app": "shop-run-0a1b2c3e"})  # an app of that name
     w.platform.destroy("shop")
     assert sorted(j for j, _ in w.nomad.stopped) == ["shop", "shop-release-4e5f6a7b", "shop-run-0a1b2c3d"]
     assert all(purge for _, purge in w.nomad.stopped)
@@ -419,7 +395,7 @@ def test_destroy_removes_the_app_and_everything_it_had(w: World) -> None:
     # The other app is untouched.
     assert w.platform.info("blog").name == "blog"
     assert w.config.latest("blog") == (1, {"B": "2"})
-    assert {j["ID"] for j in w.nomad.jobs()} == {"blog", "shopping"}
+    assert {j["ID"] for j in w.nomad.jobs()} == {"blog", "shopping", "shop-run-0a1b2c3e"}
 
 
 def test_destroying_an_unknown_app_stops_nothing(w: World) -> None:
@@ -429,11 +405,6 @@ def test_destroying_an_unknown_app_stops_nothing(w: World) -> None:
     assert w.nomad.stopped == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="billowin/platform.py destroy stops every Nomad job whose id starts with '<app>-run-' or "
-    "'<app>-release-': destroying app 'blog' also stops the valid, unrelated app 'blog-release-notes'",
-)
 def test_destroying_an_app_leaves_apps_with_longer_names_running(w: World) -> None:
     w.platform.create(App(name="blog", repository="r"))
     w.platform.create(App(name="blog-release-notes", repository="r"))
@@ -458,3 +429,55 @@ def test_a_config_change_goes_live_through_the_pipeline(w: World) -> None:
     info = w.platform.info("shop")
     assert info.release is not None and info.release.config_version == 1
     assert info.release.image == "reg/shop:1"
+
+
+# -- domains: one owner each -------------------------------------------------------------------------
+def test_names_under_billowins_own_domain_are_the_apps_own(w: World) -> None:
+    """`blog.apps.test` is app blog's name: nobody can take it (nor the bare domain) as a custom one."""
+    w.platform.create(App(name="blog", repository="r"))
+    for taken in ("blog.apps.test", "apps.test", "x.y.apps.test"):
+        with pytest.raises(InvalidInput, match="Billowin's own domain"):
+            w.platform.add_domain("shop", taken)
+    assert w.platform.info("shop").domains == []
+
+
+def test_two_apps_racing_for_one_domain_get_one_owner(w: World) -> None:
+    w.platform.create(App(name="blog", repository="r"))
+    w.platform.add_domain("shop", "www.example.com")
+    with pytest.raises(Conflict, match="belongs to shop"):
+        w.platform.add_domain("blog", "WWW.example.com.")
+    w.platform.remove_domain("shop", "www.example.com")
+    w.platform.add_domain("blog", "www.example.com")  # given up, so free
+    assert (w.platform.info("shop").domains, w.platform.info("blog").domains) == ([], ["www.example.com"])
+
+
+def test_a_destroyed_app_gives_its_domains_back(w: World) -> None:
+    w.platform.add_domain("shop", "www.example.com")
+    w.platform.destroy("shop")
+    w.platform.create(App(name="blog", repository="r", domains=["www.example.com"]))
+    assert w.platform.info("blog").domains == ["www.example.com"]
+
+
+def test_concurrent_domain_edits_lose_nothing(w: World) -> None:
+    """Every add is a check-and-set update of the app record: none overwrites another."""
+    domains = [f"d{i}.example.com" for i in range(12)]
+    threads = [threading.Thread(target=w.platform.add_domain, args=("shop", d)) for d in domains]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(w.platform.info("shop").domains) == sorted(domains)
+
+
+# -- destroy and the pipeline lock -----------------------------------------------------------------------
+def test_destroy_waits_for_a_running_deploy_and_gives_up_plainly(w: World, tmp_path: Path) -> None:
+    settings = w.system.settings.model_copy(update={"deploy_timeout": 1})
+    platform = System(settings, kv=w.kv, nomad=w.nomad, config=w.config, builder=None).platform
+    with w.system.platform.lock.hold("shop") as held:  # a worker is deploying shop
+        assert held
+        with pytest.raises(Conflict, match="still running"):
+            platform.destroy("shop")
+    assert w.platform.info("shop").name == "shop"  # nothing was taken apart
+    platform.destroy("shop")  # the deploy ended: now it goes
+    with pytest.raises(NotFound):
+        w.platform.info("shop")

@@ -56,3 +56,25 @@ def test_an_unknown_install_method_is_refused(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("BILLOWIN_INSTALL_METHOD", "curl-pipe-sh")
     with pytest.raises(ValueError, match="BILLOWIN_INSTALL_METHOD"):
         Settings()
+
+
+def test_generic_environment_variables_never_configure_billowin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shell with GITHUB_TOKEN, DOMAIN or PIPELINE set for something else leaves Billowin alone;
+    only BILLOWIN_* and the documented NOMAD_*/CONSUL_*/VAULT_* fallbacks count."""
+    for name, value in {
+        "GITHUB_TOKEN": "ghp_not-for-billowin",
+        "DOMAIN": "evil.example",
+        "REGISTRY": "evil.example:5000",
+        "PIPELINE": "false",
+        "github_webhook_secret": "lowercase",
+        "STATE_DIR": "/tmp/elsewhere",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.github_token is None and settings.github_webhook_secret is None
+    assert (settings.domain, settings.registry, settings.pipeline) == ("localhost", "127.0.0.1:5000", True)
+    assert str(settings.state_dir) != "/tmp/elsewhere"
+    monkeypatch.setenv("BILLOWIN_DOMAIN", "apps.example.com")
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "10.0.0.1:8500")
+    assert Settings().domain == "apps.example.com"
+    assert Settings().consul_addr == "http://10.0.0.1:8500"

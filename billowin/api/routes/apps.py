@@ -1,7 +1,9 @@
 """``/apps``: the Heroku-style app API (apps, config vars, domains, ps, releases, deploys, logs, run).
 
-Everything here needs an API token. Changes that roll something out answer
-``202`` with the pipeline job; follow it with ``GET /apps/{app}/deploys/{id}?wait=…``.
+Everything here needs an API token, and each route names the ``Action`` it is
+(``require``, from ``billowin.api.deps``; the roles are ``billowin.apps.access``).
+Changes that roll something out answer ``202`` with the pipeline job; follow it
+with ``GET /apps/{app}/deploys/{id}?wait=…``.
 """
 
 from __future__ import annotations
@@ -12,18 +14,23 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from billowin.api.deps import SystemDep, require_token
-from billowin.apps.store import App, DeployOn
+from billowin.api.answers import AppName, DomainName, JobId
+from billowin.api.deps import SystemDep, audit_note, require
+from billowin.api.streams import StreamLimiter
+from billowin.apps.access import Action, Caller
+from billowin.apps.store import BRANCH, GITHUB_REPO, App, DeployOn
+from billowin.build.source import redact_url
 from billowin.errors import BillowinError, InvalidInput
+from billowin.names import APP_NAME_RULE, DNS_LABEL
 from billowin.pipeline.jobs import Job
 from billowin.platform import AppInfo, ConfigVars, InstanceStatus, Platform
 from billowin.release.store import Release
 
-router = APIRouter(prefix="/apps", tags=["apps"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/apps", tags=["apps"])
 T = TypeVar("T")
 
 
@@ -34,14 +41,34 @@ def platform(system: SystemDep) -> Platform:
 PlatformDep = Annotated[Platform, Depends(platform)]
 
 
+def streams(system: SystemDep) -> StreamLimiter:
+    return system.streams
+
+
+StreamsDep = Annotated[StreamLimiter, Depends(streams)]
+
+
 class AppCreate(BaseModel):
-    name: str
-    repository: str = Field(description="What to build: an https:// URL or a path on the Billowin host.")
-    github_repo: str | None = Field(None, description="owner/name on GitHub, to match webhooks.")
-    branch: str = "main"
+    model_config = ConfigDict(regex_engine="python-re")  # the branch rule looks ahead
+
+    name: str = Field(
+        pattern=DNS_LABEL.pattern, max_length=63, description=f"The app's name: {APP_NAME_RULE}."
+    )
+    repository: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="What to build: an https:// URL or a path on the Billowin host.",
+    )
+    github_repo: str | None = Field(
+        None, pattern=GITHUB_REPO.pattern, description="owner/name on GitHub, to match webhooks."
+    )
+    branch: str = Field("main", pattern=BRANCH.pattern)
     deploy_on: DeployOn = DeployOn.PUSH
     ci_workflow: str | None = None
     webhook_secret: SecretStr | None = Field(None, description="Per-app GitHub webhook secret (write-only).")
+    repository_token: SecretStr | None = Field(
+        None, description="A deploy token for a private https repository (write-only)."
+    )
     domains: list[str] = Field(default_factory=list)
 
 
@@ -95,7 +122,7 @@ async def _off(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-async def _drain(items: Iterator[T], stop: threading.Event | None = None) -> AsyncIterator[T]:
+async def drain(items: Iterator[T], stop: threading.Event | None = None) -> AsyncIterator[T]:
     """Iterate a blocking iterator from a thread; stops it when the client goes away."""
     done = object()
     try:
@@ -110,25 +137,34 @@ async def _drain(items: Iterator[T], stop: threading.Event | None = None) -> Asy
 
 
 # -- apps ---------------------------------------------------------------------
-@router.post("", status_code=201, response_model=AppInfo)
-async def create_app(body: AppCreate, p: PlatformDep) -> AppInfo:
+@router.post("", status_code=201, response_model=AppInfo, dependencies=[require(Action.APPS_CREATE)])
+async def create_app(body: AppCreate, p: PlatformDep, request: Request) -> AppInfo:
+    audit_note(request).app = body.name  # the path does not name it
     try:
-        app = App(**body.model_dump(exclude={"webhook_secret"}), webhook_secret=body.webhook_secret)
-    except ValueError as exc:
-        raise InvalidInput(str(exc).splitlines()[-1] if str(exc) else "invalid app") from exc
+        app = App(
+            **body.model_dump(exclude={"webhook_secret", "repository_token"}),
+            webhook_secret=body.webhook_secret,
+            repository_token=body.repository_token,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise InvalidInput(problems or "the app was refused") from exc
     await _off(p.create, app)
     info: AppInfo = await _off(p.info, app.name)
     return info
 
 
 @router.get("", response_model=list[AppSummary])
-async def list_apps(p: PlatformDep) -> list[AppSummary]:
-    apps = await _off(p.apps.all)
+async def list_apps(p: PlatformDep, caller: Annotated[Caller, require(Action.APPS)]) -> list[AppSummary]:
+    """The apps this token may read (every app, for an admin)."""
+    every = await _off(p.apps.all)
+    readable = set(caller.visible(a.name for a in every))
+    apps = [a for a in every if a.name in readable]
     return [
         AppSummary(
             name=a.name,
             url=p.url(a.name),
-            repository=a.github_repo or a.repository,
+            repository=a.github_repo or redact_url(a.repository),
             branch=a.branch,
             deploy_on=a.deploy_on.value,
         )
@@ -136,15 +172,18 @@ async def list_apps(p: PlatformDep) -> list[AppSummary]:
     ]
 
 
-@router.get("/{app}", response_model=AppInfo)
-async def app_info(app: str, p: PlatformDep) -> AppInfo:
+@router.get("/{app}", response_model=AppInfo, dependencies=[require(Action.APPS_INFO)])
+async def app_info(app: AppName, p: PlatformDep) -> AppInfo:
     info: AppInfo = await _off(p.info, app)
     return info
 
 
-@router.delete("/{app}", status_code=204)
+@router.delete("/{app}", status_code=204, dependencies=[require(Action.APPS_DESTROY)])
 async def destroy_app(
-    app: str, p: PlatformDep, confirm: Annotated[str, Query(description="The app's name, again.")] = ""
+    app: AppName,
+    p: PlatformDep,
+    system: SystemDep,
+    confirm: Annotated[str, Query(description="The app's name, again: destroying cannot be undone.")],
 ) -> Response:
     if confirm != app:
         raise InvalidInput(
@@ -152,110 +191,136 @@ async def destroy_app(
             hint=f"Confirm with ?confirm={app} (CLI: `billowin apps:destroy {app} --confirm {app}`).",
         )
     await _off(p.destroy, app)
+    await _off(system.access.forget_app, app)
     return Response(status_code=204)
 
 
 # -- config vars -------------------------------------------------------------------
-@router.get("/{app}/config", response_model=ConfigVars)
-async def config(app: str, p: PlatformDep, reveal: bool = False) -> ConfigVars:
-    """The app's config var names; values only with ``reveal=true``."""
+async def _config_action(reveal: bool = False) -> Action:
+    return Action.CONFIG_REVEAL if reveal else Action.CONFIG  # values need deploy rights
+
+
+@router.get("/{app}/config", response_model=ConfigVars, dependencies=[require(_config_action)])
+async def config(app: AppName, p: PlatformDep, reveal: bool = False) -> ConfigVars:
+    """The app's config var names; values only with ``reveal=true`` (a deploy or admin token)."""
     found: ConfigVars = await _off(p.config_vars, app, reveal=reveal)
     return found
 
 
-@router.patch("/{app}/config", status_code=202, response_model=ConfigChanged)
-async def change_config(app: str, body: ConfigChange, p: PlatformDep) -> ConfigChanged:
+@router.patch(
+    "/{app}/config", status_code=202, response_model=ConfigChanged, dependencies=[require(Action.CONFIG_SET)]
+)
+async def change_config(app: AppName, body: ConfigChange, p: PlatformDep) -> ConfigChanged:
     job = await _off(p.change_config, app, body.set, body.unset)
     version = (await _off(p.config_vars, app)).version
     return ConfigChanged(version=version, job=job)
 
 
 # -- domains ---------------------------------------------------------------------
-@router.get("/{app}/domains", response_model=list[str])
-async def domains(app: str, p: PlatformDep) -> list[str]:
+@router.get("/{app}/domains", response_model=list[str], dependencies=[require(Action.DOMAINS)])
+async def domains(app: AppName, p: PlatformDep) -> list[str]:
     found: App = await _off(p.apps.get, app)
     return found.domains
 
 
-@router.post("/{app}/domains", status_code=202, response_model=Job)
-async def add_domain(app: str, body: DomainAdd, p: PlatformDep) -> Job:
+@router.post(
+    "/{app}/domains", status_code=202, response_model=Job, dependencies=[require(Action.DOMAINS_ADD)]
+)
+async def add_domain(app: AppName, body: DomainAdd, p: PlatformDep) -> Job:
     job: Job = await _off(p.add_domain, app, body.domain)
     return job
 
 
-@router.delete("/{app}/domains/{domain}", status_code=202, response_model=Job)
-async def remove_domain(app: str, domain: str, p: PlatformDep) -> Job:
+@router.delete(
+    "/{app}/domains/{domain}",
+    status_code=202,
+    response_model=Job,
+    dependencies=[require(Action.DOMAINS_REMOVE)],
+)
+async def remove_domain(app: AppName, domain: DomainName, p: PlatformDep) -> Job:
     job: Job = await _off(p.remove_domain, app, domain)
     return job
 
 
 # -- processes -------------------------------------------------------------------
-@router.get("/{app}/ps", response_model=list[InstanceStatus])
-async def ps(app: str, p: PlatformDep) -> list[InstanceStatus]:
+@router.get("/{app}/ps", response_model=list[InstanceStatus], dependencies=[require(Action.PS)])
+async def ps(app: AppName, p: PlatformDep) -> list[InstanceStatus]:
     found: list[InstanceStatus] = await _off(p.ps, app)
     return found
 
 
-@router.post("/{app}/ps/scale", response_model=dict[str, int])
-async def scale(app: str, body: Scale, p: PlatformDep) -> dict[str, int]:
+@router.post("/{app}/ps/scale", response_model=dict[str, int], dependencies=[require(Action.PS_SCALE)])
+async def scale(app: AppName, body: Scale, p: PlatformDep) -> dict[str, int]:
     done: dict[str, int] = await _off(p.scale, app, body.counts)
     return done
 
 
-@router.post("/{app}/ps/restart", response_model=dict[str, int])
-async def restart(app: str, body: Restart, p: PlatformDep) -> dict[str, int]:
+@router.post("/{app}/ps/restart", response_model=dict[str, int], dependencies=[require(Action.PS_RESTART)])
+async def restart(app: AppName, body: Restart, p: PlatformDep) -> dict[str, int]:
     return {"restarted": await _off(p.restart, app, body.process)}
 
 
 # -- releases and deploys ------------------------------------------------------------
-@router.get("/{app}/releases", response_model=list[Release])
-async def releases(app: str, p: PlatformDep) -> list[Release]:
+@router.get("/{app}/releases", response_model=list[Release], dependencies=[require(Action.RELEASES)])
+async def releases(app: AppName, p: PlatformDep) -> list[Release]:
     found: list[Release] = await _off(p.releases, app)
     return found
 
 
-@router.post("/{app}/releases/rollback", status_code=202, response_model=Job)
-async def rollback(app: str, body: Rollback, p: PlatformDep) -> Job:
+@router.post(
+    "/{app}/releases/rollback", status_code=202, response_model=Job, dependencies=[require(Action.ROLLBACK)]
+)
+async def rollback(app: AppName, body: Rollback, p: PlatformDep) -> Job:
     job: Job = await _off(p.rollback, app, body.release)
     return job
 
 
-@router.post("/{app}/deploys", status_code=202, response_model=Job)
-async def deploy(app: str, body: DeployRequest, p: PlatformDep) -> Job:
+@router.post("/{app}/deploys", status_code=202, response_model=Job, dependencies=[require(Action.DEPLOY)])
+async def deploy(app: AppName, body: DeployRequest, p: PlatformDep) -> Job:
     job: Job = await _off(p.deploy, app, sha=body.sha, image=body.image)
     return job
 
 
-@router.get("/{app}/deploys", response_model=list[Job])
-async def deploys(app: str, p: PlatformDep) -> list[Job]:
+@router.get("/{app}/deploys", response_model=list[Job], dependencies=[require(Action.DEPLOYS)])
+async def deploys(app: AppName, p: PlatformDep) -> list[Job]:
     await _off(p.apps.get, app)
     found: list[Job] = await _off(p.jobs.list, app)
     return found
 
 
-@router.get("/{app}/deploys/{job_id}", response_model=Job)
+@router.get("/{app}/deploys/{job_id}", response_model=Job, dependencies=[require(Action.DEPLOY_STATUS)])
 async def deploy_status(
-    app: str,
-    job_id: str,
+    app: AppName,
+    job_id: JobId,
     p: PlatformDep,
+    limiter: StreamsDep,
     wait: Annotated[float, Query(ge=0, le=60, description="Long-poll: seconds to wait for news.")] = 0,
     seen: Annotated[int, Query(description="Steps the caller has seen; answer once there are more.")] = -1,
 ) -> Job:
-    job: Job = await _off(p.job, app, job_id, steps_seen=seen, wait=wait)
+    if wait <= 0:
+        found: Job = await _off(p.job, app, job_id, steps_seen=seen)
+        return found
+    with limiter.slot():  # a long-poll holds a thread: counted with the streams
+        job: Job = await _off(p.job, app, job_id, steps_seen=seen, wait=wait)
     return job
 
 
-@router.get("/{app}/deploys/{job_id}/log", response_class=PlainTextResponse)
-async def deploy_log(app: str, job_id: str, p: PlatformDep) -> str:
+@router.get(
+    "/{app}/deploys/{job_id}/log",
+    response_class=PlainTextResponse,
+    dependencies=[require(Action.BUILD_LOG)],
+)
+async def deploy_log(app: AppName, job_id: JobId, p: PlatformDep) -> str:
     text: str = await _off(p.build_log, app, job_id)
     return text
 
 
 # -- logs and one-off runs -------------------------------------------------------------
-@router.get("/{app}/logs", response_class=StreamingResponse)
+@router.get("/{app}/logs", response_class=StreamingResponse, dependencies=[require(Action.LOGS)])
 async def logs(
     app: str,
     p: PlatformDep,
+    limiter: StreamsDep,
     lines: Annotated[int, Query(ge=0, le=10_000)] = 100,
     tail: Annotated[bool, Query(description="Keep streaming new lines (chunked).")] = False,
     process: str | None = None,
@@ -263,30 +328,40 @@ async def logs(
 ) -> StreamingResponse:
     """Recent lines of every instance (stdout and stderr, tagged ``web.1``); ``tail`` streams on."""
     stop = threading.Event()
-    items = await _off(p.log_lines, app, lines=lines, follow=tail, process=process, stop=stop)
+    limiter.acquire()  # 503 at once when every slot is taken
+    try:
+        items = await _off(p.log_lines, app, lines=lines, follow=tail, process=process, stop=stop)
+    except BaseException:
+        limiter.release()
+        raise
 
     async def body() -> AsyncIterator[str]:
         try:
-            async for line in _drain(items, stop):
+            async for line in drain(items, stop):
                 yield (json.dumps(line.to_dict()) if format == "ndjson" else line.render()) + "\n"
         except BillowinError as exc:  # the answer has started: end it with the reason
             yield f"[billowin] the log stream ended: {exc.message}\n"
 
     media = "application/x-ndjson" if format == "ndjson" else "text/plain; charset=utf-8"
-    return StreamingResponse(body(), media_type=media, headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(limiter.hold(body()), media_type=media, headers={"Cache-Control": "no-cache"})
 
 
-@router.post("/{app}/runs", response_class=StreamingResponse)
-async def run(app: str, body: RunRequest, p: PlatformDep) -> StreamingResponse:
+@router.post("/{app}/runs", response_class=StreamingResponse, dependencies=[require(Action.RUN)])
+async def run(app: AppName, body: RunRequest, p: PlatformDep, limiter: StreamsDep) -> StreamingResponse:
     """Run a command in a one-off container of the current release; streams NDJSON events.
 
     Each line is ``{"stream": "stdout"|"stderr", "text": …}``; the last is ``{"exit_code": N}``.
     """
-    events = await _off(p.run, app, body.command, timeout=body.timeout)
+    limiter.acquire()
+    try:
+        events = await _off(p.run, app, body.command, timeout=body.timeout)
+    except BaseException:
+        limiter.release()
+        raise
 
     async def stream() -> AsyncIterator[str]:
         try:
-            async for event in _drain(events):
+            async for event in drain(events):
                 if event.exit_code is not None:
                     yield json.dumps({"exit_code": event.exit_code}) + "\n"
                 else:
@@ -295,4 +370,4 @@ async def run(app: str, body: RunRequest, p: PlatformDep) -> StreamingResponse:
             yield json.dumps({"stream": "stderr", "text": f"[billowin] {exc.message}"}) + "\n"
             yield json.dumps({"exit_code": 1}) + "\n"
 
-    return StreamingResponse(stream(), media_type="application/x-ndjson")
+    return StreamingResponse(limiter.hold(stream()), media_type="application/x-ndjson")

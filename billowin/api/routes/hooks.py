@@ -1,13 +1,24 @@
 """Webhooks: ``POST /hooks/github`` and ``POST /hooks/travis``.
 
-Each request is size-limited, verified (401 and nothing started when it is
-not), parsed into a ``CodeEvent``, deduplicated by delivery id, and queued
-durably in Consul before the reply. The reply never waits for a build.
+Cheap checks come first, before the body is read: for GitHub the
+``X-Hub-Signature-256`` header must be ``sha256=`` and 64 hex digits (401),
+``X-GitHub-Event`` one Billowin handles and ``X-GitHub-Delivery`` a delivery id
+(400); for both, ``Content-Length`` must be sent (411) and within
+``BILLOWIN_WEBHOOK_MAX_BYTES`` (413), and a body that streams past it is cut
+off (413). Only then are the apps listed and HMACs computed: the global secret
+and the own secrets of the apps that follow the payload's repository, one HMAC
+per distinct secret (401 and nothing started when none matches).
+
+A delivery signed with an app's own secret acts only for that app; the global
+secret (and Travis' key) acts for every app. The delivery is parsed into a
+``CodeEvent`` (400 for anything malformed or unsafe), then claimed and queued
+in one Consul transaction before the reply. The reply never waits for a build.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,11 +30,27 @@ from starlette.datastructures import Headers
 from billowin.api.deps import SettingsDep, SystemDep
 from billowin.apps.store import App
 from billowin.errors import InvalidInput
-from billowin.pipeline.webhooks import CodeEvent, parse_github, parse_travis, verify_github, verify_travis
+from billowin.pipeline.webhooks import (
+    GLOBAL,
+    CodeEvent,
+    Skipped,
+    check_delivery,
+    check_github_event,
+    github_event,
+    is_github_signature,
+    load_payload,
+    parse_travis,
+    repository_of,
+    verify_github,
+    verify_travis,
+)
 from billowin.settings import Settings
 from billowin.system import System
 
 router = APIRouter(prefix="/hooks", tags=["webhooks"])
+
+# A Travis ``Signature``: base64 of an RSA signature (a 4096-bit key makes 684 characters).
+TRAVIS_SIGNATURE = re.compile(r"[A-Za-z0-9+/]{16,2048}={0,2}")
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -44,14 +71,37 @@ def _reply(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"message": message, **extra})
 
 
-def _queue(system: System, event: CodeEvent, apps: list[App] | None = None) -> JSONResponse:
-    intake = system.intake
-    if not intake.claim_delivery(event.delivery):
+def _refused(exc: InvalidInput, status: int = 400) -> JSONResponse:
+    return _reply(status, exc.message, **({"hint": exc.hint} if exc.hint else {}))
+
+
+def _length_refused(headers: Headers, limit: int) -> JSONResponse | None:
+    """411 without a ``Content-Length``, 413 when it is over ``limit``: before reading anything."""
+    declared = headers.get("content-length")
+    if declared is None:
+        return _reply(
+            411, "a Content-Length header is required", hint="Send the body with its length, not chunked."
+        )
+    if not declared.isdigit():
+        return _reply(400, "the Content-Length header is not a number")
+    if int(declared) > limit:
+        return _too_large(limit)
+    return None
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _reply(413, f"payload over {limit} bytes", hint="Raise BILLOWIN_WEBHOOK_MAX_BYTES if it is real.")
+
+
+def _queue(
+    system: System, event: CodeEvent, apps: list[App] | None = None, only: set[str] | None = None
+) -> JSONResponse:
+    delivery = system.intake.deliver(event, apps, only=only)
+    if delivery.duplicate:
         return _reply(200, "duplicate delivery: already accepted", delivery=event.delivery)
-    jobs = intake.accept(event, apps)
-    if not jobs:
+    if not delivery.jobs:
         return _reply(202, f"nothing to deploy for {event.repository} {event.branch or ''} {event.sha[:12]}")
-    return _reply(202, "queued", jobs=[{"app": j.app, "id": j.id, "sha": j.sha} for j in jobs])
+    return _reply(202, "queued", jobs=[{"app": j.app, "id": j.id, "sha": j.sha} for j in delivery.jobs])
 
 
 def _counted(system: System, source: str, reply: JSONResponse) -> JSONResponse:
@@ -65,36 +115,75 @@ async def github(request: Request, settings: SettingsDep, system: SystemDep) -> 
     return _counted(system, "github", await _github(request, settings, system))
 
 
+def _github_headers_refused(headers: Headers, limit: int) -> JSONResponse | None:
+    """Everything that can be refused from the headers alone, cheapest first."""
+    if not is_github_signature(headers.get("x-hub-signature-256")):
+        return _reply(
+            401,
+            "invalid or missing X-Hub-Signature-256",
+            hint="Set a secret on the GitHub webhook; Billowin accepts only sha256 signatures.",
+        )
+    try:
+        check_github_event(headers.get("x-github-event"))
+        check_delivery(headers.get("x-github-delivery"))
+    except InvalidInput as exc:
+        return _refused(exc)
+    return _length_refused(headers, limit)
+
+
 async def _github(request: Request, settings: Settings, system: System) -> JSONResponse:
+    refused = _github_headers_refused(request.headers, settings.webhook_max_bytes)
+    if refused is not None:
+        return refused
     body = await read_body(request, settings.webhook_max_bytes)
     if body is None:
-        return _reply(413, f"payload over {settings.webhook_max_bytes} bytes")
+        return _too_large(settings.webhook_max_bytes)
     # Everything after reading the body runs in one thread hop: it is a few Consul calls.
     return await asyncio.to_thread(_github_accept, request.headers, body, settings, system)
 
 
 def _github_accept(headers: Headers, body: bytes, settings: Settings, system: System) -> JSONResponse:
-    apps = system.apps.all()
-    secrets = _secrets(settings, apps)
-    if not secrets:
-        return _reply(401, "no webhook secret is configured; refusing unsigned deliveries")
-    if not verify_github(secrets, body, headers.get("x-hub-signature-256")):
-        return _reply(401, "invalid or missing X-Hub-Signature-256")
-    event_name = headers.get("x-github-event", "")
-    delivery = headers.get("x-github-delivery")
+    event_name = check_github_event(headers.get("x-github-event"))
+    delivery = check_delivery(headers.get("x-github-delivery"))
+    payload: dict[str, Any] | None = None
+    malformed: InvalidInput | None = None
     try:
-        event = parse_github(event_name, body, delivery)
+        payload = load_payload(body)
+    except InvalidInput as exc:  # answered only once the delivery is known to be signed
+        malformed = exc
+    repository = repository_of(payload)
+    following = [a for a in system.apps.all() if a.github_repo == repository] if repository else []
+    secrets = _secrets(settings, following)
+    if not secrets:
+        return _reply(
+            401,
+            "no webhook secret is configured for this repository; refusing unsigned deliveries",
+            hint="Set BILLOWIN_GITHUB_WEBHOOK_SECRET (or the app's own secret), and the same on GitHub.",
+        )
+    signers = verify_github(secrets, body, headers.get("x-hub-signature-256"))
+    if not signers:
+        return _reply(
+            401,
+            "invalid or missing X-Hub-Signature-256",
+            hint="Give GitHub the same secret as Billowin (the global one, or the app's own).",
+        )
+    if payload is None:
+        return _refused(malformed or InvalidInput("the payload is not valid JSON"))
+    try:
+        event = github_event(event_name, payload, delivery)
     except InvalidInput as exc:
-        return _reply(400, exc.message)
-    if event is None:
-        return _reply(200, "pong" if event_name == "ping" else f"{event_name}: nothing to do")
-    return _queue(system, event, apps)
+        return _refused(exc)
+    if isinstance(event, Skipped):
+        return _reply(200, event.reason)
+    only = None if GLOBAL in signers else signers  # an app's own secret acts for that app only
+    return _queue(system, event, following, only)
 
 
-def _secrets(settings: Settings, apps: list[App]) -> list[bytes]:  # global first, then per app
-    found = [settings.github_webhook_secret] if settings.github_webhook_secret else []
-    found += [a.webhook_secret for a in apps if a.webhook_secret]
-    return [s.get_secret_value().encode() for s in found]
+def _secrets(settings: Settings, following: list[App]) -> list[tuple[str, bytes]]:
+    """The global secret, and the own secrets of the apps that follow the delivery's repository."""
+    found = [(GLOBAL, settings.github_webhook_secret)] if settings.github_webhook_secret else []
+    found += [(a.name, a.webhook_secret) for a in following if a.webhook_secret]
+    return [(owner, s.get_secret_value().encode()) for owner, s in found]
 
 
 _travis_keys: dict[str, str] = {}
@@ -120,9 +209,15 @@ async def travis(request: Request, settings: SettingsDep, system: SystemDep) -> 
 
 
 async def _travis(request: Request, settings: Settings, system: System) -> JSONResponse:
+    signature = request.headers.get("signature")
+    if not signature or not TRAVIS_SIGNATURE.fullmatch(signature):
+        return _reply(401, "invalid or missing Signature", hint="Send Travis CI's notification unchanged.")
+    refused = _length_refused(request.headers, settings.webhook_max_bytes)
+    if refused is not None:
+        return refused
     body = await read_body(request, settings.webhook_max_bytes)
     if body is None:
-        return _reply(413, f"payload over {settings.webhook_max_bytes} bytes")
+        return _too_large(settings.webhook_max_bytes)
     payload = (parse_qs(body.decode(errors="replace")).get("payload") or [""])[0]
     try:
         key = await asyncio.to_thread(travis_key, settings)
@@ -130,10 +225,12 @@ async def _travis(request: Request, settings: Settings, system: System) -> JSONR
         return _reply(503, f"cannot get the Travis public key: {exc}")
     if key is None:
         return _reply(401, "no Travis public key is configured; refusing unsigned notifications")
-    if not payload or not verify_travis(key, payload, request.headers.get("signature")):
+    if not payload or not verify_travis(key, payload, signature):
         return _reply(401, "invalid or missing Signature")
     try:
         event = parse_travis(payload)
     except InvalidInput as exc:
-        return _reply(400, exc.message)
+        return _refused(exc)
+    if isinstance(event, Skipped):
+        return _reply(200, event.reason)
     return await asyncio.to_thread(_queue, system, event)

@@ -1,22 +1,24 @@
 """Monitoring over the API: ``GET /apps/{app}/metrics``, ``GET /alerts`` and ``GET /metrics``.
 
-All three need a token. ``/metrics`` (Prometheus' text format) also accepts
-``BILLOWIN_METRICS_TOKEN`` as its bearer token, so a Prometheus server can
-scrape it with a token that opens nothing else.
+An app's metrics need a token that may read the app; ``/alerts`` shows only the
+alerts of apps the token may read. ``/metrics`` (Prometheus' text format) needs
+an admin token, or ``BILLOWIN_METRICS_TOKEN`` as its bearer token, so a
+Prometheus server can scrape it with a token that opens nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from billowin.api.deps import SettingsDep, SystemDep, require_token
+from billowin.api.answers import AppName
+from billowin.api.deps import SystemDep, require, scrape
+from billowin.apps.access import Action, Caller
 from billowin.errors import InvalidInput
 from billowin.monitoring.aggregate import METRICS, stored_metrics
 from billowin.monitoring.service import parse_since
@@ -38,9 +40,9 @@ def _units() -> dict[str, str]:
     return {name: METRICS[name].unit if name in METRICS else "ms" for name in stored_metrics()}
 
 
-@router.get("/apps/{app}/metrics", response_model=AppMetrics, dependencies=[Depends(require_token)])
+@router.get("/apps/{app}/metrics", response_model=AppMetrics, dependencies=[require(Action.APP_METRICS)])
 async def app_metrics(
-    app: str,
+    app: AppName,
     system: SystemDep,
     since: str = "1h",
     metric: Annotated[list[str] | None, Query(description="Repeat or comma-separate; default all.")] = None,
@@ -59,31 +61,26 @@ async def app_metrics(
     return AppMetrics(app=app, since=datetime.fromtimestamp(start, UTC), units=_units(), series=series)
 
 
-@router.get("/alerts", response_model=list[Alert], dependencies=[Depends(require_token)])
+@router.get("/alerts", response_model=list[Alert])
 async def alerts(
     system: SystemDep,
+    caller: Annotated[Caller, require(Action.ALERTS)],
     since: str = "24h",
     app: str | None = None,
     state: Literal["firing", "all"] = "all",
 ) -> list[Alert]:
-    """Alerts firing now, then those resolved within ``since`` (newest first)."""
+    """Alerts firing now, then those resolved within ``since`` (newest first), of apps the token may read."""
     monitoring = system.monitoring
     if state == "firing":
-        return await asyncio.to_thread(monitoring.firing, app)
-    return await asyncio.to_thread(monitoring.alerts, since=parse_since(since, monitoring.now()), app=app)
+        found = await asyncio.to_thread(monitoring.firing, app)
+    else:
+        start = parse_since(since, monitoring.now())
+        found = await asyncio.to_thread(monitoring.alerts, since=start, app=app)
+    readable = set(caller.visible({a.app for a in found}))
+    return [a for a in found if a.app in readable]
 
 
-async def require_scrape_token(request: Request, settings: SettingsDep, system: SystemDep) -> None:
-    """An API token, or ``BILLOWIN_METRICS_TOKEN`` when it is set."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    expected = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
-    sent = token.strip().encode() if scheme.lower() == "bearer" else b""
-    if expected and hmac.compare_digest(sent, expected.encode()):
-        return
-    await asyncio.to_thread(require_token, request, system)
-
-
-@router.get("/metrics", dependencies=[Depends(require_scrape_token)], response_class=Response)
+@router.get("/metrics", dependencies=[scrape], response_class=Response)
 async def metrics(system: SystemDep) -> Response:
     """Billowin's own metrics and each app's latest figures, in Prometheus' text format."""
     body = await asyncio.to_thread(system.monitoring.metrics.render)

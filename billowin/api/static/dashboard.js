@@ -1,4 +1,5 @@
-// Billowin dashboard: charts (uPlot) from /dashboard/apps/<app>/charts.json, and live logs.
+// Billowin dashboard: charts (uPlot) from /dashboard/apps/<app>/charts.json, and live logs from
+// /dashboard/apps/<app>/logs (both on the session cookie; the JSON API wants a bearer token).
 (function () {
   "use strict";
   const charts = document.getElementById("charts");
@@ -45,7 +46,8 @@
     if (!pre) return;
     const app = pre.dataset.app;
     try {
-      const resp = await fetch("/apps/" + encodeURIComponent(app) + "/logs?tail=true&lines=50", { credentials: "same-origin" });
+      const resp = await fetch("/dashboard/apps/" + encodeURIComponent(app) + "/logs", { credentials: "same-origin" });
+      if (!resp.ok) throw new Error("HTTP " + resp.status);
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
       for (;;) {
