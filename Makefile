@@ -50,7 +50,7 @@ lint: venv ## ruff
 typecheck: venv ## mypy --strict on the package
 	$(BIN)/mypy
 
-bench: venv ## Benchmarks against the real stack; results in bench/results.json
+bench: venv ## Benchmarks against the real stack; results in bench/results/<date>.json
 	$(PY) -m bench
 
 clean: ## Remove the virtualenv (the binary and image cache stays)

@@ -64,7 +64,10 @@ from tests.gitrepo import commit
 
 REPO = Path(__file__).resolve().parents[1]
 APPS = REPO / "tests" / "fixtures" / "apps"
-RESULTS = REPO / "bench" / "results.json"
+# A full run is kept in the repository, one file per run: bench/results/<UTC date>.json.
+# A partial one (--only) goes to bench/results.json, which git ignores.
+RESULTS = REPO / "bench" / "results" / f"{time.strftime('%Y-%m-%d', time.gmtime())}.json"
+SCRATCH = REPO / "bench" / "results.json"
 console = Console(stderr=True)
 
 # What a user would write by hand for the same sample app, on the same base images.
@@ -485,9 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--languages", default="python,node,go,ruby")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help="where the results go")
     parser.add_argument("--only", default="", help="comma-separated figure names, e.g. webhook_ack")
     args = parser.parse_args(argv)
+    out: Path = args.out or (SCRATCH if args.only else RESULTS)
+    out.parent.mkdir(parents=True, exist_ok=True)
     settings = Settings()
     tools = Toolset.resolve(settings)
     with tempfile.TemporaryDirectory(prefix="billowin-bench-") as tmp:
@@ -496,9 +501,9 @@ def main(argv: list[str] | None = None) -> int:
             tools, Ports.free(), work / "stack", api_env={"BILLOWIN_GITHUB_WEBHOOK_SECRET": SECRET}
         )
         with box.running(lambda msg: console.print(f"  {msg}")):
-            results = run_figures(box, work, args.languages.split(","), args.only, args.out)
+            results = run_figures(box, work, args.languages.split(","), args.only, out)
     Console().print(summary_table(results))
-    console.print(f"results: {args.out}")
+    console.print(f"results: {out}")
     return 0
 
 
