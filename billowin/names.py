@@ -1,4 +1,4 @@
-"""The names users give things: apps, domains and process types.
+"""The names users give things (apps, domains, process types), and the KV keys made of them.
 
 Each name becomes part of a URL, a Consul key, a Nomad job id or a file path,
 so every check lives here, once. The ``check_*`` functions raise
@@ -55,3 +55,29 @@ def check_domain(value: object) -> str:
         raise InvalidInput(f"{value!r} is not a valid domain name", hint="Use a name like www.example.com.")
     assert isinstance(value, str)
     return value
+
+
+# -- KV keys ------------------------------------------------------------------------------------
+# A key is made of app names, numbers, token ids, UUIDs and domains; the Consul adapter checks
+# every key with this before it becomes part of a URL (and the tests' in-memory KV does too).
+MAX_KEY = 512
+KEY_PART = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+KEY_RULE = "'/'-separated parts of letters, digits, '-', '_' and '.', none empty, '.' or '..'"
+
+
+def check_key(key: object, *, prefix: bool = False, root: bool = False) -> str:
+    """``key`` if it is a KV key Billowin may send to Consul, else ``InvalidInput``.
+
+    A ``prefix`` may end in one ``/``; with ``root`` it may also be empty (the whole
+    store, for reads). Never a leading ``/``, an empty part, ``.``, ``..`` or any
+    character outside the safe set: each would change the URL py-consul builds.
+    """
+    if not isinstance(key, str):
+        raise InvalidInput(f"a KV key must be a string, not {type(key).__name__}")
+    if key == "" and prefix and root:
+        return key
+    path = key[:-1] if prefix and key.endswith("/") else key
+    parts = path.split("/")
+    if len(key) > MAX_KEY or not all(KEY_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+        raise InvalidInput(f"{key[:80]!r} is not a valid KV key: {KEY_RULE}")
+    return key

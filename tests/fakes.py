@@ -3,7 +3,7 @@
 - ``InMemoryKV``: the ``Coordinator`` port (Consul KV + sessions) with a raft-like
   global index, per-key create/modify indexes, real check-and-set, all-or-nothing
   transactions, blocking waits that really block, session locks with
-  ``behavior = delete``, and the adapter's key check (``check_key``).
+  ``behavior = delete``, and the same key check as the adapter (``billowin.names.check_key``).
 - ``FakeScheduler``: the parts of the ``Scheduler`` port (Nomad) the platform uses:
   jobs with task groups, scale, restart, stop, and allocations a test sets.
 - ``InMemoryConfig``: the ``ConfigStore`` port: numbered, immutable versions per app.
@@ -29,6 +29,7 @@ from typing import Any
 from billowin.build.builder import BuildRecord
 from billowin.config.vars import validate_app, validate_values
 from billowin.errors import BillowinError, Conflict, InvalidInput, NotFound, ServiceError
+from billowin.names import check_key
 from billowin.ports import ComponentHealth, DeployResult, KVEntry, KVWrite
 from billowin.release.jobspec import Process
 from billowin.release.store import Release, ReleaseStatus, ReleaseStore
@@ -46,24 +47,7 @@ def parse_wait(wait: str) -> float:
 
 
 # -- Consul: KV and sessions ---------------------------------------------------------------
-# The same key rule as billowin/adapters/consul.py's check_key (this module never imports an
-# adapter); tests/unit/test_webhooks.py runs one table of keys against both.
-KEY_PART = re.compile(r"[A-Za-z0-9_.-]{1,255}")
-MAX_KEY = 512
 MAX_TXN_OPS = 64
-
-
-def check_key(key: object, *, prefix: bool = False, root: bool = False) -> str:
-    """``key`` if the real adapter would send it to Consul, else ``InvalidInput``."""
-    if not isinstance(key, str):
-        raise InvalidInput(f"a KV key must be a string, not {type(key).__name__}")
-    if key == "" and prefix and root:
-        return key
-    path = key[:-1] if prefix and key.endswith("/") else key
-    parts = path.split("/")
-    if len(key) > MAX_KEY or not all(KEY_PART.fullmatch(p) and p not in (".", "..") for p in parts):
-        raise InvalidInput(f"{key[:80]!r} is not a valid KV key")
-    return key
 
 
 @dataclass

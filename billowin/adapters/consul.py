@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +18,7 @@ import requests
 import requests.adapters
 
 from billowin.errors import InvalidInput, ServiceError, Unreachable
+from billowin.names import check_key
 from billowin.ports import ComponentHealth, Instance, KVEntry, KVWrite
 from billowin.settings import Settings
 
@@ -26,30 +26,6 @@ SYSTEM = "consul"
 POOL_SIZE = 64
 # Operations per transaction: Consul 1.14 (what Billowin installs) takes 128, older releases 64.
 MAX_TXN_OPS = 64
-MAX_KEY = 512
-# One part of a key: every key Billowin writes is made of app names, numbers, token ids, UUIDs and domains.
-KEY_PART = re.compile(r"[A-Za-z0-9_.-]{1,255}")
-KEY_RULE = "'/'-separated parts of letters, digits, '-', '_' and '.', none empty, '.' or '..'"
-
-
-def check_key(key: object, *, prefix: bool = False, root: bool = False) -> str:
-    """``key`` if it is a KV key Billowin may send to Consul, else ``InvalidInput``.
-
-    A ``prefix`` may end in one ``/``; with ``root`` it may also be empty (the whole
-    store, for reads). Never a leading ``/``, an empty part, ``.``, ``..`` or any
-    character outside the safe set: each would change the URL py-consul builds.
-    """
-    if not isinstance(key, str):
-        raise InvalidInput(f"a KV key must be a string, not {type(key).__name__}")
-    if key == "" and prefix and root:
-        return key
-    path = key[:-1] if prefix and key.endswith("/") else key
-    parts = path.split("/")
-    if len(key) > MAX_KEY or not all(KEY_PART.fullmatch(p) and p not in (".", "..") for p in parts):
-        raise InvalidInput(f"{key[:80]!r} is not a valid KV key: {KEY_RULE}")
-    return key
-
-
 def _txn_op(write: KVWrite) -> dict[str, Any]:
     check_key(write.key)
     if not isinstance(write.value, bytes):

@@ -35,10 +35,6 @@ class StreamLimiter:
         self._open = 0
         self._lock = threading.Lock()
 
-    @property
-    def open(self) -> int:
-        return self._open
-
     def acquire(self) -> None:
         """Count one more long-lived request, or raise ``Busy`` (503) when all slots are taken."""
         with self._lock:
