@@ -164,22 +164,6 @@ def make_image(stack: SingleBox, base_image: str, tmp_path: Path):  # type: igno
     return make
 
 
-@pytest.fixture(scope="session")
-def admin_token(stack: SingleBox) -> str:
-    return System(stack.settings).tokens.create("integration tests (admin)")
-
-
-@pytest.fixture
-def api(stack: SingleBox, admin_token: str) -> Iterator[httpx.Client]:
-    """The stack's real API with an admin token, as the CLI's client makes it."""
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{stack.ports.api}",
-        headers={"Authorization": f"Bearer {admin_token}"},
-        timeout=30,
-    ) as client:
-        yield client
-
-
 @pytest.fixture
 def deployer(stack: SingleBox) -> Deployer:
     settings = stack.settings

@@ -7,9 +7,11 @@ receiver (``alert_receiver``); see ``api_env`` in conftest.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
@@ -18,10 +20,28 @@ from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.release.store import ReleaseStatus
 from billowin.stack.single_box import SingleBox
+from billowin.system import System
 
 from .alert_receiver import AlertReceiver
 from .conftest import wait_for
 from .test_run import WEB, deploy_live, get
+
+
+@pytest.fixture(scope="module")
+def token(stack: SingleBox) -> str:
+    return System(stack.settings).tokens.create("monitoring tests")
+
+
+@pytest.fixture
+def api(stack: SingleBox, token: str) -> Iterator[httpx.Client]:
+    """The stack's real API, as the CLI's client factory makes it: base URL and token set."""
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{stack.ports.api}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=20,
+    ) as client:
+        yield client
+
 
 Points = list[tuple[int, float]]
 

@@ -32,6 +32,21 @@ from .conftest import REPO, wait_for
 TERMINAL = {"live", "failed", "superseded"}
 
 
+@pytest.fixture(scope="module")
+def token(stack: SingleBox) -> str:
+    return System(stack.settings).tokens.create("platform security tests")
+
+
+@pytest.fixture
+def api(stack: SingleBox, token: str) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{stack.ports.api}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ) as client:
+        yield client
+
+
 @pytest.fixture
 def apps_to_destroy(api: httpx.Client) -> Iterator[list[str]]:
     names: list[str] = []
