@@ -21,6 +21,8 @@ DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]
 # A Procfile process type: it names a Nomad task group.
 PROCESS = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 
+# <name>.<domain> is taken by Billowin itself (the API, on a production box).
+RESERVED_APP_NAMES = frozenset({"billowin"})
 APP_NAME_RULE = "lowercase letters, digits and '-', starting with a letter, at most 63 characters"
 
 

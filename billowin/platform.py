@@ -21,7 +21,7 @@ from billowin.build.builder import Builder
 from billowin.build.source import redact_url
 from billowin.config.vars import validate_key
 from billowin.errors import Conflict, InvalidInput, NotFound
-from billowin.names import check_domain, normalize_domain
+from billowin.names import RESERVED_APP_NAMES, check_domain, normalize_domain
 from billowin.pipeline.jobs import Job, JobKind, JobStore
 from billowin.pipeline.lock import AppLock
 from billowin.pipeline.reporting import JobOutput
@@ -132,6 +132,11 @@ class Platform:
 
     def create(self, app: App) -> App:
         """Create the app, claiming its custom domains (none may belong to another app)."""
+        if app.name in RESERVED_APP_NAMES:
+            raise InvalidInput(
+                f"{app.name!r} is reserved: {app.name}.<domain> is Billowin's own API",
+                hint="Pick another name.",
+            )
         claimed: list[str] = []
         try:
             for domain in app.domains:

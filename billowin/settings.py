@@ -78,6 +78,8 @@ class Settings(BaseSettings):
         default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"),
         validation_alias=_env("CACHE_DIR"),
     )
+    # Build caches (one directory per app); empty: <cache_dir>/build-cache.
+    build_cache_dir: Path | None = Field(None, validation_alias=_env("BUILD_CACHE_DIR"))
     jobspecs_dir: Path = Field(REPO_DIR / "jobspecs", validation_alias=_env("JOBSPECS_DIR"))
     versions_file: Path = Field(PACKAGE_DIR / "versions.toml", validation_alias=_env("VERSIONS_FILE"))
 
@@ -138,6 +140,10 @@ class Settings(BaseSettings):
     @property
     def bin_dir(self) -> Path:
         return self.cache_dir / "bin"
+
+    @property
+    def build_cache(self) -> Path:
+        return self.build_cache_dir or self.cache_dir / "build-cache"
 
     def hostport(self, which: Literal["nomad", "consul", "vault"]) -> tuple[str, str, int]:
         """Split one of the service addresses into (scheme, host, port)."""

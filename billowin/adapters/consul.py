@@ -61,6 +61,10 @@ class ConsulRegistry:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         self._client.http.session.mount("http://", adapter)
         self._client.http.session.mount("https://", adapter)
+        if token:
+            # py-consul leaves the token off some calls (``txn.put``, ``agent.self``); on the
+            # session, every request carries it, and with ACLs on none goes out anonymous.
+            self._client.http.session.headers["X-Consul-Token"] = token
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:

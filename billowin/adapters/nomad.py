@@ -8,6 +8,7 @@ with blocking queries.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -22,6 +23,11 @@ from billowin.ports import ComponentHealth, DeployResult
 from billowin.settings import Settings
 
 SYSTEM = "nomad"
+CONFIG_PREFIX = "billowin/config"  # where billowin.adapters.nomad_vars keeps config versions
+
+
+def job_policy_name(job_id: str) -> str:
+    return f"billowin-job-{job_id}"
 TERMINAL_DEPLOYMENT_STATES = {"successful", "failed", "cancelled"}
 
 
@@ -64,6 +70,8 @@ class NomadScheduler:
     def __init__(self, settings: Settings) -> None:
         self._address = settings.nomad_addr
         self._client = nomad_client(settings, timeout=settings.nomad_timeout)
+        # With a token, Nomad's ACLs are on (a production box): each job gets a policy of its own.
+        self._acls = settings.nomad_token is not None
 
     # -- error translation -------------------------------------------------
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -105,6 +113,7 @@ class NomadScheduler:
 
         Returns the evaluation id.
         """
+        self._grant_config_access(job)
         body: dict[str, Any] = {"Job": job}
         if expect_modify_index is not None:
             body |= {"EnforceIndex": True, "JobModifyIndex": expect_modify_index}
@@ -112,10 +121,34 @@ class NomadScheduler:
         return str(result.get("EvalID", ""))
 
     def stop(self, job_id: str, *, purge: bool = True) -> None:
-        try:
+        with contextlib.suppress(NotFound):
             self._call(f"job {job_id!r}", self._client.job.deregister_job, job_id, purge=purge)
-        except NotFound:
+        if purge and self._acls:
+            with contextlib.suppress(NotFound):
+                self._call("ACL policy", self._client.acl.delete_policy, job_policy_name(job_id))
+
+    def _grant_config_access(self, job: dict[str, Any]) -> None:
+        """Let the job's tasks read their app's config vars, and nothing else.
+
+        With ACLs on, a task's workload identity reads only ``nomad/jobs/<job>`` by itself;
+        Billowin keeps config versions under ``billowin/config/<app>/``, read by the web job,
+        its release phase and one-off runs alike. So each job gets a policy bound to it.
+        """
+        app = (job.get("Meta") or {}).get("billowin.app")
+        if not self._acls or not app:
             return
+        name = job_policy_name(job["ID"])
+        rules = (
+            'namespace "default" {\n  variables {\n'
+            f'    path "{CONFIG_PREFIX}/{app}/*" {{ capabilities = ["read"] }}\n  }}\n}}\n'
+        )
+        policy = {
+            "Name": name,
+            "Description": f"job {job['ID']} reads the config vars of {app}",
+            "Rules": rules,
+            "JobACL": {"Namespace": job.get("Namespace") or "default", "JobID": job["ID"]},
+        }
+        self._call("ACL policy", self._client.acl.create_policy, name, policy)
 
     def scale(self, job_id: str, group: str, count: int, *, message: str = "") -> None:
         """Set a task group's count through Nomad's scale endpoint (what `nomad job scale` does)."""

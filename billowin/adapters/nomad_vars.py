@@ -22,13 +22,13 @@ from typing import Any
 
 import nomad.api.exceptions as nomad_exc
 
-from billowin.adapters.nomad import SYSTEM, nomad_client, translate_error
+from billowin.adapters.nomad import CONFIG_PREFIX, SYSTEM, nomad_client, translate_error
 from billowin.config.vars import RESERVED_PREFIX, env_line_template, validate_app, validate_values
 from billowin.errors import Conflict, NotFound, ServiceError
 from billowin.ports import ComponentHealth
 from billowin.settings import Settings
 
-PREFIX = "billowin/config"
+PREFIX = CONFIG_PREFIX
 POINTER = "latest"
 EMPTY_MARKER = f"{RESERVED_PREFIX}_empty"
 # How many version numbers a writer tries past the pointer before giving up.

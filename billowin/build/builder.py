@@ -238,7 +238,7 @@ class Builder:
             record.language, record.processes = spec.language, spec.processes
             log(f"-----> {spec.language} app; process types: {', '.join(spec.processes)}")
             base = self.language_image(spec.language, log)
-            cache = self.settings.cache_dir / "build-cache" / app
+            cache = self.settings.build_cache / app
             hygiene.mark_cache_used(cache)
             ref = f"{self.settings.registry}/{app}:{sha}"
             default_cmd = spec.processes.get("web") or next(iter(spec.processes.values()))
@@ -362,7 +362,7 @@ class Builder:
         )
         busy = {a for a, _ in active} | hygiene.building_apps(builds_dir, now=now, stale_after=stale_after)
         caches = hygiene.prune_build_caches(
-            self.settings.cache_dir / "build-cache",
+            self.settings.build_cache,
             max_age=self.settings.build_cache_max_age_days * hygiene.DAY,
             max_bytes=self.settings.build_cache_max_mb * 1024 * 1024,
             busy=busy,

@@ -65,6 +65,39 @@ def tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
+def read_env_file(path: Path | None) -> dict[str, str]:
+    """The KEY=VALUE lines of an environment file as systemd reads them (no quoting, no expansion)."""
+    if path is None:
+        return {}
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ServiceError("stack", f"cannot read the environment file {path}: {exc}") from exc
+    env = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            env[key.strip()] = value
+    return env
+
+
+def write_env_file(path: Path, env: Mapping[str, str]) -> None:
+    """Write ``env`` as an environment file readable by its owner only (it holds tokens)."""
+    for key, value in env.items():
+        if "\n" in value or "=" in key or not key:
+            raise ServiceError("stack", f"{key!r} cannot go in an environment file")
+    write_private(path, "".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600, never readable by others even for a moment."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+
+
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -101,6 +134,9 @@ class ManagedProcess:
     run_dir: Path
     ready: Ready
     env: Mapping[str, str] = field(default_factory=dict)
+    # KEY=VALUE lines (tokens, addresses) read at each start; a systemd unit names the same
+    # file in EnvironmentFile=, so both run the process with the same environment.
+    env_file: Path | None = None
     cwd: Path | None = None
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 15.0
@@ -139,7 +175,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, **read_env_file(self.env_file)},
                 cwd=self.cwd,
                 start_new_session=True,
             )

@@ -160,6 +160,7 @@ class SingleBox:
         self.state_dir = state_dir
         self.domain = domain
         self.router_dir = state_dir / "router"
+        self.registry_dir = state_dir / "registry"
         self.processes: list[ManagedProcess] = []
 
     # -- what clients need to talk to this stack -------------------------------
@@ -218,7 +219,7 @@ class SingleBox:
 
     def registry(self) -> ManagedProcess:
         cfg = self.state_dir / "registry.yml"
-        storage = self.state_dir / "registry"
+        storage = self.registry_dir
         storage.mkdir(parents=True, exist_ok=True)
         cfg.write_text(
             json.dumps(
@@ -350,11 +351,11 @@ plugin "docker" {{
             f"http://127.0.0.1:{self.ports.nomad_http}",
         ]
 
-    def consul_template_config(self, *, once: bool) -> Path:
+    def consul_template_hcl(self) -> str:
+        """consul-template's configuration: render the HAProxy template, then reload safely."""
         template = PACKAGE_DIR / "router" / "haproxy.cfg.ctmpl"
-        cfg = self.router_dir / ("consul-template-once.hcl" if once else "consul-template.hcl")
         command = json.dumps(self._reload_argv())
-        cfg.write_text(f"""
+        return f"""
 consul {{
   address = "127.0.0.1:{self.ports.consul_http}"
   retry {{
@@ -376,7 +377,11 @@ template {{
     max = "3s"
   }}
 }}
-""")
+"""
+
+    def consul_template_config(self, *, once: bool) -> Path:
+        cfg = self.router_dir / ("consul-template-once.hcl" if once else "consul-template.hcl")
+        cfg.write_text(self.consul_template_hcl())
         return cfg
 
     def render_initial_router_config(self) -> None:
@@ -470,12 +475,12 @@ template {{
 
     def _collect_registry_garbage(self, progress: Progress) -> None:
         """Free the layers of deleted images, while the registry is down (its rule for GC)."""
-        if self._pidfile("registry").running():
-            return
+        if self._pidfile("registry").running() or not (self.registry_dir / "docker").is_dir():
+            return  # serving, or nothing pushed yet
         try:
             freed = collect_registry_garbage(
                 self.tools.docker_registry,
-                self.state_dir / "registry",
+                self.registry_dir,
                 address=f"127.0.0.1:{self.ports.registry}",
             )
         except ServiceError as exc:

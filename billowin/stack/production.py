@@ -1,0 +1,485 @@
+"""The production box: the single-box stack with durable state, ACLs and public ports.
+
+``billowin up --production`` runs it under Billowin's own supervisor; ``billowin install``
+writes one systemd unit per process with the very same command lines and environment files
+(:mod:`billowin.stack.units`). Unlike the development stack, nothing is in memory:
+
+* Consul is a server (``bootstrap_expect = 1``) with a data directory, a gossip key and
+  ACLs that deny anonymous callers;
+* Nomad is server and client in one agent, with a data directory and ACLs on;
+* the router listens on the public address (port 80), and serves the API at
+  ``billowin.<domain>`` as well as the apps;
+* every component has its own scoped token (:mod:`billowin.stack.acl`).
+
+All state lives under one root (``/var/lib/billowin`` by default)::
+
+    consul/      Consul's data: KV (apps, releases, tokens, queued jobs, webhook secrets)
+    nomad/       Nomad's data: jobs, allocations, Variables (config vars) and their keyring
+    registry/    the image registry's blobs
+    billowin/    the API's state: the monitoring database, the audit log, build logs
+    cache/       build caches, one per app (safe to delete)
+    router/      the rendered HAProxy configuration and its sockets
+    secrets/     0700: bootstrap tokens, each component's token, the gossip keys
+    etc/         rendered configuration files and environment files (0600 where they hold tokens)
+    run/         pidfiles and logs of processes run by Billowin's supervisor
+    docker/      Docker's data, only when the box runs a Docker Engine of its own
+    backups/     scheduled backups
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets as pysecrets
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+
+from billowin.errors import ServiceError
+from billowin.monitoring.service import DB_NAME
+from billowin.settings import Settings
+from billowin.stack.acl import Secrets, ensure_consul_acls, ensure_nomad_acls
+from billowin.stack.install import ensure_docker_networks
+from billowin.stack.process import ManagedProcess, http_ok, write_env_file, write_private
+from billowin.stack.single_box import Ports, Progress, SingleBox, docker_ping
+from billowin.stack.tools import Toolset
+
+DEFAULT_ROOT = Path("/var/lib/billowin")
+API_HOSTNAME = "billowin"  # the API answers at billowin.<domain> through the router
+MANIFEST = "production.json"
+
+
+class Layout:
+    """Where each piece of a production box's state lives, under one root (see the module doc)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.consul = root / "consul"
+        self.nomad = root / "nomad"
+        self.registry = root / "registry"
+        self.billowin = root / "billowin"
+        self.cache = root / "cache"
+        self.router = root / "router"
+        self.secrets = root / "secrets"
+        self.etc = root / "etc"
+        self.run = root / "run"
+        self.docker = root / "docker"
+        self.backups = root / "backups"
+        self.docker_socket = self.run / "docker.sock"
+        self.monitoring_db = self.billowin / DB_NAME
+
+
+class ProductionBox(SingleBox):
+    """A box that keeps its state under ``root`` and starts each part with ACLs on.
+
+    ``own_docker``: run a Docker Engine of this box (data under ``root/docker``, socket in
+    ``root/run``), beside any other engine on the machine; otherwise use the system's engine
+    (``/var/run/docker.sock``, Debian's ``docker.service``).
+    """
+
+    def __init__(
+        self,
+        tools: Toolset,
+        root: Path,
+        *,
+        domain: str,
+        public_address: str = "0.0.0.0",
+        ports: Ports | None = None,
+        own_docker: bool = False,
+        api_env: dict[str, str] | None = None,
+    ) -> None:
+        self.layout = Layout(root)
+        super().__init__(tools, ports or Ports(router_http=80), root / "run", domain=domain, api_env=api_env)
+        self.root = root
+        self.router_dir = self.layout.router
+        self.registry_dir = self.layout.registry
+        self.public_address = public_address
+        self.own_docker = own_docker
+        self.secrets = Secrets(self.layout.secrets)
+
+    # -- addresses and tokens ------------------------------------------------------
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.layout.docker_socket}" if self.own_docker else "unix:///var/run/docker.sock"
+
+    def _token(self, name: str) -> str | None:
+        return self.secrets.get(name)
+
+    @property
+    def settings(self) -> Settings:
+        """How the API (and a test, or the admin's CLI on the host) talks to this box."""
+        base = super().settings
+        return base.model_copy(
+            update={
+                "state_dir": self.layout.billowin,
+                "build_cache_dir": self.layout.cache,
+                "docker_host": self.docker_host,
+                "consul_token": _secret(self._token("consul-api")),
+                "nomad_token": _secret(self._token("nomad-api")),
+            }
+        )
+
+    def admin_env(self) -> dict[str, str]:
+        """The environment for Consul's and Nomad's own CLIs with the bootstrap tokens (backups)."""
+        env = {
+            "CONSUL_HTTP_ADDR": f"127.0.0.1:{self.ports.consul_http}",
+            "NOMAD_ADDR": f"http://127.0.0.1:{self.ports.nomad_http}",
+        }
+        if token := self._token("consul-bootstrap"):
+            env["CONSUL_HTTP_TOKEN"] = token
+        if token := self._token("nomad-bootstrap"):
+            env["NOMAD_TOKEN"] = token
+        return env
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.update(
+            {
+                "BILLOWIN_STATE_DIR": str(self.layout.billowin),
+                "BILLOWIN_BUILD_CACHE_DIR": str(self.layout.cache),
+                "BILLOWIN_DOCKER_HOST": self.docker_host,
+                "DOCKER_HOST": self.docker_host,  # Packer's docker builder runs the docker CLI
+            }
+        )
+        for var, name in (("BILLOWIN_CONSUL_TOKEN", "consul-api"), ("BILLOWIN_NOMAD_TOKEN", "nomad-api")):
+            if token := self._token(name):
+                env[var] = token
+        return env
+
+    def endpoints(self) -> dict[str, str]:
+        shown = super().endpoints()
+        port = "" if self.ports.router_http == 80 else f":{self.ports.router_http}"
+        shown["Billowin API"] = (
+            f"http://{API_HOSTNAME}.{self.domain}{port} and http://127.0.0.1:{self.ports.api}"
+        )
+        shown["Logs and state"] = f"{self.root} (logs in {self.layout.run})"
+        shown["Admin tokens"] = f"{self.layout.secrets}/consul-bootstrap.token, nomad-bootstrap.token"
+        return shown
+
+    # -- configuration files -------------------------------------------------------
+    def gossip_key(self, name: str) -> str:
+        key = self.secrets.get(name)
+        if key is None:
+            key = base64.b64encode(pysecrets.token_bytes(32)).decode()
+            self.secrets.put(name, key)
+        return key
+
+    def write_configs(self) -> None:
+        """Render every configuration and environment file from the current secrets (idempotent)."""
+        for path in (
+            self.layout.etc,
+            self.layout.run,
+            self.layout.router,
+            self.layout.billowin,
+            self.layout.cache,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+        for path in (self.layout.consul, self.layout.nomad, self.layout.registry):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._write_consul_config()
+        self._write_nomad_config()
+        self._write_registry_config()
+        self.consul_template_config(once=False)
+        write_env_file(self.layout.etc / "router.env", self._router_env())
+        write_env_file(self.layout.etc / "api.env", {**self.env(), **self.api_env})
+
+    def _write_consul_config(self) -> None:
+        p = self.ports
+        config = {
+            "node_name": "billowin",
+            "server": True,
+            "bootstrap_expect": 1,
+            "data_dir": str(self.layout.consul),
+            "bind_addr": "127.0.0.1",
+            "client_addr": "127.0.0.1",
+            "encrypt": self.gossip_key("consul-gossip.key"),
+            "ports": {
+                "http": p.consul_http,
+                "dns": p.consul_dns,
+                "serf_lan": p.consul_serf_lan,
+                "serf_wan": p.consul_serf_wan,
+                "server": p.consul_server,
+                "grpc": p.consul_grpc,
+                "grpc_tls": -1,
+            },
+            "acl": {
+                "enabled": True,
+                "default_policy": "deny",
+                "down_policy": "extend-cache",
+                "tokens": {
+                    # Consul makes this management token itself when it first elects a leader.
+                    "initial_management": self.secrets.ensure("consul-bootstrap"),
+                    "agent": self.secrets.ensure("consul-agent"),
+                },
+            },
+            "ui_config": {"enabled": True},
+            "performance": {"raft_multiplier": 1},  # elect a leader in about a second, not five
+            "log_level": "INFO",
+        }
+        write_private(self.layout.etc / "consul.json", json.dumps(config, indent=2))
+
+    def _write_nomad_config(self) -> None:
+        p = self.ports
+        plugin: dict[str, object] = {"allow_privileged": False, "volumes": {"enabled": False}}
+        if self.own_docker:
+            plugin["endpoint"] = self.docker_host
+        config = {
+            "name": "billowin",
+            "bind_addr": "127.0.0.1",
+            "data_dir": str(self.layout.nomad),
+            "ports": {"http": p.nomad_http, "rpc": p.nomad_rpc, "serf": p.nomad_serf},
+            "advertise": {"http": "127.0.0.1", "rpc": "127.0.0.1", "serf": "127.0.0.1"},
+            "server": {
+                "enabled": True,
+                "bootstrap_expect": 1,
+                "encrypt": self.gossip_key("nomad-gossip.key"),
+            },
+            # Apps' ports on the loopback only: the world reaches apps through the router.
+            "client": {"enabled": True, "network_interface": "lo", "gc_max_allocs": 200},
+            "acl": {"enabled": True},
+            "consul": {"address": f"127.0.0.1:{p.consul_http}", "token": self._token("consul-nomad") or ""},
+            "plugin": {"docker": {"config": plugin}},
+            "log_level": "INFO",
+        }
+        write_private(self.layout.etc / "nomad.json", json.dumps(config, indent=2))
+
+    def _write_registry_config(self) -> None:
+        (self.layout.etc / "registry.yml").write_text(
+            json.dumps(
+                {  # YAML is a superset of JSON
+                    "version": 0.1,
+                    "log": {"level": "info"},
+                    "storage": {
+                        "filesystem": {"rootdirectory": str(self.layout.registry)},
+                        "delete": {"enabled": True},
+                    },
+                    "http": {"addr": f"127.0.0.1:{self.ports.registry}"},
+                }
+            )
+        )
+
+    def consul_template_config_path(self, *, once: bool) -> Path:
+        return self.layout.etc / ("consul-template-once.hcl" if once else "consul-template.hcl")
+
+    def consul_template_config(self, *, once: bool) -> Path:
+        path = self.consul_template_config_path(once=once)
+        write_private(path, self.consul_template_hcl())
+        return path
+
+    def consul_template_hcl(self) -> str:
+        hcl = super().consul_template_hcl()
+        token = self._token("consul-router") or ""
+        return hcl.replace("consul {\n", f'consul {{\n  token   = "{token}"\n', 1)
+
+    def _router_env(self) -> dict[str, str]:
+        env = {
+            "BILLOWIN_DOMAIN": self.domain,
+            "BILLOWIN_HAPROXY_SOCKET": str(self.router_dir / "haproxy.sock"),
+            "BILLOWIN_ROUTER_BIND": f"{self.public_address}:{self.ports.router_http}",
+            "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{self.ports.router_stats}",
+            "BILLOWIN_API_BACKEND": f"127.0.0.1:{self.ports.api}",
+            "BILLOWIN_API_HOSTNAME": f"{API_HOSTNAME}.{self.domain}",
+        }
+        if token := self._token("nomad-router"):
+            env["BILLOWIN_NOMAD_TOKEN"] = token  # the reload command's cross-check with Nomad
+        return env
+
+    # -- the processes ---------------------------------------------------------
+    def plan(self) -> list[ManagedProcess]:
+        """Every long-running process of the box, in start order, as the supervisor and the
+        systemd units run them (same argv, same environment file)."""
+        procs = [self.dockerd()] if self.own_docker else []
+        return [
+            *procs,
+            self.registry(),
+            self.consul(),
+            self.nomad(),
+            self.haproxy(),
+            self.consul_template(),
+            self.api(),
+        ]
+
+    def dockerd(self) -> ManagedProcess:
+        exec_root = self.layout.run / "docker"
+        return self._proc(
+            "dockerd",
+            [
+                str(self.tools.dockerd),
+                "--host",
+                self.docker_host,
+                "--data-root",
+                str(self.layout.docker),
+                "--exec-root",
+                str(exec_root),
+                "--pidfile",
+                str(exec_root / "dockerd.pid"),
+                "--storage-driver",
+                "overlay2",
+                # Beside another engine on the machine: no default bridge, no iptables rules
+                # (those would fight the other engine's); published ports go through docker-proxy.
+                "--bridge",
+                "none",
+                "--iptables=false",
+                "--ip-masq=false",
+            ],
+            ready=lambda: docker_ping(self.layout.docker_socket),
+            stop_timeout=30,
+        )
+
+    def registry(self) -> ManagedProcess:
+        return self._proc(
+            "registry",
+            [str(self.tools.docker_registry), "serve", str(self.layout.etc / "registry.yml")],
+            ready=http_ok(
+                f"http://127.0.0.1:{self.ports.registry}/v2/", expect=lambda r: r.status_code == 200
+            ),
+        )
+
+    def consul(self) -> ManagedProcess:
+        return self._proc(
+            "consul",
+            [str(self.tools.consul), "agent", "-config-file", str(self.layout.etc / "consul.json")],
+            ready=http_ok(
+                f"http://127.0.0.1:{self.ports.consul_http}/v1/status/leader",
+                expect=lambda r: r.status_code == 200 and r.json() not in ("", None),
+            ),
+            stop_signal=signal.SIGINT,  # leave gracefully
+            stop_timeout=30,
+        )
+
+    def nomad(self) -> ManagedProcess:
+        return self._proc(
+            "nomad",
+            [str(self.tools.nomad), "agent", "-config", str(self.layout.etc / "nomad.json")],
+            ready=self._nomad_ready,
+            stop_signal=signal.SIGINT,
+            stop_timeout=30,
+        )
+
+    def _nomad_ready(self) -> bool:
+        """A leader is elected and, once ACLs are bootstrapped, this node's docker driver is healthy."""
+        base = f"http://127.0.0.1:{self.ports.nomad_http}/v1"
+        if not http_ok(f"{base}/status/leader", expect=lambda r: r.status_code == 200 and r.json() != "")():
+            return False
+        token = self._token("nomad-bootstrap")
+        if token is None:
+            return True
+        try:
+            nodes = httpx.get(f"{base}/nodes", headers={"X-Nomad-Token": token}, timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return any(
+            n.get("Status") == "ready" and (n.get("Drivers") or {}).get("docker", {}).get("Healthy")
+            for n in nodes
+        )
+
+    def haproxy(self) -> ManagedProcess:
+        proc = super().haproxy()
+        proc.env_file = self.layout.etc / "router.env"
+        return proc
+
+    def consul_template(self) -> ManagedProcess:
+        return self._proc(
+            "consul-template",
+            [str(self.tools.consul_template), "-config", str(self.consul_template_config_path(once=False))],
+            ready=lambda: True,
+            env_file=self.layout.etc / "router.env",
+            stop_signal=signal.SIGINT,
+        )
+
+    def api(self) -> ManagedProcess:
+        return self._proc(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "billowin.api.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.api),
+                "--no-access-log",
+            ],
+            ready=http_ok(f"http://127.0.0.1:{self.ports.api}/health", expect=lambda r: r.status_code == 200),
+            env_file=self.layout.etc / "api.env",
+        )
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self, progress: Progress = lambda _msg: None, *, timeout: float = 120) -> None:
+        """Start every part; the first time, bootstrap the ACLs and make each component's token."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()  # first: a start that fails half way can still be stopped
+        try:
+            self.write_configs()
+            if self.own_docker:
+                self._start(self.dockerd(), progress, timeout)
+            elif not docker_ping():
+                raise ServiceError(
+                    "docker",
+                    "no Docker Engine answers on /var/run/docker.sock",
+                    hint="Start it (`systemctl start docker`), or run `billowin install`.",
+                )
+            made = ensure_docker_networks(self.settings)
+            progress(f"Docker networks: {', '.join(made) + ' made' if made else 'present'}")
+            self._collect_registry_garbage(progress)
+            self._start(self.registry(), progress, timeout)
+            self._start(self.consul(), progress, timeout)
+            progress("consul: ACLs and tokens")
+            ensure_consul_acls(f"http://127.0.0.1:{self.ports.consul_http}", self.secrets)
+            self.write_configs()  # Nomad's and the router's Consul tokens
+            self._start(self.nomad(), progress, timeout)
+            progress("nomad: ACLs and tokens")
+            ensure_nomad_acls(f"http://127.0.0.1:{self.ports.nomad_http}", self.secrets)
+            self.write_configs()  # the router's and the API's Nomad tokens
+            self.nomad().wait_ready(timeout)  # now with a token: until its docker driver is healthy
+            if not (self.router_dir / "haproxy.cfg").is_file():
+                progress("router: first render from Consul")
+                self.render_initial_router_config()
+            self._start(self.haproxy(), progress, timeout)
+            self._start(self.consul_template(), progress, timeout)
+            self._start(self.api(), progress, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _write_manifest(self) -> None:
+        (self.root / MANIFEST).write_text(
+            json.dumps(
+                {
+                    "ports": self.ports.__dict__,
+                    "domain": self.domain,
+                    "public_address": self.public_address,
+                    "own_docker": self.own_docker,
+                },
+                indent=2,
+            )
+        )
+
+    @classmethod
+    def from_root(cls, tools: Toolset, root: Path) -> ProductionBox:
+        data = json.loads((root / MANIFEST).read_text())
+        return cls(
+            tools,
+            root,
+            domain=data["domain"],
+            public_address=data["public_address"],
+            ports=Ports(**data["ports"]),
+            own_docker=data["own_docker"],
+        )
+
+    def stop(self) -> None:
+        """Stop every process, newest first. Apps' jobs stay registered: the next start, or the
+        next boot, brings them back from Nomad's state."""
+        started = {p.name: p for p in self.processes}
+        for name in ("api", "consul-template", "haproxy", "nomad", "consul", "registry", "dockerd"):
+            (started.get(name) or self._pidfile(name)).stop()
+        self.processes.clear()
+
+
+def _secret(value: str | None) -> SecretStr | None:
+    return SecretStr(value) if value else None
