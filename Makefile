@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: help setup venv up down status test unit integration lint typecheck bench clean
+.PHONY: help setup install venv up down status test unit integration lint typecheck bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,6 +22,15 @@ venv: $(PY) ## Create the virtualenv with Billowin and its dev tools
 
 setup: venv ## Install everything: Debian packages, Nomad, Consul, consul-template, the base image (cached)
 	$(BIN)/billowin setup
+
+# The options go through the environment, so that no shell ever reads them.
+install: export BILLOWIN_INSTALL_DOMAIN = $(DOMAIN)
+install: export BILLOWIN_INSTALL_INTERFACE = $(INTERFACE)
+install: export BILLOWIN_INSTALL_PUBLIC_ADDRESS = $(PUBLIC_ADDRESS)
+install: export BILLOWIN_INSTALL_ROOT = $(ROOT)
+install: export BILLOWIN_INSTALL_HTTP_PORT = $(HTTP_PORT)
+install: venv ## As root: a production box run by systemd (make install DOMAIN=example.com INTERFACE=eth0)
+	$(BIN)/billowin install
 
 up: venv ## Start the single-box stack; prints every UI and endpoint once all are healthy
 	$(BIN)/billowin up

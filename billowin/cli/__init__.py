@@ -5,6 +5,7 @@ One module per group of commands, each adding its commands to the app in
 
 - ``platform``: ``setup``, ``up``, ``down``, ``status``, ``build``, ``tokens``,
   ``tokens:create``, ``tokens:revoke`` (they act on this machine);
+- ``install``: ``install``, a production box run by systemd on this machine;
 - ``session``: ``login``, ``whoami``;
 - ``apps``, ``config``, ``domains``, ``ps``, ``releases``, ``logs``, ``monitoring``:
   the Heroku-style app verbs, spoken over the HTTP API (``billowin.cli.client``);
@@ -24,6 +25,7 @@ from billowin.cli import (  # noqa: F401 - importing a command module adds its c
     audit,
     config,
     domains,
+    install,
     logs,
     monitoring,
     platform,
@@ -36,7 +38,7 @@ from billowin.cli.main import app
 __all__ = ["COMMANDS", "app"]
 
 COMMANDS = (
-    *("setup", "up", "down", "status", "build", "tokens", "tokens:create", "tokens:revoke"),
+    *("setup", "install", "up", "down", "status", "build", "tokens", "tokens:create", "tokens:revoke"),
     "login",
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
     *("config", "config:set", "config:unset"),

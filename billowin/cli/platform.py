@@ -1,5 +1,7 @@
 """Platform verbs, acting on this machine: ``setup``, ``up``, ``down``, ``status``,
-``build``, ``tokens``, ``tokens:create``, ``tokens:revoke``.
+``build``, ``tokens``, ``tokens:create``, ``tokens:revoke`` (``install`` is in
+``billowin.cli.install``). ``up --production`` and ``down --production`` run the production
+box (``billowin.stack.production``) with Billowin's own supervisor instead of systemd.
 
 They take their parts from the composition root (``billowin.system.System``)
 and the single-box stack, not from the HTTP API (``status`` only reads
@@ -10,6 +12,7 @@ verbs are for an admin on the Billowin host: they talk to Consul directly.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -17,15 +20,27 @@ import typer
 from rich.table import Table
 
 from billowin.apps.tokens import Role, TokenInfo, TokenState, parse_expiry
-from billowin.build.detect import LANGUAGES
 from billowin.cli.client import load_config
+from billowin.cli.install import (
+    ADDRESS_HELP,
+    DOMAIN_HELP,
+    HTTP_PORT_HELP,
+    INTERFACE_HELP,
+    ROOT_HELP,
+    OwnDockerOpt,
+    base_images,
+    option,
+)
 from billowin.cli.main import app
 from billowin.cli.output import err, fail, out, print_json, when_ago
-from billowin.errors import BillowinError
+from billowin.errors import BillowinError, Conflict, InvalidInput
 from billowin.settings import Settings
 from billowin.stack.install import Installer
+from billowin.stack.machine import box_options, production_box, systemd_running, unit_active
+from billowin.stack.production import DEFAULT_ROOT, MANIFEST, ProductionBox
 from billowin.stack.single_box import Ports, SingleBox, docker_ping
 from billowin.stack.tools import Toolset
+from billowin.stack.units import TARGET
 from billowin.system import System
 
 
@@ -62,22 +77,50 @@ def setup(
         installer.system_packages()
         installer.hashicorp_tools()
         if not skip_image:
-            installer.base_image(lambda: _ensure_engine(settings))
-            builder = System(settings).builder
-            for language in LANGUAGES:
-                with installer.step(f"{language} base image (Packer)"):
-                    builder.language_image(language, log=installer.log_line)
+            base_images(installer, settings, lambda: _ensure_engine(settings))
     except BillowinError as exc:
         fail(exc)
     err.print(f"[bold green]Setup complete.[/] Cache: {settings.cache_dir}. Next: [bold]make up[/]")
 
 
 @app.command("up")
-def up() -> None:
-    """Start the single-box stack and wait until every part is healthy."""
+def up(
+    production: Annotated[
+        bool, typer.Option("--production", help="The production box under --root (durable, ACLs on).")
+    ] = False,
+    root: Annotated[Path, option(ROOT_HELP)] = DEFAULT_ROOT,
+    domain: Annotated[str | None, option(DOMAIN_HELP + " Needed for a new box.", show_default=False)] = None,
+    interface: Annotated[str | None, option(INTERFACE_HELP)] = None,
+    public_address: Annotated[
+        str | None, option(ADDRESS_HELP + " (default: 0.0.0.0, or as installed)")
+    ] = None,
+    http_port: Annotated[int | None, option(HTTP_PORT_HELP, min=1, max=65535)] = None,
+    own_docker: OwnDockerOpt = None,
+) -> None:
+    """Start the single-box stack (or, with --production, the production box) and wait until
+    every part is healthy."""
     settings = Settings()
+    given = (domain, interface, public_address, http_port, own_docker)
     try:
-        box = _box(settings)
+        if production:
+            options = box_options(
+                root,
+                domain=domain,
+                interface=interface,
+                public_address=public_address,
+                http_port=http_port,
+                own_docker=own_docker,
+            )
+            _refuse_if_systemd_runs_it("start")
+            box: SingleBox = production_box(Toolset.resolve(settings), options)
+        elif any(value is not None for value in given) or root != DEFAULT_ROOT:
+            raise InvalidInput(
+                "--root, --domain, --interface, --public-address, --http-port and --own-docker "
+                "are options of the production box",
+                hint="Add --production, or leave them out for the development stack.",
+            )
+        else:
+            box = _box(settings)
         box.start(lambda msg: err.print(f"  {msg}"))
     except BillowinError as exc:
         fail(exc)
@@ -88,15 +131,39 @@ def up() -> None:
 
 
 @app.command("down")
-def down() -> None:
-    """Stop the single-box stack (apps first, then the platform)."""
+def down(
+    production: Annotated[
+        bool, typer.Option("--production", help="Stop the production box under --root.")
+    ] = False,
+    root: Annotated[Path, option(ROOT_HELP)] = DEFAULT_ROOT,
+) -> None:
+    """Stop the single-box stack (apps first, then the platform); with --production, the
+    production box (its apps stay registered, and come back at the next start)."""
     settings = Settings()
     try:
-        box = _box(settings)
+        if production:
+            if not (root / MANIFEST).is_file():
+                raise InvalidInput(
+                    f"there is no production box under {root}", hint="Give its --root, if it is elsewhere."
+                )
+            _refuse_if_systemd_runs_it("stop")
+            box: SingleBox = ProductionBox.from_root(Toolset.resolve(settings), root.absolute())
+        else:
+            box = _box(settings)
     except BillowinError as exc:
         fail(exc)
     box.stop()
     err.print("[green]Billowin is down.[/]")
+
+
+def _refuse_if_systemd_runs_it(verb: str) -> None:
+    """Billowin's supervisor and systemd must not both run the box: their processes would
+    fight over its ports and data."""
+    if systemd_running() and unit_active(TARGET):
+        raise Conflict(
+            f"systemd runs this production box ({TARGET} is active)",
+            hint=f"Use `systemctl {verb} {TARGET}`.",
+        )
 
 
 @app.command("status")

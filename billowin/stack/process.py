@@ -218,6 +218,13 @@ class ManagedProcess:
             self._proc = None
         self.pidfile.unlink(missing_ok=True)
 
+    def reap(self, timeout: float = 10) -> None:
+        """Wait for this child, killed by someone else, to exit, and forget it; its pidfile stays,
+        as it would after a crash (the next start must see through it)."""
+        if self._proc is not None:
+            self._proc.wait(timeout=timeout)
+            self._proc = None
+
     def stop(self) -> None:
         pid = self.pid()
         if pid is None or not pid_alive(pid):

@@ -329,6 +329,22 @@ class ProductionBox(SingleBox):
             stop_timeout=30,
         )
 
+    def _clear_stale_docker_pidfiles(self) -> None:
+        """Remove dockerd's and containerd's own pidfiles when no live process of this box's engine
+        has that pid: they sit on disk (not on a tmpfs /run), so after a power cut they name a dead
+        process, or a stranger that got its pid, and dockerd would refuse to start, or wait for a
+        containerd that is not there."""
+        exec_root = self.layout.run / "docker"
+        for pidfile in (exec_root / "dockerd.pid", exec_root / "containerd" / "containerd.pid"):
+            try:
+                pid = int(pidfile.read_text().strip())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (OSError, ValueError):
+                pidfile.unlink(missing_ok=True)
+                continue
+            if str(exec_root).encode() not in cmdline:  # a zombie's is empty; a stranger's differs
+                pidfile.unlink(missing_ok=True)
+
     def registry(self) -> ManagedProcess:
         return self._proc(
             "registry",
@@ -417,6 +433,7 @@ class ProductionBox(SingleBox):
         try:
             self.write_configs()
             if self.own_docker:
+                self._clear_stale_docker_pidfiles()
                 self._start(self.dockerd(), progress, timeout)
             elif not docker_ping():
                 raise ServiceError(

@@ -23,6 +23,8 @@ SYSTEM_PACKAGES = {
     "debootstrap": "debootstrap",
     "git": "git",
     "iptables": "iptables",
+    "systemd-analyze": "systemd",  # checks the units `billowin install` writes (tests/unit/test_units.py)
+    "ip": "iproute2",  # `billowin install --interface`
     "wrk": "wrk",  # `make bench`
     "chromium": "chromium",  # the dashboard's browser tests
     "chromedriver": "chromium-driver",

@@ -1,0 +1,265 @@
+"""A production box for the tests that need one: durable state, ACLs, its own Docker Engine.
+
+Each test module starts its own box under a temporary root, on free ports, with a Docker
+Engine of its own (so a power cut can kill it without touching the session's engine). App
+images are built with the session's engine and pushed to the box's registry. ``World`` puts
+three apps on a box the way a user would, through the API with an admin token, and
+``observe`` reads back everything a user would expect to find after a crash or a restore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from billowin.settings import Settings
+from billowin.stack.production import ProductionBox
+from billowin.stack.single_box import Ports
+from billowin.stack.tools import Toolset
+from billowin.system import System
+
+from .conftest import STARTS, wait_for
+
+DOMAIN = "prod.test"
+TERMINAL = {"live", "failed", "superseded"}
+
+
+def new_box(root: Path, **api_env: str) -> ProductionBox:
+    tools = Toolset.resolve(Settings())  # fails (never skips) when a binary is missing
+    return ProductionBox(
+        tools,
+        root,
+        domain=DOMAIN,
+        public_address="127.0.0.1",
+        ports=Ports.free(),
+        own_docker=True,
+        api_env={"BILLOWIN_DEPLOY_TIMEOUT": "120", "BILLOWIN_METRICS_INTERVAL": "2", **api_env},
+    )
+
+
+@contextlib.contextmanager
+def running(box: ProductionBox) -> Iterator[ProductionBox]:
+    box.start()
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+def push_image(
+    session_settings: Settings, base_image: str, box: ProductionBox, app: str, tag: str, context: Path
+) -> str:
+    """Build a sample release with the session's engine and push it to the box's registry."""
+    docker = System(session_settings).docker
+    context.mkdir(parents=True, exist_ok=True)
+    (context / "Dockerfile").write_text(
+        f"FROM {base_image}\nRUN mkdir -p /srv/www\nENV GREETING=hello\n"
+        f"CMD {json.dumps(['sh', '-c', STARTS['ok']])}\n"
+    )
+    ref = f"127.0.0.1:{box.ports.registry}/{app}:{tag}"
+    docker.build(context, ref)
+    docker.push(ref)
+    return ref
+
+
+def api_client(box: ProductionBox, token: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{box.ports.api}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+
+
+def router_client(box: ProductionBox) -> httpx.Client:
+    return httpx.Client(base_url=f"http://127.0.0.1:{box.ports.router_http}", timeout=5)
+
+
+def finished(api: httpx.Client, app: str, job: dict[str, Any], timeout: float = 240) -> dict[str, Any]:
+    """Follow a queued rollout (long-polls, like `deploy --wait`) until it ends."""
+    deadline = time.monotonic() + timeout
+    while job["state"] not in TERMINAL:
+        assert time.monotonic() < deadline, f"job {job['id']} still {job['state']}: {job['steps'][-1]}"
+        try:
+            resp = api.get(f"/apps/{app}/deploys/{job['id']}", params={"wait": 10, "seen": len(job["steps"])})
+        except httpx.TransportError:  # the API is restarting
+            time.sleep(0.5)
+            continue
+        if resp.status_code != 200:
+            time.sleep(0.5)
+            continue
+        job = resp.json()
+    return job
+
+
+def live(api: httpx.Client, app: str, job: dict[str, Any]) -> dict[str, Any]:
+    done = finished(api, app, job)
+    assert done["state"] == "live", (done["reason"], done["steps"][-3:])
+    return done
+
+
+def page(router: httpx.Client, host: str) -> str:
+    try:
+        resp = router.get("/", headers={"Host": host})
+    except httpx.TransportError as exc:
+        return f"transport error {exc}"
+    return resp.text if resp.status_code == 200 else f"HTTP {resp.status_code}"
+
+
+@dataclass
+class World:
+    """Three apps, as a user leaves them: ``a`` with config vars and two releases, ``b`` with a
+    custom domain, ``c`` plain; plus the admin token the tests drive the API with."""
+
+    box: ProductionBox
+    token: str
+    a: str
+    b: str
+    c: str
+    images: dict[str, str]
+
+    @property
+    def apps(self) -> list[str]:
+        return [self.a, self.b, self.c]
+
+    @property
+    def domain_of_b(self) -> str:
+        return f"www.{self.b}.example"
+
+    def hosts(self) -> dict[str, str]:
+        return {
+            self.a: f"{self.a}.{DOMAIN}",
+            self.b: self.domain_of_b,
+            self.c: f"{self.c}.{DOMAIN}",
+        }
+
+
+def populate(
+    box: ProductionBox, session_settings: Settings, base_image: str, work: Path, prefix: str
+) -> World:
+    token = System(box.settings).tokens.create(f"{prefix} admin")
+    names = [f"{prefix}a", f"{prefix}b", f"{prefix}c"]
+    images = {name: push_image(session_settings, base_image, box, name, "v1", work / name) for name in names}
+    world = World(box, token, *names, images=images)
+    with api_client(box, token) as api:
+        for name in names:
+            resp = api.post("/apps", json={"name": name, "repository": "/nonexistent"})
+            assert resp.status_code == 201, resp.text
+            live(api, name, _accepted(api.post(f"/apps/{name}/deploys", json={"image": images[name]})))
+        # a: config vars (a second release), b: a custom domain.
+        resp = api.patch(f"/apps/{world.a}/config", json={"set": {"GREETING": "bonjour"}})
+        assert resp.status_code == 202, resp.text
+        live(api, world.a, resp.json()["job"])
+        live(
+            api, world.b, _accepted(api.post(f"/apps/{world.b}/domains", json={"domain": world.domain_of_b}))
+        )
+    return world
+
+
+def _accepted(resp: httpx.Response) -> dict[str, Any]:
+    assert resp.status_code == 202, resp.text
+    job: dict[str, Any] = resp.json()
+    return job
+
+
+def observe(world: World) -> dict[str, Any]:
+    """What a user sees of the world: each app's page, releases, domains and config, and the tokens."""
+    seen: dict[str, Any] = {}
+    with api_client(world.box, world.token) as api, router_client(world.box) as router:
+        for app in world.apps:
+            releases = api.get(f"/apps/{app}/releases")
+            assert releases.status_code == 200, releases.text
+            config = api.get(f"/apps/{app}/config", params={"reveal": "true"})
+            assert config.status_code == 200, config.text
+            seen[app] = {
+                "page": page(router, world.hosts()[app]).split(" alloc=")[0],
+                "releases": [
+                    (r["number"], r["image"], r["config_version"], r["status"]) for r in releases.json()
+                ],
+                "domains": api.get(f"/apps/{app}/domains").json(),
+                "config": config.json()["values"],
+            }
+        tokens = api.get("/tokens")
+        assert tokens.status_code == 200, tokens.text
+        seen["tokens"] = sorted(t["id"] for t in tokens.json())
+    return seen
+
+
+def all_serving(world: World) -> bool:
+    """Does every app answer through the router with its own page?"""
+    with router_client(world.box) as router:
+        return all(
+            page(router, host).startswith("hello") or page(router, host).startswith("bonjour")
+            for host in world.hosts().values()
+        )
+
+
+def wait_all_serving(world: World, timeout: float) -> float:
+    """Seconds until every app answers through the router (fails after ``timeout``)."""
+    start = time.monotonic()
+    wait_for(lambda: all_serving(world), timeout, "every app to answer through the router")
+    return time.monotonic() - start
+
+
+# -- a power cut ----------------------------------------------------------------------
+def box_pids(box: ProductionBox) -> list[int]:
+    """Every process of the box: each supervised process's group, Docker's shims and the apps' containers.
+
+    Found through /proc: a process belongs to the box when its command line names the box's
+    root (the root is a unique temporary directory), or when it descends from one that does.
+    """
+    root = str(box.root)
+    parents: dict[int, int] = {}
+    ours: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        if root in cmdline:
+            ours.add(pid)
+    for proc in box.plan():
+        if (pid := proc.pid()) is not None:
+            ours.add(pid)
+    changed = True
+    while changed:  # descendants: Nomad's executors and loggers, the containers' processes
+        changed = False
+        for pid, ppid in parents.items():
+            if ppid in ours and pid not in ours:
+                ours.add(pid)
+                changed = True
+    ours.discard(os.getpid())
+    return sorted(ours)
+
+
+def power_cut(box: ProductionBox) -> int:
+    """SIGKILL every process of the box at once, as a power cut would; returns how many."""
+    pids = box_pids(box)
+    assert pids, "the box has no processes"
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for proc in box.processes:  # our children: reap them, or their zombies would look alive
+        proc.reap()
+    wait_for(lambda: not any(_alive(pid) for pid in pids), 30, "every killed process to be gone")
+    box.processes.clear()
+    return len(pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
