@@ -12,6 +12,9 @@ Starts its own stack on free ports (as the integration tests do), then:
 - ``monitoring``: the API's CPU and memory with the collector on, against the
   same API with it off, 20 apps running under steady traffic (``bench/monitoring.py``;
   ``python -m bench.monitoring`` runs this figure alone).
+- ``power_cut_to_serving``: a production box with three apps, every process SIGKILLed at
+  once, then started again: seconds until all three serve, against a clean restart of the
+  same box (``bench/production.py``).
 
 Writes ``bench/results.json`` and prints a table. These machines are noisy:
 compare ratios, not seconds. No figure here is ever asserted in the test suite.
@@ -52,6 +55,7 @@ from bench.figures import (
     until,
 )
 from bench.monitoring import bench_monitoring_overhead
+from bench.production import bench_power_cut
 from billowin.apps.store import App
 from billowin.build.builder import Builder
 from billowin.pipeline.webhooks import github_signature
@@ -391,6 +395,7 @@ def run_figures(box: SingleBox, work: Path, langs: list[str], only: str, out: Pa
         ("deploy_recovery_router", lambda: bench_deploy_and_recovery(box, builder, work)),
         ("density", lambda: bench_density(box, work)),
         ("monitoring", lambda: bench_monitoring_overhead(box, work)),
+        ("power_cut_to_serving", lambda: bench_power_cut(box, work)),
     ]
     wanted = {f for f in only.split(",") if f}
     for name, run in figures:
@@ -477,6 +482,13 @@ def summary_table(results: dict[str, Any]) -> Table:
             f"{m['on']['api_rss_mib']} MiB",
             f"collector off {m['off']['api_rss_mib']} MiB",
             f"+{m['api_rss_mib_added']} MiB",
+        )
+        pc = results["power_cut_to_serving"]
+        table.add_row(
+            f"power cut -> {pc['apps']} apps serving",
+            f"{max(pc['power_cut_to_serving_s'])}s",
+            f"clean restart {max(pc['clean_restart_to_serving_s'])}s",
+            f"{pc['cut_over_clean']}x",
         )
     except (KeyError, TypeError, AttributeError) as exc:  # a figure that failed
         console.print(f"[yellow]table incomplete:[/] missing {exc}")

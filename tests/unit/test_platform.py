@@ -91,6 +91,11 @@ def test_an_app_name_can_be_taken_once(w: World) -> None:
         w.platform.create(App(name="shop", repository="elsewhere"))
 
 
+def test_billowin_is_not_an_app_name_it_is_the_api_of_a_production_box(w: World) -> None:
+    with pytest.raises(InvalidInput, match="reserved"):
+        w.platform.create(App(name="billowin", repository="r"))
+
+
 def test_unknown_and_malformed_app_names_are_refused(w: World) -> None:
     with pytest.raises(NotFound):
         w.platform.info("nope")
