@@ -218,6 +218,7 @@ class ProductionBox(SingleBox):
             "ui_config": {"enabled": True},
             "performance": {"raft_multiplier": 1},  # elect a leader in about a second, not five
             "log_level": "INFO",
+            "disable_update_check": True,  # a production box does not call home
         }
         write_private(self.layout.etc / "consul.json", json.dumps(config, indent=2))
 
@@ -243,6 +244,7 @@ class ProductionBox(SingleBox):
             "consul": {"address": f"127.0.0.1:{p.consul_http}", "token": self._token("consul-nomad") or ""},
             "plugin": {"docker": {"config": plugin}},
             "log_level": "INFO",
+            "disable_update_check": True,
         }
         write_private(self.layout.etc / "nomad.json", json.dumps(config, indent=2))
 
@@ -330,20 +332,7 @@ class ProductionBox(SingleBox):
         )
 
     def _clear_stale_docker_pidfiles(self) -> None:
-        """Remove dockerd's and containerd's own pidfiles when no live process of this box's engine
-        has that pid: they sit on disk (not on a tmpfs /run), so after a power cut they name a dead
-        process, or a stranger that got its pid, and dockerd would refuse to start, or wait for a
-        containerd that is not there."""
-        exec_root = self.layout.run / "docker"
-        for pidfile in (exec_root / "dockerd.pid", exec_root / "containerd" / "containerd.pid"):
-            try:
-                pid = int(pidfile.read_text().strip())
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except (OSError, ValueError):
-                pidfile.unlink(missing_ok=True)
-                continue
-            if str(exec_root).encode() not in cmdline:  # a zombie's is empty; a stranger's differs
-                pidfile.unlink(missing_ok=True)
+        clear_stale_docker_pidfiles(self.layout.run / "docker")
 
     def registry(self) -> ManagedProcess:
         return self._proc(
@@ -500,3 +489,20 @@ class ProductionBox(SingleBox):
 
 def _secret(value: str | None) -> SecretStr | None:
     return SecretStr(value) if value else None
+
+
+def clear_stale_docker_pidfiles(exec_root: Path) -> None:
+    """Remove dockerd's and containerd's own pidfiles under ``exec_root`` when no live process of
+    this box's engine has that pid: they sit on disk (not on a tmpfs /run), so after a power cut
+    they name a dead process, or a stranger that got its pid, and dockerd would refuse to start,
+    or wait for a containerd that is not there. The supervisor runs this before it starts dockerd,
+    and so does the systemd unit (``ExecStartPre=``, see :mod:`billowin.stack.units`)."""
+    for pidfile in (exec_root / "dockerd.pid", exec_root / "containerd" / "containerd.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            pidfile.unlink(missing_ok=True)
+            continue
+        if str(exec_root).encode() not in cmdline:  # a zombie's is empty; a stranger's differs
+            pidfile.unlink(missing_ok=True)

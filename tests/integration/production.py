@@ -178,7 +178,7 @@ def observe(world: World) -> dict[str, Any]:
             config = api.get(f"/apps/{app}/config", params={"reveal": "true"})
             assert config.status_code == 200, config.text
             seen[app] = {
-                "page": page(router, world.hosts()[app]).split(" alloc=")[0],
+                "page": answer(router, world.hosts()[app]).split(" alloc=")[0],
                 "releases": [
                     (r["number"], r["image"], r["config_version"], r["status"]) for r in releases.json()
                 ],
@@ -189,6 +189,13 @@ def observe(world: World) -> dict[str, Any]:
         assert tokens.status_code == 200, tokens.text
         seen["tokens"] = sorted(t["id"] for t in tokens.json())
     return seen
+
+
+def answer(router: httpx.Client, host: str) -> str:
+    """The page at ``host``; a 503 is a moment without a passing health check on a slow
+    machine, so look again, as a user would, for up to 30 s."""
+    text: str = wait_for(lambda: (t := page(router, host)) != "HTTP 503" and t, 30, f"{host} to answer")
+    return text
 
 
 def all_serving(world: World) -> bool:
