@@ -46,6 +46,7 @@ from billowin.stack.machine import (
     unit_enabled,
 )
 from billowin.stack.production import API_HOSTNAME, DEFAULT_ROOT, ProductionBox
+from billowin.stack.single_box import docker_ping
 from billowin.stack.tools import Toolset
 from billowin.stack.units import SYSTEM_DOCKER, TARGET, UNIT_DIR, write_units
 from billowin.system import System
@@ -114,6 +115,12 @@ def _install(options: BoxOptions, unit_dir: Path, *, skip_image: bool) -> Produc
     box = production_box(Toolset.resolve(settings), options)
     if systemd_running() and unit_dir == UNIT_DIR:
         prepare_systemd(box, installer)
+    elif not box.own_docker and not docker_ping():
+        raise ServiceError(
+            "docker",
+            "no Docker Engine answers on /var/run/docker.sock, and systemd is not here to start one",
+            hint="Start the Docker Engine, or install with --own-docker (an engine of the box's own).",
+        )
     with installer.step(f"production box under {box.root}: first start (ACLs and tokens)"):
         box.start(lambda msg: err.print(f"  {msg}", highlight=False))
     try:

@@ -168,24 +168,27 @@ def nomad_client(address: str, token: str | None) -> nomad.Nomad:
 
 
 def ensure_nomad_acls(address: str, secrets: Secrets) -> None:
-    """Bootstrap Nomad's ACLs (first start only), then make the router's and the API's tokens."""
-    boot = secrets.get("nomad-bootstrap")
-    if boot is None:
-        boot = str(uuid.uuid4())
-        secrets.put("nomad-bootstrap", boot)  # before Nomad learns it
+    """Bootstrap Nomad's ACLs with the box's bootstrap secret when they are not yet (a new box,
+    or a Nomad whose data was wiped or is about to be restored), then make the router's and the
+    API's tokens."""
+    boot = secrets.ensure("nomad-bootstrap")  # on disk before Nomad learns it
+    if not _nomad_token_works(address, boot):
         anonymous = nomad_client(address, None)
         try:
             _retry(
                 "nomad",
                 lambda: anonymous.acl.request("bootstrap", method="post", json={"BootstrapSecret": boot}),
+                timeout=10,
             )
         except ServiceError as exc:
-            secrets.path("nomad-bootstrap").unlink()
-            if "already done" in exc.message or "bootstrap" in exc.message.lower():
+            # Bootstrapped already: with our secret (its ACL system was not ready a moment
+            # ago), or with another one (the secret file does not belong to this Nomad).
+            try:
+                _retry("nomad", lambda: nomad_client(address, boot).acl.get_self_token(), timeout=10)
+            except ServiceError:
                 raise ServiceError(
                     "nomad", exc.message, hint=BOOTSTRAP_HINT.format(path=secrets.dir, system="Nomad")
                 ) from exc
-            raise
     admin = nomad_client(address, boot)
     _retry("nomad", lambda: admin.acl.get_self_token())
     admin.acl.create_policy(

@@ -153,24 +153,26 @@ def interface_ipv4(interface: str, ip_json: str) -> str:
     for link in links:
         if link.get("ifname") != interface:
             continue
-        inet = _ipv4(link)
-        if not inet:
+        address = _ipv4(link)
+        if address is None:
             raise InvalidInput(
                 f"the network interface {interface} has no IPv4 address", hint=_interfaces_hint(links)
             )
-        chosen = next((a for a in inet if a.get("scope") == "global"), inet[0])
-        return check_ipv4(str(chosen["local"]))
+        return check_ipv4(address)
     raise InvalidInput(f"there is no network interface named {interface!r}", hint=_interfaces_hint(links))
 
 
-def _ipv4(link: dict[str, Any]) -> list[dict[str, Any]]:
-    # `ip -j` may print an empty object in addr_info; only complete IPv4 entries count.
-    return [a for a in link.get("addr_info") or [] if a.get("family") == "inet" and a.get("local")]
+def _ipv4(link: dict[str, Any]) -> str | None:
+    """The link's first global IPv4 address, else its first one (`ip -j` may also print empty
+    objects in addr_info: only complete IPv4 entries count)."""
+    inet = [a for a in link.get("addr_info") or [] if a.get("family") == "inet" and a.get("local")]
+    chosen = next((a for a in inet if a.get("scope") == "global"), inet[0] if inet else None)
+    return str(chosen["local"]) if chosen else None
 
 
 def _interfaces_hint(links: list[dict[str, Any]]) -> str:
     shown = [
-        f"{link.get('ifname')} ({inet[0]['local']})" if (inet := _ipv4(link)) else str(link.get("ifname"))
+        f"{link.get('ifname')} ({address})" if (address := _ipv4(link)) else str(link.get("ifname"))
         for link in links
     ]
     return f"Interfaces on this machine: {', '.join(shown) or 'none'}. Or give --public-address."

@@ -209,6 +209,8 @@ class ProductionBox(SingleBox):
                 "enabled": True,
                 "default_policy": "deny",
                 "down_policy": "extend-cache",
+                # Listing KV needs `list`: an anonymous list gets a 403, not a filtered 404.
+                "enable_key_list_policy": True,
                 "tokens": {
                     # Consul makes this management token itself when it first elects a leader.
                     "initial_management": self.secrets.ensure("consul-bootstrap"),
@@ -370,10 +372,11 @@ class ProductionBox(SingleBox):
         if not http_ok(f"{base}/status/leader", expect=lambda r: r.status_code == 200 and r.json() != "")():
             return False
         token = self._token("nomad-bootstrap")
-        if token is None:
-            return True
         try:
-            nodes = httpx.get(f"{base}/nodes", headers={"X-Nomad-Token": token}, timeout=2).json()
+            resp = httpx.get(f"{base}/nodes", headers={"X-Nomad-Token": token or ""}, timeout=2)
+            if resp.status_code == 403:  # ACLs not bootstrapped yet: start() does that next
+                return True
+            nodes = resp.json()
         except (httpx.HTTPError, ValueError):
             return False
         return any(

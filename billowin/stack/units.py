@@ -14,21 +14,26 @@ Ordering (``After=``, with ``Wants=``: a part never stops because another one di
     api                  consul, nomad, registry; Requires= the Docker Engine (builds)
 
 The Docker Engine is Debian's ``docker.service``, or ``billowin-dockerd.service`` when the
-box runs an engine of its own. Every service is ``PartOf=billowin.target``, so
-``systemctl stop|restart billowin.target`` acts on all of them, in reverse order.
+box runs an engine of its own; that one first clears the engine's stale pidfiles (after a
+power cut they name another process), as the supervisor does:
+``python -m billowin.stack.units clear-docker-pidfiles EXEC_ROOT``. Every service is
+``PartOf=billowin.target``, so ``systemctl stop|restart billowin.target`` acts on all of them,
+in reverse order.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from billowin.errors import InvalidInput
 from billowin.stack.process import ManagedProcess
-from billowin.stack.production import ProductionBox
+from billowin.stack.production import ProductionBox, clear_stale_docker_pidfiles
 
 TARGET = "billowin.target"
 SYSTEM_DOCKER = "docker.service"
@@ -90,9 +95,27 @@ def render_units(box: ProductionBox) -> dict[str, str]:
     """Every unit file of ``box``, by file name: one service per process of ``box.plan()``, and
     ``billowin.target`` that wants them all."""
     docker = unit_name("dockerd") if box.own_docker else SYSTEM_DOCKER
-    units = {unit_name(proc.name): service_unit(proc, docker=docker) for proc in box.plan()}
+    units = {
+        unit_name(proc.name): service_unit(proc, docker=docker, pre=start_pre(box, proc.name))
+        for proc in box.plan()
+    }
     units[TARGET] = target_unit(list(units))
     return units
+
+
+def start_pre(box: ProductionBox, name: str) -> list[str] | None:
+    """What runs before ``name`` starts: for the box's own dockerd, what the supervisor runs
+    before it. A live process of this engine keeps its pidfile: the containerd that outlives a
+    crash of dockerd (KillMode=process lets it), which the next dockerd takes over."""
+    if name != "dockerd":
+        return None
+    return [
+        sys.executable,
+        "-m",
+        "billowin.stack.units",
+        "clear-docker-pidfiles",
+        str(box.layout.run / "docker"),
+    ]
 
 
 def write_units(box: ProductionBox, directory: Path = UNIT_DIR) -> list[str]:
@@ -130,9 +153,9 @@ def _is_ours(path: Path) -> bool:
 
 
 # -- one unit ------------------------------------------------------------------------
-def service_unit(proc: ManagedProcess, *, docker: str) -> str:
+def service_unit(proc: ManagedProcess, *, docker: str, pre: Sequence[str] | None = None) -> str:
     """The service unit that runs ``proc`` as the supervisor does; ``docker`` is the Docker
-    Engine's unit, which nomad and the API require."""
+    Engine's unit, which nomad and the API require; ``pre``, a command to run before."""
     name = unit_name(proc.name)
     wants = [*SYSTEM_AFTER.get(proc.name, ()), *(unit_name(other) for other in AFTER.get(proc.name, ()))]
     requires = [docker] if proc.name in NEEDS_DOCKER else []
@@ -154,6 +177,7 @@ def service_unit(proc: ManagedProcess, *, docker: str) -> str:
         # As under the supervisor, which `billowin install` runs as root; User= also gives the
         # process $HOME, which Packer (run by the API for builds) needs.
         ("User", "root"),
+        *([("ExecStartPre", exec_line(pre))] if pre else []),
         ("ExecStart", exec_line(proc.argv)),
     ]
     if proc.env_file is not None:
@@ -247,3 +271,18 @@ def _refuse_special(word: str) -> None:
             "control characters in its own way",
             hint="Use paths without those characters (for instance another --root).",
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """What a unit runs besides the box's own programs (see ``start_pre``)."""
+    parser = argparse.ArgumentParser(prog="python -m billowin.stack.units")
+    commands = parser.add_subparsers(dest="command", required=True)
+    clear = commands.add_parser("clear-docker-pidfiles", help="remove the engine's stale pidfiles")
+    clear.add_argument("exec_root", type=Path)
+    args = parser.parse_args(argv)
+    clear_stale_docker_pidfiles(args.exec_root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

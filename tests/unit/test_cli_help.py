@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from billowin.cli import app
 
 ORDER = [
-    *("setup", "install", "up", "down", "status", "build", "tokens", "tokens:create", "tokens:revoke", "login"),
+    *("setup", "install", "up", "down", "status", "build"),
+    *("tokens", "tokens:create", "tokens:revoke", "login"),
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
     *("config", "config:set", "config:unset", "domains", "domains:add", "domains:remove"),
     *("ps", "ps:scale", "ps:restart"),
