@@ -14,7 +14,12 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -80,6 +85,8 @@ class Settings(BaseSettings):
     )
     # Build caches (one directory per app); empty: <cache_dir>/build-cache.
     build_cache_dir: Path | None = Field(None, validation_alias=_env("BUILD_CACHE_DIR"))
+    # A production box's root (billowin install --root): the CLI's token verbs find its Consul there.
+    production_root: Path = Field(Path("/var/lib/billowin"), validation_alias=_env("ROOT"))
     jobspecs_dir: Path = Field(REPO_DIR / "jobspecs", validation_alias=_env("JOBSPECS_DIR"))
     versions_file: Path = Field(PACKAGE_DIR / "versions.toml", validation_alias=_env("VERSIONS_FILE"))
 
@@ -128,6 +135,23 @@ class Settings(BaseSettings):
     install_method: Literal["auto", "release", "go"] = Field("auto", validation_alias=_env("INSTALL_METHOD"))
     releases_url: str = Field("https://releases.hashicorp.com", validation_alias=_env("RELEASES_URL"))
     download_timeout: float = Field(10.0, validation_alias=_env("DOWNLOAD_TIMEOUT"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the admin's own file of ``BILLOWIN_*=value`` lines
+        named by ``BILLOWIN_SETTINGS_FILE`` (a production box's ``<root>/etc/settings.env``, which
+        Billowin never rewrites), so the box's own addresses and tokens always win over it."""
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if path := os.environ.get("BILLOWIN_SETTINGS_FILE"):
+            sources += (DotEnvSettingsSource(settings_cls, env_file=path, env_file_encoding="utf-8"),)
+        return sources
 
     @field_validator("nomad_addr", "consul_addr", "vault_addr")
     @classmethod

@@ -237,13 +237,30 @@ def tokens_table(tokens: list[TokenInfo], now: datetime | None = None) -> Table:
     return table
 
 
+def host_settings() -> Settings:
+    """The settings for talking to this host's Consul directly (the token verbs).
+
+    On a production box (``BILLOWIN_ROOT``, default /var/lib/billowin, holds ``production.json``)
+    they are the box's: its addresses and the API's scoped Consul token, read from the box's
+    0600 secrets, so root can make the first API token without copying any secret around.
+    ``BILLOWIN_CONSUL_TOKEN`` (or ``CONSUL_HTTP_TOKEN``) set by hand wins.
+    """
+    settings = Settings()
+    if settings.consul_token is None and (settings.production_root / MANIFEST).is_file():
+        try:
+            return ProductionBox.from_root(Toolset.resolve(settings), settings.production_root).settings
+        except (BillowinError, OSError, ValueError, KeyError) as exc:
+            fail(BillowinError(f"cannot read the production box at {settings.production_root}: {exc}"))
+    return settings
+
+
 @app.command("tokens")
 def tokens_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List API tokens: id, name, role, apps, expiry (admin; talks to Consul). Never the secrets."""
     try:
-        found = [TokenInfo.of(r) for r in System(Settings()).tokens.all()]
+        found = [TokenInfo.of(r) for r in System(host_settings()).tokens.all()]
     except BillowinError as exc:
         fail(exc)
     if as_json:
@@ -269,7 +286,7 @@ def tokens_create(
     ] = None,
 ) -> None:
     """Create an API token (admin; talks to Consul directly). It is printed once, never stored."""
-    settings = Settings()
+    settings = host_settings()
     try:
         expires_at = parse_expiry(expires) if expires else None
         record, token = System(settings).access.issue(name, role=role, apps=apps or [], expires_at=expires_at)
@@ -287,7 +304,7 @@ def tokens_revoke(
 ) -> None:
     """Revoke an API token: it, and its dashboard sessions, stop working at once (admin; talks to Consul)."""
     try:
-        record = System(Settings()).access.revoke(token_id)
+        record = System(host_settings()).access.revoke(token_id)
     except BillowinError as exc:
         fail(exc)
     err.print(f"[green]Revoked[/] token {record.id} ({record.name}).", highlight=False)

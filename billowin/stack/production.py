@@ -47,7 +47,7 @@ from billowin.stack.process import ManagedProcess, http_ok, write_env_file, writ
 from billowin.stack.single_box import Ports, Progress, SingleBox, docker_ping
 from billowin.stack.tools import Toolset
 
-DEFAULT_ROOT = Path("/var/lib/billowin")
+DEFAULT_ROOT: Path = Settings.model_fields["production_root"].default
 API_HOSTNAME = "billowin"  # the API answers at billowin.<domain> through the router
 MANIFEST = "production.json"
 
@@ -70,6 +70,14 @@ class Layout:
         self.backups = root / "backups"
         self.docker_socket = self.run / "docker.sock"
         self.monitoring_db = self.billowin / DB_NAME
+
+
+SETTINGS_FILE_HEADER = """\
+# Your settings for this box's API: BILLOWIN_<NAME>=value lines (the README's settings tables),
+# e.g. BILLOWIN_GITHUB_WEBHOOK_SECRET=... or BILLOWIN_ALERT_WEBHOOK_URL=...
+# Billowin never rewrites this file. Its addresses and tokens are the box's own (api.env) and
+# win over anything here. After a change: systemctl restart billowin-api.
+"""
 
 
 class ProductionBox(SingleBox):
@@ -160,6 +168,11 @@ class ProductionBox(SingleBox):
         return shown
 
     # -- configuration files -------------------------------------------------------
+    @property
+    def settings_file(self) -> Path:
+        """The admin's own settings for the API (never rewritten; see ``SETTINGS_FILE_HEADER``)."""
+        return self.layout.etc / "settings.env"
+
     def gossip_key(self, name: str) -> str:
         key = self.secrets.get(name)
         if key is None:
@@ -184,7 +197,12 @@ class ProductionBox(SingleBox):
         self._write_registry_config()
         self.consul_template_config(once=False)
         write_env_file(self.layout.etc / "router.env", self._router_env())
-        write_env_file(self.layout.etc / "api.env", {**self.env(), **self.api_env})
+        write_env_file(
+            self.layout.etc / "api.env",
+            {**self.env(), "BILLOWIN_SETTINGS_FILE": str(self.settings_file), **self.api_env},
+        )
+        if not self.settings_file.exists():
+            write_private(self.settings_file, SETTINGS_FILE_HEADER)
 
     def _write_consul_config(self) -> None:
         p = self.ports

@@ -43,6 +43,16 @@ REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "billowin-test-webhook-secret"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_mounted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, unmount what production boxes' Nomad and Docker left under the
+    session's temporary directory (allocations' secrets, overlays), so it can be deleted."""
+    yield
+    from .production import unmount_under
+
+    unmount_under(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="session")
 def fake_github() -> Iterator[FakeGitHub]:
     fake, server = fake_github_server.start()

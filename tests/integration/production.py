@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -270,3 +271,84 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# -- one app, and a box that leaves no bridge behind ---------------------------------
+def put_app(
+    box: ProductionBox,
+    session_settings: Settings,
+    base_image: str,
+    work: Path,
+    token: str,
+    name: str,
+    config: dict[str, str] | None = None,
+) -> str:
+    """One app, live through the API with the sample release (then ``config`` set, its second
+    release); returns its image."""
+    image = push_image(session_settings, base_image, box, name, "v1", work / name)
+    with api_client(box, token) as api:
+        resp = api.post("/apps", json={"name": name, "repository": "/nonexistent"})
+        assert resp.status_code == 201, resp.text
+        live(api, name, _accepted(api.post(f"/apps/{name}/deploys", json={"image": image})))
+        if config:
+            live(api, name, _accepted(api.patch(f"/apps/{name}/config", json={"set": config}))["job"])
+    return image
+
+
+def box_bridges(box: ProductionBox) -> list[str]:
+    """The host's bridge interfaces of the box's own engine's networks (``br-<id>``)."""
+    proc = subprocess.run(
+        ["docker", "network", "ls", "--quiet", "--no-trunc", "--filter", "driver=bridge"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "DOCKER_HOST": box.docker_host},
+    )
+    return [f"br-{network_id[:12]}" for network_id in proc.stdout.split()]
+
+
+@contextlib.contextmanager
+def running_tidily(box: ProductionBox) -> Iterator[ProductionBox]:
+    """``running``, then the bridges of the box's engine removed from the host.
+
+    A stopped engine leaves its networks' bridges on the host, and an engine run with
+    ``--iptables=false`` beside others takes each network from Docker's default pools (31 of
+    them) only when no interface of the host uses that range yet: every box started under a
+    new temporary root would take two ranges for good, until no box could make its networks.
+    """
+    bridges: list[str] = []
+    try:
+        with running(box):
+            bridges = box_bridges(box)
+            yield box
+    finally:
+        for bridge in bridges:
+            subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
+
+
+# -- what a stopped box leaves mounted -----------------------------------------------
+def mounts_under(path: Path) -> list[str]:
+    """Mount points under ``path``, deepest first (Nomad's alloc secrets, Docker's overlays)."""
+    prefix = str(path.resolve()) + "/"
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point.startswith(prefix):
+            points.append(point)
+    return sorted(set(points), key=len, reverse=True)
+
+
+def unmount_under(path: Path) -> None:
+    """Unmount what the box's Nomad and Docker left mounted under ``path``: a stopped Nomad
+    keeps its allocations' secrets directories mounted, as it must to recover them."""
+    for point in mounts_under(path):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
+    assert not mounts_under(path), mounts_under(path)
+
+
+def wipe(path: Path) -> None:
+    """Delete ``path`` whole, as a dead disk would lose it (after unmounting what is under it)."""
+    import shutil
+
+    unmount_under(path)
+    shutil.rmtree(path)

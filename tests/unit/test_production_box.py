@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from billowin.stack.process import read_env_file
 from billowin.stack.production import ProductionBox
 from billowin.stack.single_box import Ports
@@ -120,3 +122,43 @@ def test_a_stale_docker_pidfile_is_cleared_and_a_live_one_kept(tmp_path: Path) -
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_on_a_production_box_the_token_verbs_use_its_consul_and_the_apis_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from billowin.cli.platform import host_settings
+
+    b = box(tmp_path, ports=Ports(consul_http=18500))
+    b.secrets.put("consul-api", "the-api-token")
+    b._write_manifest()
+    monkeypatch.setenv("BILLOWIN_ROOT", str(tmp_path))
+    for var in ("BILLOWIN_CONSUL_TOKEN", "CONSUL_HTTP_TOKEN", "BILLOWIN_CONSUL_ADDR", "CONSUL_HTTP_ADDR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("billowin.cli.platform.Toolset.resolve", lambda _settings: TOOLS)
+    settings = host_settings()
+    assert settings.consul_addr == "http://127.0.0.1:18500"
+    assert settings.consul_token is not None and settings.consul_token.get_secret_value() == "the-api-token"
+    monkeypatch.setenv("BILLOWIN_CONSUL_TOKEN", "by-hand")  # set by hand: it wins
+    token = host_settings().consul_token
+    assert token is not None and token.get_secret_value() == "by-hand"
+
+
+def test_the_admins_settings_file_reaches_the_api_and_is_never_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from billowin.settings import Settings
+
+    b = box(tmp_path)
+    b.settings_file.write_text(
+        b.settings_file.read_text()
+        + "BILLOWIN_GITHUB_WEBHOOK_SECRET=s3cret\nBILLOWIN_CONSUL_ADDR=http://evil:1\n"
+    )
+    b.write_configs()  # the next start, or an upgrade
+    assert "s3cret" in b.settings_file.read_text()
+    for key, value in read_env_file(tmp_path / "etc" / "api.env").items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.github_webhook_secret is not None
+    assert settings.github_webhook_secret.get_secret_value() == "s3cret"
+    assert settings.consul_addr == f"http://127.0.0.1:{b.ports.consul_http}"  # the box's own wins
