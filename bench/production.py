@@ -24,7 +24,7 @@ from billowin.settings import Settings
 from billowin.stack.install import base_image_tag
 from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import Toolset
-from tests.integration.production import new_box, populate, power_cut, wait_all_serving
+from tests.integration.production import box_bridges, new_box, populate, power_cut, tidy, wait_all_serving
 
 console = Console(stderr=True)
 
@@ -35,6 +35,7 @@ def bench_power_cut(dev: SingleBox, work: Path, runs: int = 2) -> dict[str, Any]
     started = time.monotonic()
     box.start()
     first_start = time.monotonic() - started
+    bridges = box_bridges(box)
     try:
         world = populate(
             box, dev.settings, base_image_tag(Settings()), work / "images", f"b{uuid.uuid4().hex[:5]}"
@@ -57,6 +58,7 @@ def bench_power_cut(dev: SingleBox, work: Path, runs: int = 2) -> dict[str, Any]
             )
     finally:
         box.stop()
+        tidy(box, bridges)
     return {
         "apps": len(world.apps),
         "first_start_s": round(first_start, 2),

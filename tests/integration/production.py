@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -49,11 +50,29 @@ def new_box(root: Path, **api_env: str) -> ProductionBox:
 
 @contextlib.contextmanager
 def running(box: ProductionBox) -> Iterator[ProductionBox]:
-    box.start()
+    """The box, started; then stopped, with nothing of it left on the host (see ``tidy``)."""
+    bridges: list[str] = []
     try:
+        box.start()
+        bridges = box_bridges(box)
         yield box
     finally:
         box.stop()
+        tidy(box, bridges)
+
+
+def tidy(box: ProductionBox, bridges: list[str]) -> None:
+    """Remove what a stopped box leaves on the host: its engine's bridges and its mounts.
+
+    A stopped engine leaves its networks' bridges on the host, and an engine run with
+    ``--iptables=false`` beside others takes each network from Docker's default pools (31 of
+    them) only when no interface of the host uses that range yet: every box started under a
+    new temporary root would take two ranges for good, until no box could make its networks.
+    A stopped Nomad keeps its allocations' secrets directories mounted (to recover them).
+    """
+    for bridge in bridges:
+        subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
+    unmount_under(box.root)
 
 
 def push_image(
@@ -307,23 +326,7 @@ def box_bridges(box: ProductionBox) -> list[str]:
     return [f"br-{network_id[:12]}" for network_id in proc.stdout.split()]
 
 
-@contextlib.contextmanager
-def running_tidily(box: ProductionBox) -> Iterator[ProductionBox]:
-    """``running``, then the bridges of the box's engine removed from the host.
-
-    A stopped engine leaves its networks' bridges on the host, and an engine run with
-    ``--iptables=false`` beside others takes each network from Docker's default pools (31 of
-    them) only when no interface of the host uses that range yet: every box started under a
-    new temporary root would take two ranges for good, until no box could make its networks.
-    """
-    bridges: list[str] = []
-    try:
-        with running(box):
-            bridges = box_bridges(box)
-            yield box
-    finally:
-        for bridge in bridges:
-            subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
+running_tidily = running  # the name some tests use
 
 
 # -- what a stopped box leaves mounted -----------------------------------------------
@@ -348,7 +351,5 @@ def unmount_under(path: Path) -> None:
 
 def wipe(path: Path) -> None:
     """Delete ``path`` whole, as a dead disk would lose it (after unmounting what is under it)."""
-    import shutil
-
     unmount_under(path)
     shutil.rmtree(path)
