@@ -15,7 +15,10 @@ ever handle ``BillowinError``::
     ├── InstallError         `billowin setup` could not install a tool
     ├── BuildFailed          a build ran and failed (the log says why)
     └── ServiceError         a real system failed or refused
-        └── Unreachable      ... or could not be reached at all
+        ├── Unreachable      ... or could not be reached at all
+        └── CertificateError the certificate authority (ACME) refused or failed an order
+            ├── ChallengeFailed  ... because it could not validate a name (says which and why)
+            └── AccountUnknown   ... because it no longer knows Billowin's ACME account
 
 Every error carries a plain ``hint`` saying what the user can do next.
 """
@@ -114,3 +117,25 @@ class Unreachable(ServiceError):
             hint=hint or "Is the single-box stack running? Start it with `make up`.",
         )
         self.address = address
+
+
+class CertificateError(ServiceError):
+    """The ACME certificate authority refused or failed an order (``billowin.adapters.acme``)."""
+
+    status_code = 502
+    default_hint = "Read the reason above; Billowin tries again later, waiting longer after each failure."
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__("acme", message, hint=hint)
+
+
+class ChallengeFailed(CertificateError):
+    """The CA could not validate one or more names (HTTP-01 or DNS-01)."""
+
+    def __init__(self, message: str, *, names: tuple[str, ...] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.names = names
+
+
+class AccountUnknown(CertificateError):
+    """The CA does not know the stored ACME account (a test CA restarted, or it was deactivated)."""

@@ -59,6 +59,41 @@ def check_domain(value: object) -> str:
     return value
 
 
+
+# -- Certificate names --------------------------------------------------------------------------
+# A name a certificate covers: a host name (at least one dot, or a bare name of letters such as
+# ``localhost``, the development stack's domain), optionally behind ``*.`` for a wildcard.
+HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+)
+WILDCARD_PREFIX = "*."
+# What a wildcard's ``*`` becomes in the certificate's id (a KV key part): no host name starts so.
+WILDCARD_ID = "_wildcard."
+
+
+def is_certificate_name(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    return HOST_NAME.fullmatch(value.removeprefix(WILDCARD_PREFIX)) is not None
+
+
+def check_certificate_name(value: object) -> str:
+    """``value`` (lowercased, without a final dot) if a certificate may cover it, else ``InvalidInput``."""
+    name = normalize_domain(value) if isinstance(value, str) else value
+    if not is_certificate_name(name):
+        raise InvalidInput(
+            f"{value!r} is not a name a certificate can cover",
+            hint="Use a host name like shop.example.com, or *.example.com for a wildcard.",
+        )
+    assert isinstance(name, str)
+    return name
+
+
+def certificate_id(names: list[str] | tuple[str, ...]) -> str:
+    """The id a certificate is stored under: its first name, a wildcard's ``*.`` as ``_wildcard.``."""
+    first = check_certificate_name(names[0])
+    return WILDCARD_ID + first.removeprefix(WILDCARD_PREFIX) if first.startswith(WILDCARD_PREFIX) else first
+
 # -- KV keys ------------------------------------------------------------------------------------
 # A key is made of app names, numbers, token ids, UUIDs and domains; the Consul adapter checks
 # every key with this before it becomes part of a URL (and the tests' in-memory KV does too).

@@ -19,12 +19,16 @@ so a system can be swapped, or replaced by an in-memory fake in unit tests
     ImageRegistry      where images are pushed for Nomad clients to pull (the registry)
     ImageBuildTool     runs an image template, streaming its output (Packer)
     CommitStatuses     reports a deploy back to the forge (GitHub commit statuses)
+    CertificateStore   certificates, their keys and the ACME account (Consul KV; Vault later)
+    CertificateAuthority  orders certificates (an ACME CA: Let's Encrypt, pebble in tests)
+    ChallengeSolver    proves control of a name to the CA (HTTP-01 on Consul KV, DNS-01 by RFC 2136)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -309,3 +313,125 @@ class CommitStatuses(Protocol):
     def report(
         self, repository: str, sha: str, state: str, description: str, target_url: str | None
     ) -> None: ...
+
+
+# -- certificates (billowin/certs/) -------------------------------------------------------------
+@dataclass(frozen=True)
+class CertificateRecord:
+    """What is known of one certificate, as ``certs`` shows it: never its private key (``KeyPair``).
+
+    ``status`` is the last attempt's outcome: ``pending`` (an order is under way), ``valid``
+    (issued; ``not_after`` says until when) or ``failed`` (``last_error`` says why, and nothing
+    is ordered again before ``next_attempt``). A failed renewal keeps the previous dates, chain
+    and key: the router serves the old certificate until it expires.
+    """
+
+    id: str  # the KV key part: the first name, a wildcard's "*." as "_wildcard."
+    names: tuple[str, ...]
+    status: str = "pending"  # pending | valid | failed
+    source: str = "acme"  # acme | uploaded (certs:add)
+    issuer: str = ""
+    serial: str = ""
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    last_error: str = ""
+    hint: str = ""
+    failures: int = 0  # failed attempts in a row
+    next_attempt: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate's chain (leaf first, then intermediates) and its private key, both PEM."""
+
+    chain_pem: str
+    key_pem: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AcmeAccount:
+    """Billowin's account with one ACME directory; ``key_json`` is its private JWK."""
+
+    directory: str
+    uri: str
+    key_json: str = field(repr=False)
+    email: str = ""
+
+
+@dataclass(frozen=True)
+class PendingChallenge:
+    """One challenge the CA is about to check, with everything either kind of solver needs."""
+
+    kind: str  # "http-01" | "dns-01"
+    name: str  # the name validated (for a wildcard, the name under the "*.")
+    token: str
+    key_authorization: str  # HTTP-01: the body of GET /.well-known/acme-challenge/<token>
+    txt_name: str  # DNS-01: "_acme-challenge.<name>"
+    txt_value: str  # DNS-01: the TXT record's value
+
+
+class CertificateStore(Protocol):
+    """Certificates, their private keys and the ACME account, kept once for every router node.
+
+    Only ``key_pair`` and ``account`` answer secrets; ``get`` and ``all`` never do, and nothing
+    here logs one. A Vault implementation keeps ``KeyPair`` and ``AcmeAccount`` in Vault and may
+    keep the records where it likes.
+    """
+
+    backend: str  # "consul" (later "vault")
+
+    def get(self, cert_id: str) -> CertificateRecord | None: ...
+
+    def all(self) -> list[CertificateRecord]:
+        """Every certificate's record, by id; no key."""
+        ...
+
+    def save(self, record: CertificateRecord, pair: KeyPair | None = None) -> None:
+        """Write the record; with ``pair``, the chain and key too, all at once or not at all."""
+        ...
+
+    def key_pair(self, cert_id: str) -> KeyPair | None:
+        """The chain and private key (for the router); None when none was issued yet."""
+        ...
+
+    def delete(self, cert_id: str) -> None: ...
+
+    def account(self) -> AcmeAccount | None: ...
+
+    def save_account(self, account: AcmeAccount) -> None: ...
+
+
+class ChallengeSolver(Protocol):
+    """Proves control of names to the CA, one kind of challenge (``kind``)."""
+
+    kind: str  # "http-01" | "dns-01"
+
+    def present(self, challenges: Sequence[PendingChallenge]) -> None:
+        """Make every challenge answerable (and, for DNS, visible) before the CA is told to look."""
+        ...
+
+    def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
+        """Take them down again; never raises (a leftover answer is harmless and short-lived)."""
+        ...
+
+
+class CertificateAuthority(Protocol):
+    """An ACME CA: accounts and orders (``billowin.adapters.acme``)."""
+
+    directory_url: str
+
+    def register(self, email: str, *, eab_kid: str = "", eab_hmac_key: str = "") -> AcmeAccount:
+        """A new account (with External Account Binding when ``eab_kid`` is given)."""
+        ...
+
+    def order(
+        self,
+        account: AcmeAccount,
+        names: Sequence[str],
+        key_pem: bytes,
+        solvers: Mapping[str, ChallengeSolver],
+    ) -> str:
+        """Order a certificate for ``names`` and ``key_pem``, solving its challenges with ``solvers``
+        (by kind); the issued chain, PEM, leaf first. ``AccountUnknown`` when the CA forgot the account."""
+        ...

@@ -23,6 +23,8 @@ from pydantic_settings import (
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+TsigAlgorithm = Literal["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1"]
 
 
 def _env(name: str, *fallbacks: str) -> AliasChoices:
@@ -130,6 +132,26 @@ class Settings(BaseSettings):
     alert_5xx_ratio: float = Field(0.05, gt=0, le=1, validation_alias=_env("ALERT_5XX_RATIO"))
     alert_5xx_min_requests: int = Field(20, ge=1, validation_alias=_env("ALERT_5XX_MIN_REQUESTS"))
 
+    # HTTPS: certificates from an ACME CA (billowin/certs/, billowin/adapters/acme.py, rfc2136.py).
+    acme_directory_url: str = Field(LETS_ENCRYPT, validation_alias=_env("ACME_DIRECTORY_URL"))
+    acme_email: str = Field("", validation_alias=_env("ACME_EMAIL"))  # the CA's expiry and policy mail
+    acme_eab_kid: str = Field("", validation_alias=_env("ACME_EAB_KID"))  # External Account Binding
+    acme_eab_hmac_key: SecretStr | None = Field(None, validation_alias=_env("ACME_EAB_HMAC_KEY"))
+    acme_ca_bundle: Path | None = Field(None, validation_alias=_env("ACME_CA_BUNDLE"))  # None: system CAs
+    acme_timeout: float = Field(120.0, gt=0, validation_alias=_env("ACME_TIMEOUT"))  # one order, seconds
+    acme_retry_min: float = Field(300.0, gt=0, validation_alias=_env("ACME_RETRY_MIN"))  # first back-off, s
+    acme_retry_max: float = Field(86400.0, gt=0, validation_alias=_env("ACME_RETRY_MAX"))  # longest one, s
+    # DNS-01 by RFC 2136 dynamic updates (wildcards): the primary server, its zone and TSIG key.
+    acme_dns_server: str = Field("", validation_alias=_env("ACME_DNS_SERVER"))  # host[:port]; "": no DNS-01
+    acme_dns_zone: str = Field("", validation_alias=_env("ACME_DNS_ZONE"))
+    acme_dns_tsig_key: str = Field("", validation_alias=_env("ACME_DNS_TSIG_KEY"))  # the key's name
+    acme_dns_tsig_secret: SecretStr | None = Field(None, validation_alias=_env("ACME_DNS_TSIG_SECRET"))
+    acme_dns_tsig_algorithm: TsigAlgorithm = Field(
+        "hmac-sha256", validation_alias=_env("ACME_DNS_TSIG_ALGORITHM")
+    )
+    acme_dns_ttl: int = Field(60, ge=1, validation_alias=_env("ACME_DNS_TTL"))
+    acme_dns_timeout: float = Field(120.0, gt=0, validation_alias=_env("ACME_DNS_TIMEOUT"))  # until answered
+
     # How `billowin setup` gets Nomad, Consul and consul-template:
     # "auto" tries HashiCorp's release archives, then builds from Go modules.
     install_method: Literal["auto", "release", "go"] = Field("auto", validation_alias=_env("INSTALL_METHOD"))
@@ -152,6 +174,14 @@ class Settings(BaseSettings):
         if path := os.environ.get("BILLOWIN_SETTINGS_FILE"):
             sources += (DotEnvSettingsSource(settings_cls, env_file=path, env_file_encoding="utf-8"),)
         return sources
+
+    @field_validator("acme_directory_url")
+    @classmethod
+    def _https_directory(cls, value: str) -> str:
+        """ACME is spoken over HTTPS only (RFC 8555, section 6.1)."""
+        if not value.startswith("https://"):
+            raise ValueError("the ACME directory URL must start with https://")
+        return value
 
     @field_validator("nomad_addr", "consul_addr", "vault_addr")
     @classmethod
@@ -197,3 +227,11 @@ class Settings(BaseSettings):
     build_cache_max_mb: int = Field(10240, ge=1, validation_alias=_env("BUILD_CACHE_MAX_MB"))
     build_log_retention_days: float = Field(30.0, gt=0, validation_alias=_env("BUILD_LOG_RETENTION_DAYS"))
     build_logs_max_mb: int = Field(1024, ge=1, validation_alias=_env("BUILD_LOGS_MAX_MB"))
+
+    # Backups of a production box (billowin/stack/backup.py): the API takes them on a schedule.
+    backup_interval_hours: float = Field(24.0, ge=0, validation_alias=_env("BACKUP_INTERVAL_HOURS"))  # 0: off
+    backup_keep: int = Field(7, ge=1, validation_alias=_env("BACKUP_KEEP"))
+    backup_dir: Path | None = Field(None, validation_alias=_env("BACKUP_DIR"))  # None: <root>/backups
+    # Run after each scheduled backup, the archive's path last; split with shlex, no shell.
+    backup_hook: SecretStr | None = Field(None, validation_alias=_env("BACKUP_HOOK"))
+    backup_with_images: bool = Field(False, validation_alias=_env("BACKUP_WITH_IMAGES"))

@@ -26,6 +26,8 @@ from billowin.apps.store import AppStore
 from billowin.apps.tokens import TokenStore
 from billowin.build.builder import Builder
 from billowin.build.hygiene import protected_images
+from billowin.certs.http01 import Http01Responder
+from billowin.certs.service import Certificates
 from billowin.errors import ConfigError
 from billowin.monitoring import Monitoring
 from billowin.monitoring.metrics import BillowinMetrics
@@ -35,6 +37,9 @@ from billowin.pipeline.reporting import JobOutput
 from billowin.pipeline.worker import Worker
 from billowin.platform import Platform
 from billowin.ports import (
+    CertificateAuthority,
+    CertificateStore,
+    ChallengeSolver,
     CommitStatuses,
     ConfigStore,
     ContainerEngine,
@@ -54,6 +59,7 @@ from billowin.settings import Settings
 
 if TYPE_CHECKING:
     from billowin.adapters.consul import ConsulRegistry
+    from billowin.stack.backup import BackupSchedule
 
 
 class System:
@@ -143,6 +149,38 @@ class System:
 
         return GitHubStatuses(self.settings.github_api_url, self.settings.github_token)
 
+    @cached_property
+    def acme(self) -> CertificateAuthority:
+        """The ACME CA at ``BILLOWIN_ACME_DIRECTORY_URL`` (Let's Encrypt unless told otherwise)."""
+        from billowin.adapters.acme import AcmeIssuer
+
+        s = self.settings
+        return AcmeIssuer(s.acme_directory_url, ca_bundle=s.acme_ca_bundle, timeout=s.acme_timeout)
+
+    @cached_property
+    def dns01(self) -> ChallengeSolver | None:
+        """DNS-01 by RFC 2136 updates, when ``BILLOWIN_ACME_DNS_SERVER`` is set (wildcards need it)."""
+        s = self.settings
+        if not s.acme_dns_server:
+            return None
+        if not (s.acme_dns_zone and s.acme_dns_tsig_key and s.acme_dns_tsig_secret):
+            raise ConfigError(
+                "BILLOWIN_ACME_DNS_SERVER is set, but not the zone and TSIG key to update it with",
+                hint="Set BILLOWIN_ACME_DNS_ZONE, BILLOWIN_ACME_DNS_TSIG_KEY and "
+                "BILLOWIN_ACME_DNS_TSIG_SECRET too, or unset BILLOWIN_ACME_DNS_SERVER.",
+            )
+        from billowin.adapters.rfc2136 import Rfc2136Solver
+
+        return Rfc2136Solver(
+            s.acme_dns_server,
+            s.acme_dns_zone,
+            key_name=s.acme_dns_tsig_key,
+            secret=s.acme_dns_tsig_secret,
+            algorithm=s.acme_dns_tsig_algorithm,
+            ttl=s.acme_dns_ttl,
+            timeout=s.acme_dns_timeout,
+        )
+
     def probes(self) -> list[Probe]:
         """Every real system ``/health`` reports on."""
         return [self.nomad, self.catalog, self.docker, self.image_registry, self.router]
@@ -170,6 +208,19 @@ class System:
     def audit(self) -> AuditLog:
         """The append-only audit log (a JSON-lines file under the state directory)."""
         return AuditLog(self.settings.audit_file or self.settings.state_dir / AUDIT_FILE)
+
+    @cached_property
+    def cert_store(self) -> CertificateStore:
+        """Certificates, their keys and the ACME account, in Consul KV (a Vault store, when there
+        is one, is picked here from a setting, as ``config`` is)."""
+        from billowin.certs.store import ConsulCertificateStore
+
+        return ConsulCertificateStore(self.kv)
+
+    @cached_property
+    def acme_challenges(self) -> Http01Responder:
+        """HTTP-01 answers in Consul KV, served by ``GET /.well-known/acme-challenge/{token}``."""
+        return Http01Responder(self.kv)
 
     @cached_property
     def releases(self) -> ReleaseStore:
@@ -254,6 +305,32 @@ class System:
             deploy_timeout=self.settings.deploy_timeout,
             on_finished=self.metrics.job_finished,
             output=self.job_output,
+        )
+
+    @cached_property
+    def backups(self) -> BackupSchedule | None:
+        """Scheduled backups of the production box this API runs on; None elsewhere, or when
+        ``BILLOWIN_BACKUP_INTERVAL_HOURS`` is 0."""
+        from billowin.stack.backup import BackupSchedule
+
+        return BackupSchedule.for_settings(self.settings)
+
+    @cached_property
+    def certificates(self) -> Certificates:
+        """Orders certificates (HTTP-01 always, DNS-01 when configured) and keeps them in ``cert_store``."""
+        s = self.settings
+        solvers: dict[str, ChallengeSolver] = {"http-01": self.acme_challenges}
+        if self.dns01 is not None:
+            solvers["dns-01"] = self.dns01
+        return Certificates(
+            self.cert_store,
+            self.acme,
+            solvers,
+            email=s.acme_email,
+            eab_kid=s.acme_eab_kid,
+            eab_hmac_key=s.acme_eab_hmac_key,
+            retry_min=s.acme_retry_min,
+            retry_max=s.acme_retry_max,
         )
 
     @cached_property

@@ -10,6 +10,8 @@
 - ``RecordingStatuses``: the ``CommitStatuses`` port, remembering every report.
 - ``FakeBuilder`` and ``FakeDeployer``: what the pipeline's worker calls on a builder
   and a deployer, recording their arguments; the deployer keeps real release records.
+- ``FakeAuthority``: the ``CertificateAuthority`` port (an ACME CA): it presents challenges to
+  the real solvers, then signs real certificates with a CA of its own, or fails as told.
 
 Nothing here talks to a network or imports ``billowin.adapters``.
 """
@@ -23,14 +25,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from billowin.build.builder import BuildRecord
 from billowin.config.vars import validate_app, validate_values
-from billowin.errors import BillowinError, Conflict, InvalidInput, NotFound, ServiceError
+from billowin.errors import AccountUnknown, BillowinError, Conflict, InvalidInput, NotFound, ServiceError
 from billowin.names import check_key
-from billowin.ports import ComponentHealth, DeployResult, KVEntry, KVWrite
+from billowin.ports import AcmeAccount, ComponentHealth, DeployResult, KVEntry, KVWrite, PendingChallenge
 from billowin.release.jobspec import Process
 from billowin.release.store import Release, ReleaseStatus, ReleaseStore
 
@@ -744,3 +746,97 @@ class FakeDeployer:
             cause=f"rollback to {target.name}",
             sha=target.sha,
         )
+
+
+# -- An ACME CA -------------------------------------------------------------------------------
+class FakeAuthority:
+    """The ``CertificateAuthority`` port: accounts, and orders signed by an in-memory CA.
+
+    ``order`` presents one challenge per name to the solver of its kind (DNS-01 for a
+    wildcard), then takes them down, like the real adapter; ``fail_with`` (an exception) makes
+    every order raise it after that; ``forget_accounts`` makes the next order raise
+    ``AccountUnknown`` for every account registered so far. ``orders`` counts what was asked.
+    """
+
+    def __init__(self, directory_url: str = "https://ca.test/directory", lifetime_days: float = 90) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.directory_url = directory_url
+        self.lifetime = lifetime_days
+        self.registrations: list[tuple[str, str]] = []  # (email, eab kid)
+        self.orders: list[tuple[str, tuple[str, ...]]] = []  # (account uri, names)
+        self.presented: list[PendingChallenge] = []
+        self.fail_with: BaseException | None = None
+        self._known: set[str] = set()
+        self._ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake ACME CA")])
+        now = datetime.now(UTC)
+        self.ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self._ca_key, hashes.SHA256())
+        )
+
+    def register(self, email: str, *, eab_kid: str = "", eab_hmac_key: str = "") -> AcmeAccount:
+        uri = f"{self.directory_url.rsplit('/', 1)[0]}/acct/{len(self.registrations) + 1}"
+        self.registrations.append((email, eab_kid))
+        self._known.add(uri)
+        key = '{"kty": "EC", "crv": "P-256", "d": "fake-private-part"}'
+        return AcmeAccount(self.directory_url, uri, key, email)
+
+    def forget_accounts(self) -> None:
+        self._known.clear()
+
+    def order(
+        self,
+        account: AcmeAccount,
+        names: Sequence[str],
+        key_pem: bytes,
+        solvers: Mapping[str, Any],
+    ) -> str:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.x509.oid import NameOID
+
+        if account.uri not in self._known:
+            raise AccountUnknown("the CA does not know this account")
+        self.orders.append((account.uri, tuple(names)))
+        challenges = []
+        for i, name in enumerate(names):
+            kind = "dns-01" if name.startswith("*.") else "http-01"
+            base = name.removeprefix("*.")
+            token = f"tok{i:02d}{uuid.uuid4().hex}"[:43]
+            answer, txt = f"{token}.{'t' * 43}", f"_acme-challenge.{base}"
+            challenges.append(PendingChallenge(kind, base, token, answer, txt, "v" * 43))
+        for kind, solver in solvers.items():
+            mine = [c for c in challenges if c.kind == kind]
+            if mine:
+                solver.present(mine)
+                self.presented.extend(mine)
+                solver.cleanup(mine)
+        if self.fail_with is not None:
+            raise self.fail_with
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        now = datetime.now(UTC).replace(microsecond=0)
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(self.ca_cert.subject)
+            .public_key(key.public_key())  # type: ignore[arg-type]
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + timedelta(days=self.lifetime))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(self._ca_key, hashes.SHA256())
+        )
+        pem = serialization.Encoding.PEM
+        return (leaf.public_bytes(pem) + self.ca_cert.public_bytes(pem)).decode()

@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from billowin.api.answers import ERRORS, validation_error
 from billowin.api.audit import AuditMiddleware
 from billowin.api.deps import LoginRequired, access_rule, public
-from billowin.api.routes import access, apps, dashboard, health, hooks, monitoring, pipeline
+from billowin.api.routes import access, acme, apps, dashboard, health, hooks, monitoring, pipeline
 from billowin.apps.access import Action
 from billowin.errors import BillowinError
 from billowin.settings import Settings
@@ -48,7 +48,11 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
         if system.worker:
             system.worker.start()
         system.monitoring.start()
+        if system.backups:
+            system.backups.start()
         yield
+        if system.backups:
+            system.backups.stop()
         system.monitoring.stop()
         if system.worker:
             system.worker.stop()
@@ -76,6 +80,7 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
         )
 
     app.include_router(health.router)
+    app.include_router(acme.router)
     app.include_router(hooks.router)
     app.include_router(pipeline.router)
     app.include_router(apps.router)

@@ -47,6 +47,7 @@ class Action(StrEnum):
     HOME = "home"
     HEALTH = "health"
     HEALTH_DETAIL = "health:detail"
+    ACME_CHALLENGE = "acme:challenge"  # the CA fetching an HTTP-01 answer
     LOGIN = "dashboard:login"
     LOGOUT = "dashboard:logout"
     DASHBOARD = "dashboard"
@@ -85,6 +86,7 @@ POLICY: dict[Action, Level] = {
     Action.HOME: Level.PUBLIC,
     Action.HEALTH: Level.PUBLIC,  # {"status": "ok"} only; the detail is HEALTH_DETAIL
     Action.LOGIN: Level.PUBLIC,
+    Action.ACME_CHALLENGE: Level.PUBLIC,  # answers only pending HTTP-01 tokens
     # Any valid token; lists are filtered to the apps it may read.
     Action.DASHBOARD: Level.ANY,
     Action.LOGOUT: Level.ANY,

@@ -6,6 +6,7 @@ One module per group of commands, each adding its commands to the app in
 - ``platform``: ``setup``, ``up``, ``down``, ``status``, ``build``, ``tokens``,
   ``tokens:create``, ``tokens:revoke`` (they act on this machine);
 - ``install``: ``install``, a production box run by systemd on this machine;
+- ``backup``: ``backup``, ``restore``, a production box into one archive and back;
 - ``session``: ``login``, ``whoami``;
 - ``apps``, ``config``, ``domains``, ``ps``, ``releases``, ``logs``, ``monitoring``:
   the Heroku-style app verbs, spoken over the HTTP API (``billowin.cli.client``);
@@ -23,6 +24,7 @@ from typer.models import CommandInfo
 from billowin.cli import (  # noqa: F401 - importing a command module adds its commands
     apps,
     audit,
+    backup,
     config,
     domains,
     install,
@@ -39,6 +41,7 @@ __all__ = ["COMMANDS", "app"]
 
 COMMANDS = (
     *("setup", "install", "up", "down", "status", "build", "tokens", "tokens:create", "tokens:revoke"),
+    *("backup", "restore"),
     "login",
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
     *("config", "config:set", "config:unset"),

@@ -4,7 +4,9 @@ Consul and Nomad run with ACLs on and nothing allowed to anonymous callers, so a
 process on the host or in an app container can neither read Billowin's state in
 Consul KV nor submit Nomad jobs. At the first start this module bootstraps both
 systems and keeps their bootstrap (management) tokens under ``secrets/`` for the
-admin; nothing in Billowin uses them after that. Each component gets its own token:
+admin; nothing in Billowin uses them after that but backups and restores
+(:mod:`billowin.stack.backup`: Consul's and Nomad's snapshots need management tokens).
+Each component gets its own token:
 
 =====================  ==========================================================
 ``consul-agent``       Consul's own agent: register its node (``node: write``)

@@ -332,6 +332,9 @@ plugin "docker" {{
             "BILLOWIN_HAPROXY_SOCKET": str(self.router_dir / "haproxy.sock"),
             "BILLOWIN_ROUTER_BIND": f"*:{self.ports.router_http}",
             "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{self.ports.router_stats}",
+            # The API answers ACME HTTP-01 challenges on every host; only a production box also
+            # serves the API itself at billowin.<domain> (BILLOWIN_API_HOSTNAME).
+            "BILLOWIN_API_BACKEND": f"127.0.0.1:{self.ports.api}",
         }
 
     def _reload_argv(self) -> list[str]:

@@ -28,6 +28,8 @@ SYSTEM_PACKAGES = {
     "wrk": "wrk",  # `make bench`
     "chromium": "chromium",  # the dashboard's browser tests
     "chromedriver": "chromium-driver",
+    "pebble": "pebble",  # the ACME test CA of the HTTPS tests (tests/integration/test_certs.py)
+    "knotd": "knot",  # the authoritative DNS server, with RFC 2136 updates, of the same tests
 }
 SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
@@ -122,3 +124,28 @@ class Toolset:
             packer=found["packer"],
             vault=found["vault"],
         )
+
+
+@dataclass(frozen=True)
+class CertTestTools:
+    """What the HTTPS tests run besides the stack: pebble (an ACME CA) and knotd (authoritative DNS).
+
+    ``billowin setup`` installs both (``SYSTEM_PACKAGES``); nothing outside the tests and the bench
+    starts them, so ``Toolset`` (what ``billowin up`` needs) does not list them.
+    """
+
+    pebble: Path
+    knotd: Path
+
+    @classmethod
+    def resolve(cls) -> CertTestTools:
+        """Find both, or fail naming what is missing and how to get it."""
+        found = {name: system_binary(name) for name in ("pebble", "knotd")}
+        missing = [f"{n} (Debian package {SYSTEM_PACKAGES[n]})" for n, path in found.items() if not path]
+        if missing:
+            raise InstallError(
+                "missing binaries: " + "; ".join(missing), hint="Run `make setup` to install them."
+            )
+        pebble, knotd = found["pebble"], found["knotd"]
+        assert pebble is not None and knotd is not None
+        return cls(pebble=pebble, knotd=knotd)

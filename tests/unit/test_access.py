@@ -25,8 +25,8 @@ READ = TokenRecord(id="e" * 16, name="viewer", sha256="", role=Role.READ, apps=[
 # The policy table, spelt out: what a read and a deploy token for "shop" may do on "shop".
 # (On any other app neither may do anything; an admin may do everything.)
 READ_MAY = {
-    Action.HOME, Action.HEALTH, Action.LOGIN, Action.DASHBOARD, Action.LOGOUT, Action.APPS,
-    Action.ALERTS, Action.AUDIT, Action.APPS_INFO, Action.CONFIG, Action.DOMAINS, Action.PS,
+    Action.HOME, Action.HEALTH, Action.LOGIN, Action.ACME_CHALLENGE, Action.DASHBOARD, Action.LOGOUT,
+    Action.APPS, Action.ALERTS, Action.AUDIT, Action.APPS_INFO, Action.CONFIG, Action.DOMAINS, Action.PS,
     Action.RELEASES, Action.DEPLOYS, Action.DEPLOY_STATUS, Action.APP_METRICS,
 }  # fmt: skip
 DEPLOY_MAY = READ_MAY | {

@@ -13,7 +13,7 @@ from billowin.cli import app
 
 ORDER = [
     *("setup", "install", "up", "down", "status", "build"),
-    *("tokens", "tokens:create", "tokens:revoke", "login"),
+    *("tokens", "tokens:create", "tokens:revoke", "backup", "restore", "login"),
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
     *("config", "config:set", "config:unset", "domains", "domains:add", "domains:remove"),
     *("ps", "ps:scale", "ps:restart"),

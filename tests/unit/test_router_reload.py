@@ -6,12 +6,22 @@ last good configuration live.
 
 from __future__ import annotations
 
+import http.server
+import json
+import os
+import subprocess
+import threading
 from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from billowin.router.reload import MARKER, RefusedConfig, install, main
-from billowin.stack.tools import system_binary
+from billowin.settings import PACKAGE_DIR, Settings
+from billowin.stack.process import ManagedProcess, free_port, http_ok
+from billowin.stack.tools import Toolset, system_binary
 
 HAPROXY = str(system_binary("haproxy") or "haproxy")
 
@@ -165,3 +175,167 @@ def test_the_stack_wires_the_guard_to_its_nomad(tmp_path: Path) -> None:
     box = SingleBox(tools, Ports(nomad_http=14646), tmp_path)
     argv = box._reload_argv()
     assert argv[argv.index("--nomad-addr") + 1] == "http://127.0.0.1:14646"
+
+
+# -- the real template, rendered by the real consul-template from a stand-in Consul catalog ------
+TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
+
+
+class _Catalog(http.server.BaseHTTPRequestHandler):
+    """Just the two Consul endpoints the template reads: the services, and one's healthy instances."""
+
+    services: ClassVar[dict[str, tuple[list[str], int]]] = {}  # name -> (tags, port)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/v1/catalog/services":
+            body: object = {name: tags for name, (tags, _) in self.services.items()}
+        elif path.startswith("/v1/health/service/"):
+            name = path.rsplit("/", 1)[1]
+            tags, port = self.services[name]
+            service = {"ID": f"{name}-1", "Service": name, "Tags": tags, "Address": "127.0.0.1", "Port": port}
+            body = [{"Node": {"Node": "billowin", "Address": "127.0.0.1"}, "Service": service, "Checks": []}]
+        else:
+            self.send_error(404)
+            return
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Consul-Index", "7")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def render_template(tmp_path: Path, env: dict[str, str], services: dict[str, tuple[list[str], int]]) -> Path:
+    """``billowin/router/haproxy.cfg.ctmpl`` rendered once by consul-template, as the router does."""
+    handler = type("Catalog", (_Catalog,), {"services": services})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = tmp_path / "haproxy.cfg"
+    try:
+        consul_template = Toolset.resolve(Settings()).consul_template  # missing: the test fails
+        proc = subprocess.run(
+            [
+                str(consul_template),
+                "-consul-addr",
+                f"127.0.0.1:{server.server_address[1]}",
+                "-template",
+                f"{PACKAGE_DIR / 'router' / 'haproxy.cfg.ctmpl'}:{out}",
+                "-once",
+            ],
+            env={
+                **os.environ,
+                "BILLOWIN_DOMAIN": "localhost",
+                "BILLOWIN_HAPROXY_SOCKET": str(tmp_path / "haproxy.sock"),
+                "BILLOWIN_ROUTER_BIND": f"127.0.0.1:{free_port()}",
+                "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{free_port()}",
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def box_router_env(tmp_path: Path, production: bool) -> dict[str, str]:
+    """What each kind of box gives consul-template (BILLOWIN_API_BACKEND, and the API's name)."""
+    from billowin.stack.single_box import Ports, SingleBox
+
+    tools = Toolset(*(Path(f"/bin/{n}") for n in ("n", "c", "ct", "d", HAPROXY, "r", "p", "v")))
+    env = SingleBox(tools, Ports(api=18000), tmp_path)._router_env()
+    assert env["BILLOWIN_API_BACKEND"] == "127.0.0.1:18000", "the dev stack's router reaches its API too"
+    assert "BILLOWIN_API_HOSTNAME" not in env, "only a production box serves the API on the router"
+    wanted = {"BILLOWIN_API_BACKEND": env["BILLOWIN_API_BACKEND"]}
+    if production:
+        wanted["BILLOWIN_API_HOSTNAME"] = "billowin.localhost"
+    return wanted
+
+
+@pytest.mark.parametrize("production", [False, True])
+def test_the_template_renders_a_config_haproxy_accepts(tmp_path: Path, production: bool) -> None:
+    services = {"shop": (["billowin.web", "billowin.domain=www.shop.test"], 20001), "consul": ([], 8300)}
+    out = render_template(tmp_path, box_router_env(tmp_path, production), services)
+    text = out.read_text()
+    assert text.startswith(MARKER)
+    rules = [line.strip() for line in text.splitlines() if line.strip().startswith("use_backend")]
+    assert rules[0].startswith("use_backend billowin_api if { path_reg ^/[.]well-known/acme-challenge/")
+    assert ("use_backend billowin_api if { var(txn.host) -m str billowin.localhost }" in rules) is production
+    candidate = tmp_path / "haproxy.cfg.next"
+    candidate.write_text(text)
+    assert install(candidate, tmp_path / "live.cfg", HAPROXY) is True  # haproxy -c accepts it
+
+
+def test_a_router_without_an_api_backend_renders_no_challenge_rule(tmp_path: Path) -> None:
+    text = render_template(tmp_path, {}, {"shop": (["billowin.web"], 20001)}).read_text()
+    assert "acme-challenge" not in text and "backend billowin_api" not in text
+    candidate = tmp_path / "haproxy.cfg.next"
+    candidate.write_text(text)
+    assert install(candidate, tmp_path / "live.cfg", HAPROXY) is True
+
+
+class _Says(http.server.BaseHTTPRequestHandler):
+    word = ""
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        data = self.word.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _serve(word: str) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("Says", (_Says,), {"word": word}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_challenges_on_every_host_reach_the_api_and_nothing_else_does(tmp_path: Path) -> None:
+    """A real HAProxy on the rendered config, on loopback: which backend answers what."""
+    api, app = _serve("api"), _serve("app")
+    port = free_port()
+    env = {"BILLOWIN_API_BACKEND": f"127.0.0.1:{api.server_address[1]}"}
+    services = {"shop": (["billowin.web", "billowin.domain=www.shop.test"], app.server_address[1])}
+    out = render_template(tmp_path, {**env, "BILLOWIN_ROUTER_BIND": f"127.0.0.1:{port}"}, services)
+    haproxy = ManagedProcess(
+        name="haproxy",
+        argv=[HAPROXY, "-db", "-f", str(out)],
+        run_dir=tmp_path,
+        ready=http_ok(f"http://127.0.0.1:{port}/", expect=lambda r: r.status_code == 404),
+    )
+    haproxy.start()
+    try:
+        haproxy.wait_ready(20)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as router:
+
+            def who(path: str, host: str) -> str:
+                return router.get(path, headers={"Host": host}).text
+
+            challenge = f"/.well-known/acme-challenge/{TOKEN}"
+            hosts = ("shop.localhost", "www.shop.test", "billowin.localhost", "new.example.com", "X.Y:80")
+            for host in hosts:  # an app, its custom domain, the API's name, one not routed yet
+                assert who(challenge, host) == "api", host
+            assert who("/", "shop.localhost") == "app"
+            assert who("/tokens", "shop.localhost") == "app"
+            assert who("/.well-known/acme-challenge/short", "shop.localhost") == "app"
+            assert who(f"/.well-known/acme-challenge/{TOKEN}/more", "shop.localhost") == "app"
+            assert who(f"/.well-known/acme-challenge/{TOKEN}?x=1", "shop.localhost") == "api"
+            assert "No such app" in who("/", "nowhere.localhost")
+    finally:
+        haproxy.stop()
+        api.shutdown()
+        app.shutdown()
+        api.server_close()
+        app.server_close()

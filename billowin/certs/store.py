@@ -1,0 +1,118 @@
+"""Certificates, their keys and the ACME account in Consul KV (the ``CertificateStore`` port).
+
+Layout, one tree per certificate id (``billowin.names.certificate_id``)::
+
+    billowin/certs/<id>/meta    JSON: names, status, issuer, serial, not_before, not_after,
+                                last_error, hint, failures, next_attempt, updated_at, source
+    billowin/certs/<id>/chain   PEM, leaf first
+    billowin/certs/<id>/key     PEM private key
+    billowin/certs/_account     JSON: the ACME directory, account URL, e-mail and private JWK
+
+So the whole HTTPS state is backed up with Consul's snapshot, and every router node reads the
+same copy. Chain, key and record are written in one transaction, so a reader never sees a new
+chain with an old key. ``get`` and ``all`` read the ``meta`` keys only: listing certificates
+never fetches a private key. ``_`` starts no host name, so ``_account`` is never a certificate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from billowin.errors import InvalidInput, ServiceError
+from billowin.names import KEY_PART
+from billowin.ports import AcmeAccount, CertificateRecord, KeyPair, KeyValueStore, KVWrite
+
+PREFIX = "billowin/certs"
+ACCOUNT = f"{PREFIX}/_account"
+TIMES = ("not_before", "not_after", "next_attempt", "updated_at")
+
+
+def _tree(cert_id: str) -> str:
+    """``billowin/certs/<id>/`` for an id that is one key part (never ``_account``)."""
+    if not isinstance(cert_id, str) or not KEY_PART.fullmatch(cert_id) or not cert_id.strip("."):
+        raise InvalidInput(f"{str(cert_id)[:80]!r} is not a certificate id")
+    if f"{PREFIX}/{cert_id}" == ACCOUNT:
+        raise InvalidInput("_account is the ACME account, not a certificate")
+    return f"{PREFIX}/{cert_id}/"
+
+
+def _meta(cert_id: str) -> str:
+    return _tree(cert_id) + "meta"
+
+
+def encode_record(record: CertificateRecord) -> bytes:
+    data: dict[str, Any] = asdict(record)
+    data["names"] = list(record.names)
+    for name in TIMES:
+        value = getattr(record, name)
+        data[name] = value.isoformat() if value is not None else None
+    return json.dumps(data, sort_keys=True).encode()
+
+
+def decode_record(raw: bytes) -> CertificateRecord:
+    data = json.loads(raw)
+    for name in TIMES:
+        if data.get(name):
+            data[name] = datetime.fromisoformat(data[name])
+    data["names"] = tuple(data["names"])
+    return CertificateRecord(**data)
+
+
+class ConsulCertificateStore:
+    backend = "consul"
+
+    def __init__(self, kv: KeyValueStore) -> None:
+        self.kv = kv
+
+    def get(self, cert_id: str) -> CertificateRecord | None:
+        _, raw = self.kv.kv_get(_meta(cert_id))
+        return decode_record(raw) if raw else None
+
+    def all(self) -> list[CertificateRecord]:
+        records = []
+        for key in self.kv.kv_keys(f"{PREFIX}/"):
+            if key.endswith("/meta"):
+                _, raw = self.kv.kv_get(key)
+                if raw:  # deleted between the two reads
+                    records.append(decode_record(raw))
+        return sorted(records, key=lambda r: r.id)
+
+    def save(self, record: CertificateRecord, pair: KeyPair | None = None) -> None:
+        writes = [KVWrite(_meta(record.id), encode_record(record))]
+        if pair is not None:
+            writes += [
+                KVWrite(_tree(record.id) + "chain", pair.chain_pem.encode()),
+                KVWrite(_tree(record.id) + "key", pair.key_pem.encode()),
+            ]
+        if not self.kv.kv_txn(writes):  # no cas: only a failing Consul refuses it
+            raise ServiceError("consul", f"the certificate {record.id} could not be stored")
+
+    def key_pair(self, cert_id: str) -> KeyPair | None:
+        tree = _tree(cert_id)
+        found = dict(self.kv.kv_list(tree))  # one read: a chain and the key it was stored with
+        chain, key = found.get(tree + "chain"), found.get(tree + "key")
+        if not chain or not key:
+            return None
+        return KeyPair(chain.decode(), key.decode())
+
+    def delete(self, cert_id: str) -> None:
+        self.kv.kv_delete_tree(_tree(cert_id))
+
+    def account(self) -> AcmeAccount | None:
+        _, raw = self.kv.kv_get(ACCOUNT)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return AcmeAccount(data["directory"], data["uri"], data["key"], data.get("email", ""))
+
+    def save_account(self, account: AcmeAccount) -> None:
+        data = {
+            "directory": account.directory,
+            "uri": account.uri,
+            "key": account.key_json,
+            "email": account.email,
+        }
+        self.kv.kv_put(ACCOUNT, json.dumps(data, sort_keys=True).encode())
