@@ -171,15 +171,31 @@ def populate(
         for name in names:
             resp = api.post("/apps", json={"name": name, "repository": "/nonexistent"})
             assert resp.status_code == 201, resp.text
-            live(api, name, _accepted(api.post(f"/apps/{name}/deploys", json={"image": images[name]})))
-        # a: config vars (a second release), b: a custom domain.
-        resp = api.patch(f"/apps/{world.a}/config", json={"set": {"GREETING": "bonjour"}})
-        assert resp.status_code == 202, resp.text
-        live(api, world.a, resp.json()["job"])
-        live(
-            api, world.b, _accepted(api.post(f"/apps/{world.b}/domains", json={"domain": world.domain_of_b}))
-        )
+        # Each app has its own pipeline worker: the three roll out at once.
+        deploys = {
+            name: _accepted(api.post(f"/apps/{name}/deploys", json={"image": images[name]})) for name in names
+        }
+        for name, job in deploys.items():
+            live(api, name, job)
+        # a: config vars (a second release), b: a custom domain (its second release).
+        changed = api.patch(f"/apps/{world.a}/config", json={"set": {"GREETING": "bonjour"}})
+        added = api.post(f"/apps/{world.b}/domains", json={"domain": world.domain_of_b})
+        live(api, world.a, _accepted(changed)["job"])
+        live(api, world.b, _accepted(added))
+    settle(world, {world.a: "bonjour release=v2", world.b: "hello release=v2", world.c: "hello release=v1"})
     return world
+
+
+def settle(world: World, expected: dict[str, str], times: int = 5) -> None:
+    """Wait until each app serves only its newest release (its old instance has drained)."""
+    with router_client(world.box) as router:
+        for app, host in world.hosts().items():
+            want = expected[app]
+
+            def only_newest(host: str = host, want: str = want) -> bool:
+                return all(page(router, host).startswith(want) for _ in range(times))
+
+            wait_for(only_newest, 60, f"{host} to serve only {want}")
 
 
 def _accepted(resp: httpx.Response) -> dict[str, Any]:
