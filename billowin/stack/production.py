@@ -32,7 +32,6 @@ import base64
 import json
 import secrets as pysecrets
 import signal
-import sys
 from pathlib import Path
 
 import httpx
@@ -418,21 +417,7 @@ class ProductionBox(SingleBox):
 
     def api(self) -> ManagedProcess:
         return self._proc(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "billowin.api.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.ports.api),
-                "--no-access-log",
-            ],
-            ready=http_ok(f"http://127.0.0.1:{self.ports.api}/health", expect=lambda r: r.status_code == 200),
-            env_file=self.layout.etc / "api.env",
+            "api", self.api_argv(), ready=self.api_ready(), env_file=self.layout.etc / "api.env"
         )
 
     # -- lifecycle --------------------------------------------------------------
@@ -464,12 +449,10 @@ class ProductionBox(SingleBox):
             ensure_nomad_acls(f"http://127.0.0.1:{self.ports.nomad_http}", self.secrets)
             self.write_configs()  # the router's and the API's Nomad tokens
             self.nomad().wait_ready(timeout)  # now with a token: until its docker driver is healthy
-            if not (self.router_dir / "haproxy.cfg").is_file():
-                progress("router: first render from Consul")
-                self.render_initial_router_config()
-            self._start(self.haproxy(), progress, timeout)
-            self._start(self.consul_template(), progress, timeout)
-            self._start(self.api(), progress, timeout)
+            # After the first start, HAProxy starts on the last configuration it had.
+            self._start_router_and_api(
+                progress, timeout, render=not (self.router_dir / "haproxy.cfg").is_file()
+            )
         except BaseException:
             self.stop()
             raise

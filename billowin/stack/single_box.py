@@ -433,24 +433,25 @@ template {{
             stop_signal=signal.SIGINT,
         )
 
+    def api_argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "billowin.api.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.ports.api),
+            "--no-access-log",
+        ]
+
+    def api_ready(self) -> Callable[[], bool]:
+        return http_ok(f"http://127.0.0.1:{self.ports.api}/health", expect=lambda r: r.status_code == 200)
+
     def api(self) -> ManagedProcess:
-        return self._proc(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "billowin.api.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.ports.api),
-                "--no-access-log",
-            ],
-            ready=http_ok(f"http://127.0.0.1:{self.ports.api}/health", expect=lambda r: r.status_code == 200),
-            env={**self.env(), **self.api_env},
-        )
+        return self._proc("api", self.api_argv(), ready=self.api_ready(), env={**self.env(), **self.api_env})
 
     # -- lifecycle --------------------------------------------------------------
     def start(self, progress: Progress = lambda _msg: None, *, timeout: float = 120) -> None:
@@ -466,15 +467,20 @@ template {{
             self._start(self.registry(), progress, timeout)
             self._start(self.consul(), progress, timeout)
             self._start(self.nomad(), progress, timeout)
-            progress("router: first render from Consul")
-            self.render_initial_router_config()
-            self._start(self.haproxy(), progress, timeout)
-            self._start(self.consul_template(), progress, timeout)
-            self._start(self.api(), progress, timeout)
+            self._start_router_and_api(progress, timeout, render=True)
         except BaseException:
             self.stop()
             raise
         self._write_manifest()
+
+    def _start_router_and_api(self, progress: Progress, timeout: float, *, render: bool) -> None:
+        """The router (``render``: from a first render of Consul's catalog), then the API."""
+        if render:
+            progress("router: first render from Consul")
+            self.render_initial_router_config()
+        self._start(self.haproxy(), progress, timeout)
+        self._start(self.consul_template(), progress, timeout)
+        self._start(self.api(), progress, timeout)
 
     def _collect_registry_garbage(self, progress: Progress) -> None:
         """Free the layers of deleted images, while the registry is down (its rule for GC)."""
