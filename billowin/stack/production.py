@@ -29,9 +29,11 @@ All state lives under one root (``/var/lib/billowin`` by default)::
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets as pysecrets
 import signal
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -339,10 +341,12 @@ class ProductionBox(SingleBox):
                 str(exec_root / "dockerd.pid"),
                 "--storage-driver",
                 "overlay2",
-                # Beside another engine on the machine: no default bridge, no iptables rules
-                # (those would fight the other engine's); published ports go through docker-proxy.
+                # Beside another engine on the machine: a default bridge of its own (with
+                # `--bridge none` dockerd deletes the host's docker0, the other engine's), no
+                # iptables rules (those would fight the other engine's); published ports go
+                # through docker-proxy.
                 "--bridge",
-                "none",
+                self.engine_bridge,
                 "--iptables=false",
                 "--ip-masq=false",
             ],
@@ -350,8 +354,13 @@ class ProductionBox(SingleBox):
             stop_timeout=30,
         )
 
+    @property
+    def engine_bridge(self) -> str:
+        """The default bridge of the box's own engine: named after the root (15 characters at most)."""
+        return "bw" + hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:10]
+
     def _clear_stale_docker_pidfiles(self) -> None:
-        clear_stale_docker_pidfiles(self.layout.run / "docker")
+        prepare_own_engine(self.layout.run / "docker", self.engine_bridge)
 
     def registry(self) -> ManagedProcess:
         return self._proc(
@@ -493,6 +502,20 @@ class ProductionBox(SingleBox):
 
 def _secret(value: str | None) -> SecretStr | None:
     return SecretStr(value) if value else None
+
+
+def prepare_own_engine(exec_root: Path, bridge: str) -> None:
+    """Before the box's own dockerd starts: its stale pidfiles gone, its default bridge there."""
+    clear_stale_docker_pidfiles(exec_root)
+    if not Path("/sys/class/net", bridge).exists():
+        made = subprocess.run(
+            ["ip", "link", "add", "name", bridge, "type", "bridge"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if made.returncode != 0 and not Path("/sys/class/net", bridge).exists():
+            raise ServiceError("docker", f"cannot make the bridge {bridge}: {made.stderr.strip()}")
 
 
 def clear_stale_docker_pidfiles(exec_root: Path) -> None:

@@ -16,7 +16,7 @@ Ordering (``After=``, with ``Wants=``: a part never stops because another one di
 The Docker Engine is Debian's ``docker.service``, or ``billowin-dockerd.service`` when the
 box runs an engine of its own; that one first clears the engine's stale pidfiles (after a
 power cut they name another process), as the supervisor does:
-``python -m billowin.stack.units clear-docker-pidfiles EXEC_ROOT``. Every service is
+``python -m billowin.stack.units prepare-engine EXEC_ROOT BRIDGE``. Every service is
 ``PartOf=billowin.target``, so ``systemctl stop|restart billowin.target`` acts on all of them,
 in reverse order.
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from billowin.errors import InvalidInput
 from billowin.stack.process import ManagedProcess
-from billowin.stack.production import ProductionBox, clear_stale_docker_pidfiles
+from billowin.stack.production import ProductionBox, prepare_own_engine
 
 TARGET = "billowin.target"
 SYSTEM_DOCKER = "docker.service"
@@ -113,8 +113,9 @@ def start_pre(box: ProductionBox, name: str) -> list[str] | None:
         sys.executable,
         "-m",
         "billowin.stack.units",
-        "clear-docker-pidfiles",
+        "prepare-engine",
         str(box.layout.run / "docker"),
+        box.engine_bridge,
     ]
 
 
@@ -277,10 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     """What a unit runs besides the box's own programs (see ``start_pre``)."""
     parser = argparse.ArgumentParser(prog="python -m billowin.stack.units")
     commands = parser.add_subparsers(dest="command", required=True)
-    clear = commands.add_parser("clear-docker-pidfiles", help="remove the engine's stale pidfiles")
-    clear.add_argument("exec_root", type=Path)
+    prepare = commands.add_parser(
+        "prepare-engine", help="remove the engine's stale pidfiles, make its default bridge"
+    )
+    prepare.add_argument("exec_root", type=Path)
+    prepare.add_argument("bridge")
     args = parser.parse_args(argv)
-    clear_stale_docker_pidfiles(args.exec_root)
+    prepare_own_engine(args.exec_root, args.bridge)
     return 0
 
 

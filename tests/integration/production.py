@@ -70,7 +70,7 @@ def tidy(box: ProductionBox, bridges: list[str]) -> None:
     new temporary root would take two ranges for good, until no box could make its networks.
     A stopped Nomad keeps its allocations' secrets directories mounted (to recover them).
     """
-    for bridge in bridges:
+    for bridge in [*bridges, box.engine_bridge]:
         subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
     unmount_under(box.root)
 

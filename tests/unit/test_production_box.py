@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from billowin.stack.process import read_env_file
-from billowin.stack.production import ProductionBox
+from billowin.stack.production import ProductionBox, clear_stale_docker_pidfiles
 from billowin.stack.single_box import Ports
 from billowin.stack.tools import Toolset
 
@@ -106,18 +106,18 @@ def test_supervised_processes_read_the_same_environment_files_as_their_units(tmp
 
 
 def test_a_stale_docker_pidfile_is_cleared_and_a_live_one_kept(tmp_path: Path) -> None:
-    b = box(tmp_path, own_docker=True)
+    box(tmp_path, own_docker=True)
     exec_root = tmp_path / "run" / "docker"
     (exec_root / "containerd").mkdir(parents=True)
     stranger = subprocess.Popen(["sleep", "30"])  # a process that got a recycled pid
     try:
         (exec_root / "dockerd.pid").write_text(str(stranger.pid))
         (exec_root / "containerd" / "containerd.pid").write_text("999999999")
-        b._clear_stale_docker_pidfiles()
+        clear_stale_docker_pidfiles(exec_root)
         assert not (exec_root / "dockerd.pid").exists()
         assert not (exec_root / "containerd" / "containerd.pid").exists()
         (exec_root / "dockerd.pid").write_text(str(os.getpid()))  # not ours either
-        b._clear_stale_docker_pidfiles()
+        clear_stale_docker_pidfiles(exec_root)
         assert not (exec_root / "dockerd.pid").exists()
     finally:
         stranger.kill()

@@ -346,14 +346,15 @@ def test_writing_is_idempotent_and_removes_only_our_stale_units(tools: Toolset, 
 
 
 # -- the box's own engine after a power cut -------------------------------------------------
-def test_the_own_engine_unit_first_clears_stale_pidfiles_as_the_supervisor_does(
+def test_the_own_engine_unit_first_clears_stale_pidfiles_and_makes_its_bridge_as_the_supervisor_does(
     tools: Toolset, tmp_path: Path
 ) -> None:
     box = make_box(tools, tmp_path / "root", own_docker=True)
     service = parse_unit(render_units(box)[unit_name("dockerd")])["Service"]
     exec_root = box.layout.run / "docker"
     pre = shlex.split(service["ExecStartPre"])
-    assert pre == [sys.executable, "-m", "billowin.stack.units", "clear-docker-pidfiles", str(exec_root)]
+    bridge = box.engine_bridge
+    assert pre == [sys.executable, "-m", "billowin.stack.units", "prepare-engine", str(exec_root), bridge]
     (exec_root / "containerd").mkdir(parents=True)
     # dockerd's pid from before the power cut now belongs to a stranger (this test), and
     # containerd, which outlived a crash of dockerd, is alive with the exec root in its command line.
@@ -364,11 +365,16 @@ def test_the_own_engine_unit_first_clears_stale_pidfiles_as_the_supervisor_does(
         subprocess.run(pre, check=True, timeout=60)  # as systemd runs it, from the same argv
         assert not (exec_root / "dockerd.pid").exists()
         assert (exec_root / "containerd" / "containerd.pid").exists()
+        # Its own default bridge: with `--bridge none`, dockerd would delete the host's docker0.
+        assert Path("/sys/class/net", bridge).is_dir()
     finally:
         engine.kill()
         engine.wait()
-    subprocess.run(pre, check=True, timeout=60)
-    assert not (exec_root / "containerd" / "containerd.pid").exists()  # its process is gone now
+    try:
+        subprocess.run(pre, check=True, timeout=60)  # again: the bridge is there already
+        assert not (exec_root / "containerd" / "containerd.pid").exists()  # its process is gone now
+    finally:
+        subprocess.run(["ip", "link", "delete", bridge], check=False)
     for name, text in render_units(box).items():
         if name != unit_name("dockerd"):
             assert "ExecStartPre" not in text
