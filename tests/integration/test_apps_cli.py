@@ -284,8 +284,8 @@ def test_every_app_endpoint_refuses_calls_without_a_valid_token(stack: SingleBox
     ]
     checked = 0
     for path, methods in spec["paths"].items():
-        if path == "/health" or path.startswith("/hooks/"):
-            continue
+        if path == "/health" or path.startswith(("/hooks/", "/.well-known/acme-challenge/")):
+            continue  # public: a load balancer's probe, GitHub's and Travis's calls, the ACME CA's
         url = cli.api + path.replace("{app}", "some-app").replace("{job_id}", "1").replace("{domain}", "x.io")
         for method in methods:
             for headers in bad:
