@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     domain: str = Field("localhost", validation_alias=_env("DOMAIN"))
     router_port: int = Field(8080, validation_alias=_env("ROUTER_PORT"))
     router_stats_port: int = Field(8404, validation_alias=_env("ROUTER_STATS_PORT"))
+    router_https_port: int = Field(8443, validation_alias=_env("ROUTER_HTTPS_PORT"))
+    # Strict-Transport-Security on HTTPS answers of apps that redirect to HTTPS, seconds; 0: none.
+    hsts_max_age: int = Field(0, ge=0, validation_alias=_env("HSTS_MAX_AGE"))
     haproxy_socket: Path | None = Field(None, validation_alias=_env("HAPROXY_SOCKET"))
     haproxy_bin: str = Field("haproxy", validation_alias=_env("HAPROXY_BIN"))
 
