@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     acme_ca_bundle: Path | None = Field(None, validation_alias=_env("ACME_CA_BUNDLE"))  # None: system CAs
     acme_timeout: float = Field(120.0, gt=0, validation_alias=_env("ACME_TIMEOUT"))  # one order, seconds
     acme_retry_min: float = Field(300.0, gt=0, validation_alias=_env("ACME_RETRY_MIN"))  # first back-off, s
+    # Order and renew every app's, custom domain's certificate in a thread of the API.
+    acme_auto: bool = Field(False, validation_alias=_env("ACME_AUTO"))
+    acme_check_interval: float = Field(3600.0, gt=0, validation_alias=_env("ACME_CHECK_INTERVAL"))  # s
     acme_retry_max: float = Field(86400.0, gt=0, validation_alias=_env("ACME_RETRY_MAX"))  # longest one, s
     # DNS-01 by RFC 2136 dynamic updates (wildcards): the primary server, its zone and TSIG key.
     acme_dns_server: str = Field("", validation_alias=_env("ACME_DNS_SERVER"))  # host[:port]; "": no DNS-01

@@ -15,6 +15,8 @@ import pytest
 from cryptography import x509
 from pydantic import SecretStr
 
+from billowin.apps.store import App
+from billowin.certs.manager import CertificateManager
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.release.store import ReleaseStatus
@@ -255,3 +257,57 @@ def test_a_custom_domain_gets_its_own_certificate_served_by_sni(
     assert sans(served_certificate(stack, own)[0]) == [own]
     assert sans(served_certificate(stack, host)[0]) == [host]
     assert router.get("/", headers={"Host": own}).status_code == 301
+
+
+class OnlyApps:
+    """The session's app store seen through one app: other modules' apps share this Consul."""
+
+    def __init__(self, system: System, name: str) -> None:
+        self.system, self.name = system, name
+
+    def all(self) -> list[App]:
+        return [a for a in self.system.apps.all() if a.name == self.name]
+
+
+def test_the_manager_orders_what_is_missing_and_a_restart_orders_nothing(
+    stack: SingleBox, system: System, pebble: Pebble, app_name: str
+) -> None:
+    own = f"shop.{app_name}.{CUSTOM_ZONE}"
+    system.platform.create(App(name=app_name, repository="https://github.com/acme/shop", domains=[own]))
+    try:
+        manager = CertificateManager(
+            system.certificates,
+            OnlyApps(system, app_name),
+            system.kv,
+            domain=stack.domain,  # type: ignore[arg-type]
+        )
+        tried = {r.id: r for r in manager.run_once()}
+        assert tried[own].status == "valid", f"{tried[own].last_error} ({tried[own].hint})"
+        wait_for(lambda: own in sans(served_certificate(stack, own)[0]), 30, f"{own} served by SNI")
+        account = system.cert_store.account()
+        assert account is not None
+        orders = pebble.orders(account)
+        # A restarted API: a new System and manager on the same store. The CA hears nothing.
+        again = System(system.settings)
+        restarted = CertificateManager(
+            again.certificates,
+            OnlyApps(again, app_name),
+            again.kv,
+            domain=stack.domain,  # type: ignore[arg-type]
+        )
+        assert restarted.run_once() == []
+        assert pebble.orders(account) == orders
+        # `certs APP` through the API: each name, its issuer, expiry and status; never a key.
+        token = system.tokens.create(f"certs-{app_name}")
+        resp = httpx.get(
+            f"http://127.0.0.1:{stack.ports.api}/apps/{app_name}/certs",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert resp.status_code == 200, resp.text
+        rows = {r["name"]: r for r in resp.json()}
+        assert set(rows) == {f"{app_name}.{stack.domain}", own}
+        assert rows[own]["status"] == "valid" and "Pebble" in rows[own]["issuer"] and rows[own]["not_after"]
+        assert "PRIVATE KEY" not in resp.text
+    finally:
+        system.platform.destroy(app_name)
