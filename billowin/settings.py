@@ -145,6 +145,7 @@ class Settings(BaseSettings):
     acme_retry_min: float = Field(300.0, gt=0, validation_alias=_env("ACME_RETRY_MIN"))  # first back-off, s
     # Order and renew every app's, custom domain's certificate in a thread of the API.
     acme_auto: bool = Field(False, validation_alias=_env("ACME_AUTO"))
+    acme_api_name: str = Field("", validation_alias=_env("ACME_API_NAME"))  # the API's own name, if routed
     acme_check_interval: float = Field(3600.0, gt=0, validation_alias=_env("ACME_CHECK_INTERVAL"))  # s
     acme_retry_max: float = Field(86400.0, gt=0, validation_alias=_env("ACME_RETRY_MAX"))  # longest one, s
     # DNS-01 by RFC 2136 dynamic updates (wildcards): the primary server, its zone and TSIG key.

@@ -324,6 +324,7 @@ class System:
             self.apps,
             self.kv,
             domain=self.settings.domain,
+            api_hostname=self.settings.acme_api_name,
             interval=self.settings.acme_check_interval,
         )
 

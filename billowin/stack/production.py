@@ -155,6 +155,7 @@ class ProductionBox(SingleBox):
                 "BILLOWIN_BUILD_CACHE_DIR": str(self.layout.cache),
                 "BILLOWIN_DOCKER_HOST": self.docker_host,
                 "DOCKER_HOST": self.docker_host,  # Packer's docker builder runs the docker CLI
+                "BILLOWIN_ACME_API_NAME": f"{API_HOSTNAME}.{self.domain}",  # a certificate for the API too
             }
         )
         for var, name in (("BILLOWIN_CONSUL_TOKEN", "consul-api"), ("BILLOWIN_NOMAD_TOKEN", "nomad-api")):

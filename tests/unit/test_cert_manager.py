@@ -164,3 +164,18 @@ def test_a_wildcard_is_shown_for_an_app_name_with_no_certificate_of_its_own() ->
     w.certs.issue([f"*.{DOMAIN}"])
     (row,) = certificates_of(w.certs, w.apps.get("shop"), DOMAIN, w.clock.now)
     assert (row.name, row.certificate, row.status) == ("shop.apps.test", f"_wildcard.{DOMAIN}", "valid")
+
+
+def test_a_production_box_wants_a_certificate_for_the_apis_own_name_too(tmp_path: Path) -> None:
+    from billowin.stack.production import ProductionBox
+    from billowin.stack.tools import Toolset
+
+    tools = Toolset(*(Path(f"/bin/{n}") for n in ("n", "c", "ct", "d", "h", "r", "p", "v")))
+    env = ProductionBox(tools, tmp_path, domain="example.com").env()
+    settings = Settings(
+        state_dir=tmp_path, pipeline=False, domain="example.com", acme_api_name=env["BILLOWIN_ACME_API_NAME"]
+    )
+    system = System(
+        settings, kv=InMemoryKV(max_wait=0.1), nomad=FakeScheduler(), config=InMemoryConfig(), builder=None
+    )
+    assert system.cert_manager.wanted() == [("billowin.example.com",)]
