@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
@@ -110,8 +110,10 @@ class Platform:
         logs: AppLogs,
         builder: Builder | None,
         output: JobOutput | None = None,
+        names_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
+        self.names_changed = names_changed  # a name may need a certificate
         self.nomad = nomad
         self.kv = kv
         self.apps = apps
@@ -142,11 +144,13 @@ class Platform:
             for domain in app.domains:
                 self._claim(app.name, domain)
                 claimed.append(domain)
-            return self.apps.create(app)
+            created = self.apps.create(app)
         except BaseException:
             for domain in claimed:
                 self.apps.release_domain(domain, app.name)
             raise
+        self.names_changed()
+        return created
 
     def info(self, name: str) -> AppInfo:
         app = self.apps.get(name)
@@ -272,6 +276,7 @@ class Platform:
                 app.domains = [*app.domains, domain]
 
         self.apps.update(name, add)
+        self.names_changed()
         return self.jobs.create(name, kind=JobKind.DOMAINS, note=f"domains: add {domain}", source="api")
 
     def remove_domain(self, name: str, domain: str) -> Job:

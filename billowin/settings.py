@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     domain: str = Field("localhost", validation_alias=_env("DOMAIN"))
     router_port: int = Field(8080, validation_alias=_env("ROUTER_PORT"))
     router_stats_port: int = Field(8404, validation_alias=_env("ROUTER_STATS_PORT"))
+    router_https_port: int = Field(8443, validation_alias=_env("ROUTER_HTTPS_PORT"))
+    # Strict-Transport-Security on HTTPS answers of apps that redirect to HTTPS, seconds; 0: none.
+    hsts_max_age: int = Field(0, ge=0, validation_alias=_env("HSTS_MAX_AGE"))
     haproxy_socket: Path | None = Field(None, validation_alias=_env("HAPROXY_SOCKET"))
     haproxy_bin: str = Field("haproxy", validation_alias=_env("HAPROXY_BIN"))
 
@@ -140,6 +143,10 @@ class Settings(BaseSettings):
     acme_ca_bundle: Path | None = Field(None, validation_alias=_env("ACME_CA_BUNDLE"))  # None: system CAs
     acme_timeout: float = Field(120.0, gt=0, validation_alias=_env("ACME_TIMEOUT"))  # one order, seconds
     acme_retry_min: float = Field(300.0, gt=0, validation_alias=_env("ACME_RETRY_MIN"))  # first back-off, s
+    # Order and renew every app's, custom domain's certificate in a thread of the API.
+    acme_auto: bool = Field(False, validation_alias=_env("ACME_AUTO"))
+    acme_api_name: str = Field("", validation_alias=_env("ACME_API_NAME"))  # the API's own name, if routed
+    acme_check_interval: float = Field(3600.0, gt=0, validation_alias=_env("ACME_CHECK_INTERVAL"))  # s
     acme_retry_max: float = Field(86400.0, gt=0, validation_alias=_env("ACME_RETRY_MAX"))  # longest one, s
     # DNS-01 by RFC 2136 dynamic updates (wildcards): the primary server, its zone and TSIG key.
     acme_dns_server: str = Field("", validation_alias=_env("ACME_DNS_SERVER"))  # host[:port]; "": no DNS-01

@@ -27,6 +27,7 @@ from billowin.apps.tokens import TokenStore
 from billowin.build.builder import Builder
 from billowin.build.hygiene import protected_images
 from billowin.certs.http01 import Http01Responder
+from billowin.certs.manager import CertificateManager
 from billowin.certs.service import Certificates
 from billowin.errors import ConfigError
 from billowin.monitoring import Monitoring
@@ -316,6 +317,18 @@ class System:
         return BackupSchedule.for_settings(self.settings)
 
     @cached_property
+    def cert_manager(self) -> CertificateManager:
+        """Orders what is missing or due, for every app and custom domain (``BILLOWIN_ACME_AUTO``)."""
+        return CertificateManager(
+            self.certificates,
+            self.apps,
+            self.kv,
+            domain=self.settings.domain,
+            api_hostname=self.settings.acme_api_name,
+            interval=self.settings.acme_check_interval,
+        )
+
+    @cached_property
     def certificates(self) -> Certificates:
         """Orders certificates (HTTP-01 always, DNS-01 when configured) and keeps them in ``cert_store``."""
         s = self.settings
@@ -348,4 +361,5 @@ class System:
             logs=self.logs,
             output=self.job_output,
             builder=self.builder if self.settings.pipeline else None,
+            names_changed=lambda: self.cert_manager.wake() if self.settings.acme_auto else None,
         )

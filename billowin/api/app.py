@@ -50,7 +50,11 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
         system.monitoring.start()
         if system.backups:
             system.backups.start()
+        if settings.acme_auto:
+            system.cert_manager.start()
         yield
+        if settings.acme_auto:
+            system.cert_manager.stop()
         if system.backups:
             system.backups.stop()
         system.monitoring.stop()

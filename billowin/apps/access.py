@@ -61,6 +61,7 @@ class Action(StrEnum):
     DOMAINS = "domains"
     DOMAINS_ADD = "domains:add"
     DOMAINS_REMOVE = "domains:remove"
+    CERTS = "certs"
     PS = "ps"
     PS_SCALE = "ps:scale"
     PS_RESTART = "ps:restart"
@@ -97,6 +98,7 @@ POLICY: dict[Action, Level] = {
     Action.APPS_INFO: Level.READ,
     Action.CONFIG: Level.READ,  # names only
     Action.DOMAINS: Level.READ,
+    Action.CERTS: Level.READ,  # names, dates, reasons: never a key
     Action.PS: Level.READ,
     Action.RELEASES: Level.READ,
     Action.DEPLOYS: Level.READ,

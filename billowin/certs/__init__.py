@@ -7,6 +7,8 @@
                  ``GET /.well-known/acme-challenge/{token}``
     service.py   ``Certificates.issue(names)``: account, key, order, store; failures recorded
                  with a plain reason and an exponential back-off; ``due_for_renewal``
+    manager.py   ``CertificateManager``: the API's thread that orders what every app and custom
+                 domain is missing or is due, one Consul lock per certificate
 
 The CA itself is an adapter (``billowin.adapters.acme``, around certbot's ``acme`` library), and
 so is DNS-01 by RFC 2136 dynamic updates (``billowin.adapters.rfc2136``); ``billowin.system``

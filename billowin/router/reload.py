@@ -13,6 +13,12 @@ One more guard covers a restarting Consul: for a while its catalog is empty
 that. A render that drops an app, or all of an app's instances, is refused
 while Nomad still runs that app; once Nomad has re-registered the instances,
 the next render goes through.
+
+With ``--certs-dir``, the certificates come first: ``billowin.router.certs.sync`` writes every
+stored certificate's PEM, the ``crt-list`` and the HTTPS host map from Consul KV, before the
+render is checked (it names them); a change there reloads HAProxy as a new render does. The
+template lists each certificate's chain index, so a new, renewed or removed certificate makes
+consul-template render and run this again.
 """
 
 from __future__ import annotations
@@ -145,6 +151,29 @@ def signal_reload(pidfile: Path) -> bool:
     return True
 
 
+def sync_certificates(certs_dir: Path, consul_addr: str | None) -> bool:
+    """Write the stored certificates for HAProxy; whether any file changed. When Consul cannot
+    be read, the files already there stay (a default certificate is made if none is)."""
+    from datetime import UTC, datetime
+
+    from billowin.errors import BillowinError
+    from billowin.router import certs
+
+    try:
+        from billowin.settings import Settings
+        from billowin.system import System
+
+        settings = Settings(consul_addr=consul_addr) if consul_addr else Settings()
+        system = System(settings)
+        served = certs.served_certificates(system.cert_store, datetime.now(UTC))
+    except BillowinError as exc:
+        print(f"billowin-router: kept the certificates on disk: {exc.message}", file=sys.stderr)
+        if not (certs_dir / certs.DEFAULT).is_file():
+            return certs.sync(certs_dir, [])
+        return False
+    return certs.sync(certs_dir, served)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidate", type=Path, required=True)
@@ -152,16 +181,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pidfile", type=Path, required=True)
     parser.add_argument("--haproxy", default="haproxy")
     parser.add_argument("--nomad-addr", help="cross-check dropped apps with this Nomad")
+    parser.add_argument("--certs-dir", type=Path, help="write the stored certificates here for HTTPS")
+    parser.add_argument("--consul-addr", help="the Consul whose KV holds the certificates")
     args = parser.parse_args(argv)
     still_running = nomad_still_running(args.nomad_addr) if args.nomad_addr else None
+    certs_changed = False
+    if args.certs_dir is not None:
+        certs_changed = sync_certificates(args.certs_dir, args.consul_addr)
     try:
         changed = install(args.candidate, args.live, args.haproxy, still_running)
     except RefusedConfig as exc:
         # Exit 0 all the same: consul-template stops altogether when its command fails,
         # and the router must keep watching for the next render.
         print(f"billowin-router: kept the last good configuration: {exc}", file=sys.stderr)
-        return 0
-    if changed and signal_reload(args.pidfile):
+        changed = False
+        if not certs_changed:
+            return 0
+    if (changed or certs_changed) and signal_reload(args.pidfile):
         print(f"billowin-router: installed {args.live} and reloaded HAProxy", file=sys.stderr)
     return 0
 

@@ -43,6 +43,7 @@ from billowin.stack.process import write_private
 
 # Consul reads policy rules in JSON as well as HCL; py-consul sends them as JSON.
 _READ, _WRITE = {"policy": "read"}, {"policy": "write"}
+_LIST, _DENY = {"policy": "list"}, {"policy": "deny"}
 CONSUL_POLICIES: dict[str, dict[str, Any]] = {
     "billowin-agent": {"node_prefix": {"": _WRITE}, "service_prefix": {"": _READ}},
     "billowin-nomad": {
@@ -50,7 +51,15 @@ CONSUL_POLICIES: dict[str, dict[str, Any]] = {
         "node_prefix": {"": _READ},
         "service_prefix": {"": _WRITE},
     },
-    "billowin-router": {"service_prefix": {"": _READ}, "node_prefix": {"": _READ}},
+    # The router lists and reads the certificates it serves (recursive reads need "list", as
+    # enable_key_list_policy is on) and reads the per-app HTTPS switches; never the ACME account
+    # key (the most specific rule wins, and a listing leaves out what the token cannot read).
+    "billowin-router": {
+        "service_prefix": {"": _READ},
+        "node_prefix": {"": _READ},
+        "key_prefix": {"billowin/certs/": _LIST, "billowin/router/": _READ},
+        "key": {"billowin/certs/_account": _DENY},
+    },
     "billowin-api": {
         "key_prefix": {"billowin/": _WRITE},
         "session_prefix": {"": _WRITE},

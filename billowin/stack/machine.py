@@ -103,7 +103,7 @@ def production_box(tools: Toolset, options: BoxOptions) -> ProductionBox:
             ) from exc
         domain, address, ports, own = saved.domain, saved.public_address, saved.ports, saved.own_docker
     else:
-        domain, address, ports, own = "", "0.0.0.0", Ports(router_http=80), False
+        domain, address, ports, own = "", "0.0.0.0", Ports(router_http=80, router_https=443), False
     if options.http_port is not None:
         ports = replace(ports, router_http=options.http_port)
     return ProductionBox(

@@ -101,7 +101,13 @@ class ProductionBox(SingleBox):
         api_env: dict[str, str] | None = None,
     ) -> None:
         self.layout = Layout(root)
-        super().__init__(tools, ports or Ports(router_http=80), root / "run", domain=domain, api_env=api_env)
+        super().__init__(
+            tools,
+            ports or Ports(router_http=80, router_https=443),
+            root / "run",
+            domain=domain,
+            api_env=api_env,
+        )
         self.root = root
         self.router_dir = self.layout.router
         self.registry_dir = self.layout.registry
@@ -151,6 +157,7 @@ class ProductionBox(SingleBox):
                 "BILLOWIN_BUILD_CACHE_DIR": str(self.layout.cache),
                 "BILLOWIN_DOCKER_HOST": self.docker_host,
                 "DOCKER_HOST": self.docker_host,  # Packer's docker builder runs the docker CLI
+                "BILLOWIN_ACME_API_NAME": f"{API_HOSTNAME}.{self.domain}",  # a certificate for the API too
             }
         )
         for var, name in (("BILLOWIN_CONSUL_TOKEN", "consul-api"), ("BILLOWIN_NOMAD_TOKEN", "nomad-api")):
@@ -302,10 +309,16 @@ class ProductionBox(SingleBox):
             "BILLOWIN_DOMAIN": self.domain,
             "BILLOWIN_HAPROXY_SOCKET": str(self.router_dir / "haproxy.sock"),
             "BILLOWIN_ROUTER_BIND": f"{self.public_address}:{self.ports.router_http}",
+            "BILLOWIN_ROUTER_HTTPS_BIND": f"{self.public_address}:{self.ports.router_https}",
+            "BILLOWIN_ROUTER_HTTPS_PORT": str(self.ports.router_https),
+            "BILLOWIN_ROUTER_CERTS_DIR": str(self.router_dir / "certs"),
+            "BILLOWIN_HSTS_MAX_AGE": str(self.hsts_max_age),
             "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{self.ports.router_stats}",
             "BILLOWIN_API_BACKEND": f"127.0.0.1:{self.ports.api}",
             "BILLOWIN_API_HOSTNAME": f"{API_HOSTNAME}.{self.domain}",
         }
+        if token := self._token("consul-router"):
+            env["BILLOWIN_CONSUL_TOKEN"] = token  # the reload command reads the certificates
         if token := self._token("nomad-router"):
             env["BILLOWIN_NOMAD_TOKEN"] = token  # the reload command's cross-check with Nomad
         return env
@@ -487,7 +500,7 @@ class ProductionBox(SingleBox):
             root,
             domain=data["domain"],
             public_address=data["public_address"],
-            ports=Ports(**data["ports"]),
+            ports=Ports(**{"router_https": 443, **data["ports"]}),  # boxes made before HTTPS: 443
             own_docker=data["own_docker"],
         )
 

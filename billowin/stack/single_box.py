@@ -54,6 +54,7 @@ class Ports:
     nomad_serf: int = 4648
     registry: int = 5000
     router_http: int = 8080
+    router_https: int = 8443
     router_stats: int = 8404
     api: int = 8000
 
@@ -64,6 +65,7 @@ class Ports:
             nomad_http=settings.hostport("nomad")[2],
             registry=int(settings.registry.rsplit(":", 1)[1]),
             router_http=settings.router_port,
+            router_https=settings.router_https_port,
             router_stats=settings.router_stats_port,
             api=settings.api_port,
         )
@@ -153,8 +155,10 @@ class SingleBox:
         *,
         domain: str = "localhost",
         api_env: dict[str, str] | None = None,
+        hsts_max_age: int | None = None,
     ) -> None:
         self.tools = tools
+        self.hsts_max_age = Settings().hsts_max_age if hsts_max_age is None else hsts_max_age
         self.api_env = api_env or {}
         self.ports = ports
         self.state_dir = state_dir
@@ -172,6 +176,7 @@ class SingleBox:
             registry=f"127.0.0.1:{self.ports.registry}",
             domain=self.domain,
             router_port=self.ports.router_http,
+            router_https_port=self.ports.router_https,
             router_stats_port=self.ports.router_stats,
             haproxy_socket=self.router_dir / "haproxy.sock",
             haproxy_bin=str(self.tools.haproxy),
@@ -183,7 +188,7 @@ class SingleBox:
         p = self.ports
         return {
             "Billowin API": f"http://127.0.0.1:{p.api}  (docs at /docs, health at /health)",
-            "App router": f"http://<app>.{self.domain}:{p.router_http}",
+            "App router": f"http://<app>.{self.domain}:{p.router_http}, https://<app>.{self.domain}:{p.router_https}",
             "Router stats": f"http://127.0.0.1:{p.router_stats}/stats  (Prometheus: /metrics)",
             "Nomad UI/API": f"http://127.0.0.1:{p.nomad_http}",
             "Consul UI": f"http://127.0.0.1:{p.consul_http}/ui",
@@ -199,6 +204,7 @@ class SingleBox:
             "BILLOWIN_REGISTRY": s.registry,
             "BILLOWIN_DOMAIN": s.domain,
             "BILLOWIN_ROUTER_PORT": str(s.router_port),
+            "BILLOWIN_ROUTER_HTTPS_PORT": str(s.router_https_port),
             "BILLOWIN_ROUTER_STATS_PORT": str(s.router_stats_port),
             "BILLOWIN_HAPROXY_SOCKET": str(s.haproxy_socket),
             "BILLOWIN_API_PORT": str(s.api_port),
@@ -331,6 +337,10 @@ plugin "docker" {{
             "BILLOWIN_DOMAIN": self.domain,
             "BILLOWIN_HAPROXY_SOCKET": str(self.router_dir / "haproxy.sock"),
             "BILLOWIN_ROUTER_BIND": f"*:{self.ports.router_http}",
+            "BILLOWIN_ROUTER_HTTPS_BIND": f"*:{self.ports.router_https}",
+            "BILLOWIN_ROUTER_HTTPS_PORT": str(self.ports.router_https),
+            "BILLOWIN_ROUTER_CERTS_DIR": str(self.router_dir / "certs"),
+            "BILLOWIN_HSTS_MAX_AGE": str(self.hsts_max_age),
             "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{self.ports.router_stats}",
             # The API answers ACME HTTP-01 challenges on every host; only a production box also
             # serves the API itself at billowin.<domain> (BILLOWIN_API_HOSTNAME).
@@ -352,6 +362,10 @@ plugin "docker" {{
             str(self.tools.haproxy),
             "--nomad-addr",
             f"http://127.0.0.1:{self.ports.nomad_http}",
+            "--certs-dir",
+            str(self.router_dir / "certs"),
+            "--consul-addr",
+            f"http://127.0.0.1:{self.ports.consul_http}",
         ]
 
     def consul_template_hcl(self) -> str:

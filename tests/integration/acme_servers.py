@@ -125,17 +125,26 @@ class Knot:
         return dns.rcode.to_text(answer.rcode()), values
 
 
-def knot_server(knotd: Path, directory: Path, zone: str) -> Knot:
-    """knotd for ``zone`` (``localhost``: the session stack's domain) on a free port; not started."""
+def knot_server(knotd: Path, directory: Path, zone: str, *, more_zones: tuple[str, ...] = ()) -> Knot:
+    """knotd for ``zone`` (``localhost``: the session stack's domain) on a free port; not started.
+
+    ``more_zones`` are served the same way (every name at 127.0.0.1), as a user's own domains
+    pointed at this router; only ``zone`` takes dynamic updates."""
     directory.mkdir(parents=True, exist_ok=True)
     zone = zone.rstrip(".") + "."
     port = free_port()
     secret = base64.b64encode(secrets.token_bytes(32)).decode()
-    (directory / "zone.db").write_text(
-        f"$ORIGIN {zone}\n$TTL 60\n"
-        f"@ SOA ns.{zone} hostmaster.{zone} 1 60 60 3600 60\n"
-        f"@ NS ns.{zone}\nns A 127.0.0.1\n@ A 127.0.0.1\n* A 127.0.0.1\n"
-    )
+    extra = ""
+    for name in (zone, *(z.rstrip(".") + "." for z in more_zones)):
+        file = "zone.db" if name == zone else f"{name}db"
+        (directory / file).write_text(
+            f"$ORIGIN {name}\n$TTL 60\n"
+            f"@ SOA ns.{name} hostmaster.{name} 1 60 60 3600 60\n"
+            f"@ NS ns.{name}\nns A 127.0.0.1\n@ A 127.0.0.1\n* A 127.0.0.1\n"
+        )
+        if name != zone:
+            extra += f'  - domain: {name}\n    storage: "{directory}"\n    file: "{file}"\n'
+
     config = directory / "knot.conf"
     config.write_text(f"""
 server:
@@ -165,7 +174,7 @@ zone:
     zonefile-sync: -1
     zonefile-load: difference-no-serial
     journal-content: all
-""")
+{extra}""")
     config.chmod(0o600)  # it holds the TSIG secret
     knot = Knot(
         ManagedProcess(

@@ -440,6 +440,9 @@ def test_deploys_config_changes_and_runs_work_with_the_scoped_tokens(
     assert (code, output.strip()) == (0, "greeting=hola")
 
 
+ROUTER_READS = ("billowin/certs/shop.example.com/chain", "billowin/certs/_account", "billowin/router/x")
+
+
 def test_each_component_token_does_its_own_job_only(locked: Locked) -> None:
     boot = locked.secret("consul-bootstrap")
     written = []
@@ -451,7 +454,23 @@ def test_each_component_token_does_its_own_job_only(locked: Locked) -> None:
             assert resp.status_code == 403, (key, resp.status_code, resp.text)
             written.append(key)
         read = router.get("/v1/kv/billowin/", params={"recurse": "true"})
-        assert read.status_code == 403, (read.status_code, read.text)
+        assert read.status_code == 403 or all(
+            e["Key"].startswith(("billowin/certs/", "billowin/router/")) for e in read.json()
+        ), (read.status_code, read.text)
+        # The certificates it serves, and the per-app HTTPS switches; never the ACME account key.
+        with locked.consul(boot) as admin:
+            for key in ROUTER_READS:
+                assert admin.put(f"/v1/kv/{key}", content=b"x").status_code == 200
+        for key in ("billowin/certs/shop.example.com/chain", "billowin/router/x"):
+            assert router.get(f"/v1/kv/{key}").status_code == 200, key
+        assert router.get("/v1/kv/billowin/certs/_account").status_code == 403
+        listed = router.get("/v1/kv/billowin/certs/", params={"recurse": "true"})
+        assert listed.status_code == 200 and "shop.example.com/chain" in listed.text, listed.text
+        assert "_account" not in listed.text, listed.text
+        assert router.put("/v1/kv/billowin/certs/shop.example.com/chain", content=b"y").status_code == 403
+        with locked.consul(boot) as admin:
+            for key in ROUTER_READS:
+                admin.delete(f"/v1/kv/{key}")
     with locked.consul(locked.secret("consul-api")) as api:
         own = api.get(f"/v1/kv/billowin/apps/{locked.app}/app")
         assert own.status_code == 200, own.text  # the token works, inside billowin/

@@ -27,7 +27,7 @@ READ = TokenRecord(id="e" * 16, name="viewer", sha256="", role=Role.READ, apps=[
 READ_MAY = {
     Action.HOME, Action.HEALTH, Action.LOGIN, Action.ACME_CHALLENGE, Action.DASHBOARD, Action.LOGOUT,
     Action.APPS, Action.ALERTS, Action.AUDIT, Action.APPS_INFO, Action.CONFIG, Action.DOMAINS, Action.PS,
-    Action.RELEASES, Action.DEPLOYS, Action.DEPLOY_STATUS, Action.APP_METRICS,
+    Action.RELEASES, Action.DEPLOYS, Action.DEPLOY_STATUS, Action.APP_METRICS, Action.CERTS,
 }  # fmt: skip
 DEPLOY_MAY = READ_MAY | {
     Action.CONFIG_REVEAL, Action.CONFIG_SET, Action.DOMAINS_ADD, Action.DOMAINS_REMOVE,

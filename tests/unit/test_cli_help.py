@@ -15,7 +15,7 @@ ORDER = [
     *("setup", "install", "up", "down", "status", "build"),
     *("tokens", "tokens:create", "tokens:revoke", "backup", "restore", "login"),
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
-    *("config", "config:set", "config:unset", "domains", "domains:add", "domains:remove"),
+    *("config", "config:set", "config:unset", "domains", "domains:add", "domains:remove", "certs"),
     *("ps", "ps:scale", "ps:restart"),
     *("releases", "rollback", "deploy", "deploy:status", "builds", "builds:output"),
     *("logs", "run", "whoami", "alerts", "audit"),

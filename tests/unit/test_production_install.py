@@ -167,9 +167,10 @@ def test_an_installed_box_keeps_what_is_not_given_again(tools: Toolset, tmp_path
     assert (box.domain, box.own_docker, box.ports.router_http) == ("new.example.com", False, 80)
 
 
-def test_a_new_box_listens_on_port_80_with_the_systems_docker(tools: Toolset, tmp_path: Path) -> None:
+def test_a_new_box_listens_on_80_and_443_with_the_systems_docker(tools: Toolset, tmp_path: Path) -> None:
     box = production_box(tools, box_options(tmp_path, domain="example.com", public_address="192.0.2.2"))
-    assert (box.ports, box.public_address, box.own_docker) == (Ports(router_http=80), "192.0.2.2", False)
+    expected = (Ports(router_http=80, router_https=443), "192.0.2.2", False)
+    assert (box.ports, box.public_address, box.own_docker) == expected
     assert not (tmp_path / MANIFEST).exists()  # nothing written before the box starts
 
 

@@ -6,6 +6,7 @@ last good configuration live.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -182,9 +183,11 @@ TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 
 
 class _Catalog(http.server.BaseHTTPRequestHandler):
-    """Just the two Consul endpoints the template reads: the services, and one's healthy instances."""
+    """Just the Consul endpoints the template reads: the services, one's healthy instances, and KV
+    (the certificates' chains, the per-app HTTPS switches)."""
 
     services: ClassVar[dict[str, tuple[list[str], int]]] = {}  # name -> (tags, port)
+    kv: ClassVar[dict[str, bytes]] = {}
 
     def log_message(self, *_args: object) -> None:
         pass
@@ -198,6 +201,24 @@ class _Catalog(http.server.BaseHTTPRequestHandler):
             tags, port = self.services[name]
             service = {"ID": f"{name}-1", "Service": name, "Tags": tags, "Address": "127.0.0.1", "Port": port}
             body = [{"Node": {"Node": "billowin", "Address": "127.0.0.1"}, "Service": service, "Checks": []}]
+        elif path.startswith("/v1/kv/"):
+            key = path.removeprefix("/v1/kv/")
+            found = [(k, v) for k, v in self.kv.items() if k == key or k.startswith(key.rstrip("/") + "/")]
+            if not found:
+                self.send_response(404)
+                self.send_header("X-Consul-Index", "7")
+                self.end_headers()
+                return
+            body = [
+                {
+                    "Key": k,
+                    "Value": base64.b64encode(v).decode(),
+                    "ModifyIndex": 7,
+                    "CreateIndex": 7,
+                    "Flags": 0,
+                }
+                for k, v in found
+            ]
         else:
             self.send_error(404)
             return
@@ -209,9 +230,14 @@ class _Catalog(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def render_template(tmp_path: Path, env: dict[str, str], services: dict[str, tuple[list[str], int]]) -> Path:
+def render_template(
+    tmp_path: Path,
+    env: dict[str, str],
+    services: dict[str, tuple[list[str], int]],
+    kv: dict[str, bytes] | None = None,
+) -> Path:
     """``billowin/router/haproxy.cfg.ctmpl`` rendered once by consul-template, as the router does."""
-    handler = type("Catalog", (_Catalog,), {"services": services})
+    handler = type("Catalog", (_Catalog,), {"services": services, "kv": kv or {}})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "haproxy.cfg"
@@ -339,3 +365,44 @@ def test_challenges_on_every_host_reach_the_api_and_nothing_else_does(tmp_path: 
         app.shutdown()
         api.server_close()
         app.server_close()
+
+
+def test_https_renders_a_listener_redirects_and_hsts_that_haproxy_accepts(tmp_path: Path) -> None:
+    """With a certificates directory: the TLS bind, X-Forwarded-Proto, the redirect on every app
+    but one whose owner switched it off, HSTS, and a line per stored chain (so a new one re-renders)."""
+    from billowin.router import certs
+    from billowin.stack.single_box import Ports, SingleBox
+
+    certs_dir = tmp_path / "certs"
+    certs.sync(certs_dir, [])
+    tools = Toolset(*(Path(f"/bin/{n}") for n in ("n", "c", "ct", "d", HAPROXY, "r", "p", "v")))
+    box = SingleBox(tools, Ports(api=18000, router_https=18443), tmp_path, hsts_max_age=600)
+    env = box._router_env()
+    assert env["BILLOWIN_ROUTER_CERTS_DIR"] == str(tmp_path / "router" / "certs")
+    argv = box._reload_argv()
+    assert argv[argv.index("--certs-dir") + 1] == env["BILLOWIN_ROUTER_CERTS_DIR"]
+    env = {
+        **{
+            k: v
+            for k, v in env.items()
+            if k.startswith(("BILLOWIN_ROUTER_HTTPS", "BILLOWIN_HSTS", "BILLOWIN_API"))
+        },
+        "BILLOWIN_ROUTER_HTTPS_BIND": f"127.0.0.1:{free_port()}",
+        "BILLOWIN_ROUTER_CERTS_DIR": str(certs_dir),
+    }
+    services = {"shop": (["billowin.web"], 20001), "blog": (["billowin.web"], 20002)}
+    kv = {"billowin/certs/shop.localhost/chain": b"...", "billowin/router/no-redirect/blog": b"off"}
+    text = render_template(tmp_path, env, services, kv).read_text()
+    assert f"ssl crt {certs_dir}/default.pem crt-list {certs_dir}/crt-list alpn h2,http/1.1" in text
+    assert "# certificate shop.localhost/chain 7" in text
+    assert "X-Forwarded-Proto https if { ssl_fc }" in text
+    shop = text.split("\nbackend app_shop\n")[1].split("\nbackend ")[0]
+    blog = text.split("\nbackend app_blog\n")[1].split("\nbackend ")[0]
+    assert "redirect location https://%[var(txn.host)]:18443%[url] code 301" in shop
+    assert 'Strict-Transport-Security "max-age=600"' in shop
+    assert "redirect" not in blog and "Strict-Transport-Security" not in blog
+    api = text.split("\nbackend billowin_api\n")[1].split("\nbackend ")[0]
+    assert "!{ path_beg /.well-known/acme-challenge/ }" in api
+    candidate = tmp_path / "haproxy.cfg.next"
+    candidate.write_text(text)
+    assert install(candidate, tmp_path / "live.cfg", HAPROXY) is True  # haproxy -c accepts it

@@ -223,6 +223,41 @@ async def domains(app: AppName, p: PlatformDep) -> list[str]:
     return found.domains
 
 
+class NameCertificateOut(BaseModel):
+    name: str
+    certificate: str
+    status: str
+    source: str
+    issuer: str
+    not_after: str | None
+    last_error: str
+    hint: str
+    next_attempt: str | None
+
+
+@router.get("/{app}/certs", response_model=list[NameCertificateOut], dependencies=[require(Action.CERTS)])
+async def certs(app: AppName, system: SystemDep) -> list[NameCertificateOut]:
+    """Each of the app's names with the certificate that covers it, its status and last error."""
+    from billowin.certs.manager import certificates_of
+
+    found: App = await _off(system.apps.get, app)
+    rows = await _off(certificates_of, system.certificates, found, system.settings.domain)
+    return [
+        NameCertificateOut(
+            name=r.name,
+            certificate=r.certificate,
+            status=r.status,
+            source=r.source,
+            issuer=r.issuer,
+            not_after=r.not_after.isoformat() if r.not_after else None,
+            last_error=r.last_error,
+            hint=r.hint,
+            next_attempt=r.next_attempt.isoformat() if r.next_attempt else None,
+        )
+        for r in rows
+    ]
+
+
 @router.post(
     "/{app}/domains", status_code=202, response_model=Job, dependencies=[require(Action.DOMAINS_ADD)]
 )

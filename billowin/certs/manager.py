@@ -1,0 +1,189 @@
+"""Which certificates Billowin wants, and ordering what is missing or due: ``CertificateManager``.
+
+A thread in the API process (like the monitoring collector and the backup schedule) runs
+``run_once`` every ``interval`` seconds, and at once when woken (``apps:create``,
+``domains:add``). ``wanted`` is:
+
+- ``<app>.<domain>`` for each app, unless a wildcard ``*.<domain>`` certificate that has not
+  expired is stored (it covers every app's name, with no issuance per app);
+- each custom domain of each app;
+- the API's own name (``billowin.<domain>``) on a production box.
+
+For each, ``needs_attempt`` (``billowin/certs/service.py``) decides: nothing is ordered while a
+stored certificate is valid and not due for renewal, nor while a failure's back-off holds, and
+an uploaded certificate (``certs:add``) is never ordered. So an API restart orders nothing
+that is stored. Before ordering, the manager takes the certificate's lock
+(``billowin/cert-locks/<id>``, held by a Consul session like the pipeline's per-app lock) and
+reads the record again: two API processes never order the same certificate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from billowin.apps.store import App, AppStore
+from billowin.certs.service import Certificates, needs_attempt, utcnow
+from billowin.errors import BillowinError
+from billowin.names import WILDCARD_PREFIX, certificate_id
+from billowin.pipeline.lock import AppLock
+from billowin.ports import CertificateRecord, Coordinator
+
+log = logging.getLogger(__name__)
+
+LOCKS = "billowin/cert-locks"
+
+
+class CertificateLock(AppLock):
+    """One holder per certificate id across every API process."""
+
+    @staticmethod
+    def key(app: str) -> str:
+        return f"{LOCKS}/{app}"
+
+
+class CertificateManager:
+    def __init__(
+        self,
+        certificates: Certificates,
+        apps: AppStore,
+        kv: Coordinator,
+        *,
+        domain: str,
+        api_hostname: str = "",
+        interval: float = 3600,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.certificates = certificates
+        self.apps = apps
+        self.lock = CertificateLock(kv)
+        self.domain = domain
+        self.api_hostname = api_hostname
+        self.interval = interval
+        self.clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wanted(self) -> list[tuple[str, ...]]:
+        """The names of each certificate Billowin should hold, one tuple per certificate."""
+        now = self.clock()
+        wildcard = self.certificates.get(certificate_id([f"{WILDCARD_PREFIX}{self.domain}"]))
+        covered = wildcard is not None and wildcard.not_after is not None and wildcard.not_after > now
+        out: list[tuple[str, ...]] = []
+        for app in self.apps.all():
+            if not covered:
+                out.append((f"{app.name}.{self.domain}",))
+            out.extend((d,) for d in app.domains)
+        if self.api_hostname:
+            out.append((self.api_hostname,))
+        return list(dict.fromkeys(out))
+
+    def run_once(self) -> list[CertificateRecord]:
+        """Order every wanted certificate that is missing or due; the records of what was tried."""
+        tried = []
+        for names in self.wanted():
+            try:
+                record = self._maybe_issue(names)
+            except BillowinError as exc:  # Consul or a name: this one waits for the next round
+                log.warning("certificate for %s not tried: %s", ", ".join(names), exc.message)
+                continue
+            except Exception:  # a bug: logged, and the others still get their turn
+                log.exception("certificate for %s failed unexpectedly", ", ".join(names))
+                continue
+            if record is not None:
+                tried.append(record)
+        return tried
+
+    def _due(self, names: tuple[str, ...]) -> bool:
+        record = self.certificates.get(certificate_id(names))
+        if record is None:
+            return True
+        if record.names != names:
+            return record.source == "acme"
+        return needs_attempt(record, self.clock())
+
+    def _maybe_issue(self, names: tuple[str, ...]) -> CertificateRecord | None:
+        if not self._due(names):
+            return None
+        with self.lock.hold(certificate_id(names)) as held:
+            if not held or not self._due(names):  # another process orders it, or just did
+                return None
+            return self.certificates.issue(list(names))
+
+    # -- the thread ------------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Look again now (a new app or domain)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="billowin-certificates", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            started = datetime.now(UTC)
+            self.run_once()
+            log.debug("certificates checked in %.1fs", (datetime.now(UTC) - started).total_seconds())
+            self._wake.wait(self.interval)
+
+
+@dataclass(frozen=True)
+class NameCertificate:
+    """What ``certs APP`` shows for one of the app's names."""
+
+    name: str
+    certificate: str = ""  # the id of the certificate that covers it; "" when none does
+    status: str = "none"  # none | pending | valid | failed | expired
+    source: str = ""
+    issuer: str = ""
+    not_after: datetime | None = None
+    last_error: str = ""
+    hint: str = ""
+    next_attempt: datetime | None = None
+
+
+def certificates_of(
+    certificates: Certificates, app: App, domain: str, now: datetime | None = None
+) -> list[NameCertificate]:
+    """Each name of ``app`` (``<app>.<domain>``, then its custom domains) with its certificate."""
+    now = now or utcnow()
+    out = []
+    wildcard = certificates.get(certificate_id([f"{WILDCARD_PREFIX}{domain}"]))
+    for name in (f"{app.name}.{domain}", *app.domains):
+        record = certificates.get(certificate_id([name]))
+        if (record is None or record.not_after is None) and name == f"{app.name}.{domain}" and wildcard:
+            record = wildcard
+        if record is None:
+            out.append(NameCertificate(name))
+            continue
+        status = record.status
+        if record.not_after is not None and record.not_after <= now:
+            status = "expired"
+        out.append(
+            NameCertificate(
+                name,
+                record.id,
+                status,
+                record.source,
+                record.issuer,
+                record.not_after,
+                record.last_error,
+                record.hint,
+                record.next_attempt,
+            )
+        )
+    return out
