@@ -39,6 +39,17 @@ from .conftest import wait_for
 RETRY_MIN = 300.0
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_certificate_outlives_the_module(stack: SingleBox) -> Iterator[None]:
+    """Every certificate this module's pebble issued is removed at its end: the session's router
+    serves whatever the store holds, and a leftover ``*.localhost`` (from a CA no other module
+    trusts) would answer later modules' plain HTTP with a redirect to it."""
+    yield
+    store = System(stack.settings).cert_store
+    for record in store.all():
+        store.delete(record.id)
+
+
 @pytest.fixture(scope="module")
 def cert_tools() -> CertTestTools:
     return CertTestTools.resolve()  # missing pebble or knotd fails the module: nothing skips
