@@ -16,10 +16,12 @@ stopped cleanly. What each test trusts stays inside the test:
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
 import secrets
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -281,3 +283,14 @@ def pebble_server(
         },
     )
     return Pebble(process, port, management, bundle)
+
+
+@contextlib.contextmanager
+def serving(process: ManagedProcess, timeout: float = 20) -> Iterator[None]:
+    """``process`` started and ready for the length of the block, then stopped."""
+    process.start()
+    try:
+        process.wait_ready(timeout)
+        yield
+    finally:
+        process.stop()

@@ -33,7 +33,7 @@ from billowin.stack.single_box import SingleBox
 from billowin.stack.tools import CertTestTools
 from billowin.system import System
 
-from .acme_servers import TSIG_KEY, Knot, Pebble, knot_server, pebble_server
+from .acme_servers import TSIG_KEY, Knot, Pebble, knot_server, pebble_server, serving
 from .conftest import wait_for
 
 RETRY_MIN = 300.0
@@ -60,12 +60,8 @@ def knot(
     cert_tools: CertTestTools, stack: SingleBox, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Knot]:
     server = knot_server(cert_tools.knotd, tmp_path_factory.mktemp("knot"), stack.domain)
-    server.process.start()
-    try:
-        server.process.wait_ready(20)
+    with serving(server.process):
         yield server
-    finally:
-        server.process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +74,8 @@ def pebble(
         http_port=stack.ports.router_http,
         dns_server=knot.address,
     )
-    server.process.start()
-    try:
-        server.process.wait_ready(20)
+    with serving(server.process):
         yield server
-    finally:
-        server.process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from billowin.stack.single_box import SingleBox
 from billowin.stack.tools import CertTestTools
 from billowin.system import System
 
-from .acme_servers import TSIG_KEY, Knot, Pebble, knot_server, pebble_server
+from .acme_servers import TSIG_KEY, Knot, Pebble, knot_server, pebble_server, serving
 from .conftest import wait_for
 
 CUSTOM_ZONE = "example.test"
@@ -48,12 +48,8 @@ def knot(stack: SingleBox, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     server = knot_server(
         tools.knotd, tmp_path_factory.mktemp("knot"), stack.domain, more_zones=(CUSTOM_ZONE,)
     )
-    server.process.start()
-    try:
-        server.process.wait_ready(20)
+    with serving(server.process):
         yield server
-    finally:
-        server.process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +61,8 @@ def pebble(stack: SingleBox, knot: Knot, tmp_path_factory: pytest.TempPathFactor
         http_port=stack.ports.router_http,
         dns_server=knot.address,
     )
-    server.process.start()
-    try:
-        server.process.wait_ready(20)
+    with serving(server.process):
         yield server
-    finally:
-        server.process.stop()
 
 
 @pytest.fixture(scope="module")
