@@ -61,8 +61,7 @@ class Forbidden(BillowinError):
 
     status_code = 403
     default_hint = (
-        "Ask an admin for a token that allows it, e.g. "
-        "`billowin tokens:create NAME --role deploy --app APP`."
+        "Ask an admin for a token that allows it, e.g. `billowin tokens:create NAME --role deploy --app APP`."
     )
 
 

@@ -59,7 +59,6 @@ def check_domain(value: object) -> str:
     return value
 
 
-
 # -- Certificate names --------------------------------------------------------------------------
 # A name a certificate covers: a host name (at least one dot, or a bare name of letters such as
 # ``localhost``, the development stack's domain), optionally behind ``*.`` for a wildcard.
@@ -93,6 +92,7 @@ def certificate_id(names: list[str] | tuple[str, ...]) -> str:
     """The id a certificate is stored under: its first name, a wildcard's ``*.`` as ``_wildcard.``."""
     first = check_certificate_name(names[0])
     return WILDCARD_ID + first.removeprefix(WILDCARD_PREFIX) if first.startswith(WILDCARD_PREFIX) else first
+
 
 # -- KV keys ------------------------------------------------------------------------------------
 # A key is made of app names, numbers, token ids, UUIDs and domains; the Consul adapter checks

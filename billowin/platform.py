@@ -19,17 +19,19 @@ from pydantic import BaseModel
 from billowin.apps.store import App, AppStore
 from billowin.build.builder import Builder
 from billowin.build.source import redact_url
+from billowin.certs.service import check_upload
 from billowin.config.vars import validate_key
 from billowin.errors import Conflict, InvalidInput, NotFound
-from billowin.names import RESERVED_APP_NAMES, check_domain, normalize_domain
+from billowin.names import RESERVED_APP_NAMES, certificate_id, check_domain, normalize_domain
 from billowin.pipeline.jobs import Job, JobKind, JobStore
 from billowin.pipeline.lock import AppLock
 from billowin.pipeline.reporting import JobOutput
-from billowin.ports import ConfigStore, Coordinator, Scheduler
+from billowin.ports import CertificateRecord, CertificateStore, ConfigStore, Coordinator, Scheduler
 from billowin.release.deploy import Deployer
 from billowin.release.logs import AppLogs, LogLine, instance_name
 from billowin.release.oneoff import RunEvent, Runner
 from billowin.release.store import Release, ReleaseStatus, ReleaseStore, newest_live
+from billowin.router.certs import NO_REDIRECT_PREFIX
 from billowin.settings import Settings
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -111,9 +113,11 @@ class Platform:
         builder: Builder | None,
         output: JobOutput | None = None,
         names_changed: Callable[[], None] = lambda: None,
+        certs: CertificateStore | None = None,
     ) -> None:
         self.settings = settings
         self.names_changed = names_changed  # a name may need a certificate
+        self.certs = certs
         self.nomad = nomad
         self.kv = kv
         self.apps = apps
@@ -222,6 +226,8 @@ class Platform:
         self.output.forget(name)
         for domain in app.domains:
             self.apps.release_domain(domain, name)
+        self._forget_certificates([self.hostname(name), *app.domains])
+        self.kv.kv_delete_tree(f"{NO_REDIRECT_PREFIX}/{name}")
 
     # -- config vars -----------------------------------------------------------
     def config_vars(self, name: str, *, reveal: bool = False) -> ConfigVars:
@@ -291,7 +297,67 @@ class Platform:
 
         self.apps.update(name, remove)
         self.apps.release_domain(domain, name)
+        self._forget_certificates([domain])
         return self.jobs.create(name, kind=JobKind.DOMAINS, note=f"domains: remove {domain}", source="api")
+
+    # -- certificates ------------------------------------------------------------
+    def hostname(self, name: str) -> str:
+        return f"{name}.{self.settings.domain}"
+
+    def _cert_store(self) -> CertificateStore:
+        if self.certs is None:
+            raise InvalidInput("this Billowin keeps no certificates")
+        return self.certs
+
+    def _forget_certificates(self, names: list[str]) -> None:
+        """Delete the certificates of these names (their own, never a shared wildcard)."""
+        if self.certs is not None:
+            for host in names:
+                self.certs.delete(certificate_id([host]))
+
+    def add_certificate(self, name: str, chain_pem: str, key_pem: str) -> list[CertificateRecord]:
+        """``certs:add``: the user's own certificate for each of the app's names it covers. It
+        replaces what Billowin ordered for those names, and Billowin never renews it."""
+        store = self._cert_store()
+        app = self.apps.get(name)
+        records, pair = check_upload(
+            chain_pem, key_pem, [self.hostname(name), *app.domains], datetime.now(UTC)
+        )
+        for record in records:
+            store.save(record, pair)
+        return records
+
+    def remove_certificate(self, name: str, host: str) -> None:
+        """``certs:remove``: drop the certificate of one of the app's names. With automatic
+        certificates on, Billowin orders a new one for it."""
+        store = self._cert_store()
+        host = normalize_domain(host)
+        app = self.apps.get(name)
+        if host not in (self.hostname(name), *app.domains):
+            raise NotFound(f"{host} is not a name of {name}", hint=f"List them with `billowin certs {name}`.")
+        cert_id = certificate_id([host])
+        if store.get(cert_id) is None:
+            raise NotFound(
+                f"{host} has no certificate of its own",
+                hint="A wildcard certificate for the whole domain is the administrator's to change."
+                if host == self.hostname(name)
+                else f"See `billowin certs {name}`.",
+            )
+        store.delete(cert_id)
+        self.names_changed()
+
+    def set_https_redirect(self, name: str, enabled: bool) -> None:
+        """Whether the router answers the app's plain HTTP with a redirect once HTTPS works."""
+        self.apps.get(name)
+        if enabled:
+            self.kv.kv_delete_tree(f"{NO_REDIRECT_PREFIX}/{name}")
+        else:
+            self.kv.kv_put(f"{NO_REDIRECT_PREFIX}/{name}", b"off")
+
+    def https_redirect(self, name: str) -> bool:
+        self.apps.get(name)
+        _, value = self.kv.kv_get(f"{NO_REDIRECT_PREFIX}/{name}")
+        return value is None
 
     # -- processes -------------------------------------------------------------
     def ps(self, name: str) -> list[InstanceStatus]:

@@ -339,6 +339,7 @@ class CertificateRecord:
     failures: int = 0  # failed attempts in a row
     next_attempt: datetime | None = None
     updated_at: datetime | None = None
+    failing_since: datetime | None = None  # the first failure of the current run of failures
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     alert_crash_restarts: int = Field(5, ge=1, validation_alias=_env("ALERT_CRASH_RESTARTS"))
     alert_crash_window: float = Field(600.0, gt=0, validation_alias=_env("ALERT_CRASH_WINDOW"))
     alert_unhealthy_after: float = Field(60.0, ge=0, validation_alias=_env("ALERT_UNHEALTHY_AFTER"))
+    # A certificate that keeps failing to be issued or renewed for this long raises an alert.
+    alert_cert_failing_after: float = Field(86400.0, ge=0, validation_alias=_env("ALERT_CERT_FAILING_AFTER"))
     alert_5xx_ratio: float = Field(0.05, gt=0, le=1, validation_alias=_env("ALERT_5XX_RATIO"))
     alert_5xx_min_requests: int = Field(20, ge=1, validation_alias=_env("ALERT_5XX_MIN_REQUESTS"))
 

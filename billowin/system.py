@@ -27,7 +27,7 @@ from billowin.apps.tokens import TokenStore
 from billowin.build.builder import Builder
 from billowin.build.hygiene import protected_images
 from billowin.certs.http01 import Http01Responder
-from billowin.certs.manager import CertificateManager
+from billowin.certs.manager import CertificateManager, failing_certificates
 from billowin.certs.service import Certificates
 from billowin.errors import ConfigError
 from billowin.monitoring import Monitoring
@@ -271,6 +271,9 @@ class System:
             kv=self.kv,
             registry=self.catalog,
             registered_apps=lambda: [a.name for a in self.apps.all()],
+            failing_certificates=lambda: failing_certificates(
+                self.cert_store, self.apps, self.settings.domain
+            ),
             metrics=self.metrics,
         )
 
@@ -362,4 +365,5 @@ class System:
             output=self.job_output,
             builder=self.builder if self.settings.pipeline else None,
             names_changed=lambda: self.cert_manager.wake() if self.settings.acme_auto else None,
+            certs=self.cert_store,
         )

@@ -840,3 +840,49 @@ class FakeAuthority:
         )
         pem = serialization.Encoding.PEM
         return (leaf.public_bytes(pem) + self.ca_cert.public_bytes(pem)).decode()
+
+
+def own_certificate(names: Sequence[str], *, days: float = 90, expired: bool = False) -> tuple[str, str]:
+    """A certificate a user might bring (``certs:add``): (chain PEM with its CA, key PEM).
+
+    Its own one-off CA signs it; with ``expired`` it ended yesterday.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Own Test CA")])
+    now = datetime.now(UTC).replace(microsecond=0)
+    start, end = (
+        (now - timedelta(days=30), now - timedelta(days=1)) if expired else (now, now + timedelta(days=days))
+    )
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=60))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    chain = leaf.public_bytes(pem) + ca.public_bytes(pem)
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    return chain.decode(), key_pem.decode()

@@ -26,6 +26,8 @@ SYSTEM = "consul"
 POOL_SIZE = 64
 # Operations per transaction: Consul 1.14 (what Billowin installs) takes 128, older releases 64.
 MAX_TXN_OPS = 64
+
+
 def _txn_op(write: KVWrite) -> dict[str, Any]:
     check_key(write.key)
     if not isinstance(write.value, bytes):

@@ -28,6 +28,8 @@ CONFIG_PREFIX = "billowin/config"  # where billowin.adapters.nomad_vars keeps co
 
 def job_policy_name(job_id: str) -> str:
     return f"billowin-job-{job_id}"
+
+
 TERMINAL_DEPLOYMENT_STATES = {"successful", "failed", "cancelled"}
 
 

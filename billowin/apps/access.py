@@ -62,6 +62,9 @@ class Action(StrEnum):
     DOMAINS_ADD = "domains:add"
     DOMAINS_REMOVE = "domains:remove"
     CERTS = "certs"
+    CERTS_ADD = "certs:add"
+    CERTS_REMOVE = "certs:remove"
+    CERTS_REDIRECT = "certs:redirect"
     PS = "ps"
     PS_SCALE = "ps:scale"
     PS_RESTART = "ps:restart"
@@ -109,6 +112,9 @@ POLICY: dict[Action, Level] = {
     Action.CONFIG_SET: Level.DEPLOY,
     Action.DOMAINS_ADD: Level.DEPLOY,
     Action.DOMAINS_REMOVE: Level.DEPLOY,
+    Action.CERTS_ADD: Level.DEPLOY,
+    Action.CERTS_REMOVE: Level.DEPLOY,
+    Action.CERTS_REDIRECT: Level.DEPLOY,
     Action.PS_SCALE: Level.DEPLOY,
     Action.PS_RESTART: Level.DEPLOY,
     Action.ROLLBACK: Level.DEPLOY,

@@ -30,7 +30,7 @@ from billowin.certs.service import Certificates, needs_attempt, utcnow
 from billowin.errors import BillowinError
 from billowin.names import WILDCARD_PREFIX, certificate_id
 from billowin.pipeline.lock import AppLock
-from billowin.ports import CertificateRecord, Coordinator
+from billowin.ports import CertificateRecord, CertificateStore, Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +154,19 @@ class NameCertificate:
     last_error: str = ""
     hint: str = ""
     next_attempt: datetime | None = None
+    failing_since: datetime | None = None  # failing to be ordered since then (Billowin's own only)
 
 
 def certificates_of(
-    certificates: Certificates, app: App, domain: str, now: datetime | None = None
+    lookup: Callable[[str], CertificateRecord | None], app: App, domain: str, now: datetime | None = None
 ) -> list[NameCertificate]:
-    """Each name of ``app`` (``<app>.<domain>``, then its custom domains) with its certificate."""
+    """Each name of ``app`` (``<app>.<domain>``, then its custom domains) with its certificate;
+    ``lookup`` is the store's ``get`` (or a dict's, over one listing of the store)."""
     now = now or utcnow()
     out = []
-    wildcard = certificates.get(certificate_id([f"{WILDCARD_PREFIX}{domain}"]))
+    wildcard = lookup(certificate_id([f"{WILDCARD_PREFIX}{domain}"]))
     for name in (f"{app.name}.{domain}", *app.domains):
-        record = certificates.get(certificate_id([name]))
+        record = lookup(certificate_id([name]))
         if (record is None or record.not_after is None) and name == f"{app.name}.{domain}" and wildcard:
             record = wildcard
         if record is None:
@@ -184,6 +186,32 @@ def certificates_of(
                 record.last_error,
                 record.hint,
                 record.next_attempt,
+                record.failing_since if record.source == "acme" else None,
             )
         )
+    return out
+
+
+@dataclass(frozen=True)
+class FailingName:
+    """One of an app's names whose certificate Billowin keeps failing to issue or renew."""
+
+    name: str
+    since: float  # unix seconds of the first failure in the current run
+    last_error: str
+
+
+def failing_certificates(
+    store: CertificateStore, apps: AppStore, domain: str
+) -> dict[str, list[FailingName]]:
+    """For every app, the names whose certificate is failing (for the monitoring's alert rule);
+    one listing of the store, whatever the number of apps."""
+    records = {r.id: r for r in store.all()}
+    out: dict[str, list[FailingName]] = {}
+    for app in apps.all():
+        out[app.name] = [
+            FailingName(row.name, row.failing_since.timestamp(), row.last_error)
+            for row in certificates_of(records.get, app, domain)
+            if row.status == "failed" and row.failing_since is not None
+        ]
     return out

@@ -17,6 +17,8 @@
    exponential back-off (``BILLOWIN_ACME_RETRY_MIN``, doubling, at most ``BILLOWIN_ACME_RETRY_MAX``).
    A failed renewal keeps the previous chain and key in place.
 
+``check_upload`` checks a user's own certificate (``certs:add``) before it is stored.
+
 ``due_for_renewal`` says when a certificate has a third of its lifetime left (Let's Encrypt's
 90 days: at 60); ``needs_attempt`` adds the back-off, for the scheduler that will call ``issue``.
 """
@@ -29,6 +31,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
@@ -155,7 +158,7 @@ class Certificates:
         if current is None:
             base = CertificateRecord(cert_id, wanted)
         elif current.names != wanted:  # another set of names: a new request, no back-off carried over
-            base = replace(current, failures=0, next_attempt=None, last_error="", hint="")
+            base = replace(current, failures=0, next_attempt=None, failing_since=None, last_error="", hint="")
         else:
             base = current  # the dates, issuer and serial still describe the chain in the store
         pending = replace(base, names=wanted, status=PENDING, source="acme", updated_at=now)
@@ -180,6 +183,7 @@ class Certificates:
             hint="",
             failures=0,
             next_attempt=None,
+            failing_since=None,
             updated_at=self.clock(),
         )
         self.store.save(issued, KeyPair(chain, key_pem))
@@ -231,6 +235,7 @@ class Certificates:
             hint=hint,
             failures=failures,
             next_attempt=now + backoff(failures, first=self.retry_min, longest=self.retry_max),
+            failing_since=pending.failing_since or now,
             updated_at=now,
         )
         self.store.save(failed)
@@ -243,3 +248,83 @@ class Certificates:
             failed.next_attempt.isoformat(),
         )
         return failed
+
+
+def covers(pattern: str, name: str) -> bool:
+    """Whether a certificate name (``shop.example.com`` or ``*.example.com``) covers host ``name``."""
+    if pattern == name:
+        return True
+    if pattern.startswith(WILDCARD_PREFIX):
+        label, _, rest = name.partition(".")
+        return bool(label) and rest == pattern.removeprefix(WILDCARD_PREFIX)
+    return False
+
+
+def check_upload(
+    chain_pem: str, key_pem: str, names: Sequence[str], now: datetime
+) -> tuple[list[CertificateRecord], KeyPair]:
+    """A user's own certificate (``certs:add``), checked: one ``uploaded`` record per name of
+    ``names`` (the app's) that it covers, and the chain and key as the router will serve them.
+
+    Every problem is an ``InvalidInput`` that says what to pass instead; nothing in one names
+    or shows the key.
+    """
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem.encode())
+    except ValueError as exc:
+        raise InvalidInput(
+            "CERT is not a PEM certificate chain",
+            hint="Pass the certificate file in PEM ('-----BEGIN CERTIFICATE-----'), leaf first, then "
+            "its intermediates.",
+        ) from exc
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except TypeError as exc:  # a passphrase protects it
+        raise InvalidInput(
+            "KEY is encrypted", hint="Remove its passphrase first: openssl pkey -in KEY -out KEY.plain"
+        ) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidInput(
+            "KEY is not a PEM private key", hint="Pass the private key file ('-----BEGIN PRIVATE KEY-----')."
+        ) from exc
+    leaf = chain[0]
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
+        raise InvalidInput(
+            "KEY does not belong to the certificate",
+            hint="Pass the key the certificate was issued for, and the certificate (leaf) first in CERT.",
+        )
+    if leaf.not_valid_after_utc <= now:
+        raise InvalidInput(f"the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        patterns = [p.lower() for p in san.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        patterns = []
+    covered = [n for n in names if any(covers(p, n) for p in patterns)]
+    if not covered:
+        raise InvalidInput(
+            f"the certificate covers {', '.join(patterns) or 'no host name'}, none of the app's names "
+            f"({', '.join(names)})",
+            hint="Add the domain to the app first (domains:add), or upload a certificate for one of "
+            "its names.",
+        )
+    plain = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
+    records = [
+        CertificateRecord(
+            certificate_id([n]),
+            (n,),
+            status=VALID,
+            source="uploaded",
+            issuer=leaf.issuer.rfc4514_string(),
+            serial=format(leaf.serial_number, "x"),
+            not_before=leaf.not_valid_before_utc,
+            not_after=leaf.not_valid_after_utc,
+            updated_at=now,
+        )
+        for n in covered
+    ]
+    return records, KeyPair(pem, plain)

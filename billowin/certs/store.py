@@ -3,7 +3,8 @@
 Layout, one tree per certificate id (``billowin.names.certificate_id``)::
 
     billowin/certs/<id>/meta    JSON: names, status, issuer, serial, not_before, not_after,
-                                last_error, hint, failures, next_attempt, updated_at, source
+                                last_error, hint, failures, next_attempt, updated_at, source,
+                                failing_since
     billowin/certs/<id>/chain   PEM, leaf first
     billowin/certs/<id>/key     PEM private key
     billowin/certs/_account     JSON: the ACME directory, account URL, e-mail and private JWK
@@ -27,7 +28,7 @@ from billowin.ports import AcmeAccount, CertificateRecord, KeyPair, KeyValueStor
 
 PREFIX = "billowin/certs"
 ACCOUNT = f"{PREFIX}/_account"
-TIMES = ("not_before", "not_after", "next_attempt", "updated_at")
+TIMES = ("not_before", "not_after", "next_attempt", "updated_at", "failing_since")
 
 
 def _tree(cert_id: str) -> str:

@@ -45,7 +45,7 @@ COMMANDS = (
     "login",
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
     *("config", "config:set", "config:unset"),
-    *("domains", "domains:add", "domains:remove", "certs"),
+    *("domains", "domains:add", "domains:remove", "certs", "certs:add", "certs:remove", "certs:redirect"),
     *("ps", "ps:scale", "ps:restart"),
     *("releases", "rollback", "deploy", "deploy:status", "builds", "builds:output"),
     *("logs", "run"),

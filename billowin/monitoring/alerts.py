@@ -12,6 +12,9 @@ Triggers (thresholds are settings):
   Consul check for ``BILLOWIN_ALERT_UNHEALTHY_AFTER`` seconds.
 - ``high_5xx``: over the last minute, at least ``BILLOWIN_ALERT_5XX_MIN_REQUESTS``
   requests and a 5xx share of at least ``BILLOWIN_ALERT_5XX_RATIO``.
+- ``certificate_failing``: the certificate of one of the app's names has failed every attempt
+  to order or renew it for ``BILLOWIN_ALERT_CERT_FAILING_AFTER`` seconds (a day); clears once
+  it is issued (``billowin/certs/manager.py``, ``failing_certificates``).
 
 A condition that cannot be evaluated (its source is unreachable) changes
 nothing: unknown is not "cleared". Alerts are rows in the SQLite store, which
@@ -37,6 +40,7 @@ import httpx
 from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
+from billowin.certs.manager import FailingName
 from billowin.errors import BillowinError
 from billowin.monitoring.sources import DeployOutcome
 from billowin.monitoring.store import Alert, AlertKind, AlertState, MetricStore
@@ -48,6 +52,7 @@ TITLES = {
     AlertKind.DEPLOY_FAILED: "deploy failed",
     AlertKind.NO_HEALTHY_INSTANCE: "no healthy instance",
     AlertKind.HIGH_5XX: "high 5xx rate",
+    AlertKind.CERTIFICATE_FAILING: "certificate failing",
 }
 FIVE_XX_WINDOW = 60.0
 
@@ -59,6 +64,7 @@ class Thresholds:
     unhealthy_after: float = 60.0
     ratio_5xx: float = 0.05
     min_requests_5xx: int = 20
+    cert_failing_after: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,19 @@ class AppState:
     deploy_known: bool = False
     requests_last_minute: float | None = None
     responses_5xx_last_minute: float | None = None
+    failing_certificates: list[FailingName] | None = None
 
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 @dataclass
@@ -126,6 +141,16 @@ class Rules:
             out[AlertKind.HIGH_5XX] = Condition(
                 requests >= t.min_requests_5xx and ratio >= t.ratio_5xx,
                 f"{ratio:.1%} of {requests:.0f} requests answered 5xx in the last minute",
+            )
+        if state.failing_certificates is not None:
+            late = [f for f in state.failing_certificates if now - f.since >= t.cert_failing_after]
+            worst = min(late, key=lambda f: f.since) if late else None
+            out[AlertKind.CERTIFICATE_FAILING] = Condition(
+                worst is not None,
+                f"no certificate for {worst.name} for {_duration(now - worst.since)}: {worst.last_error}"
+                + (f" (and {len(late) - 1} more name(s))" if len(late) > 1 else "")
+                if worst is not None
+                else "every name's certificate was issued",
             )
         return out
 

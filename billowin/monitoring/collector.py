@@ -8,7 +8,7 @@ One collection (every ``BILLOWIN_METRICS_INTERVAL`` seconds):
    kills and failed allocations (from task events), CPU and memory of each
    running instance (allocation stats).
 3. Consul -> healthy web instances per app; KV -> the newest finished deploy of
-   each app and the pipeline's queue.
+   each app, the pipeline's queue, and the names whose certificate keeps failing.
 4. The samples go into the minute aggregator; finished minutes go to the SQLite
    store; the alert rules run; the latest view is published for ``/metrics``.
 
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from billowin.certs.manager import FailingName
 from billowin.errors import BillowinError
 from billowin.monitoring.aggregate import MinuteAggregator, Point, SeriesKey, minute_of
 from billowin.monitoring.alerts import AlertBook, AppState, Notifier, Rules, Thresholds
@@ -116,6 +117,7 @@ class Collector:
         access_log: AccessLog | None = None,
         notifier: Notifier | None = None,
         registered_apps: Callable[[], list[str]] = list,
+        failing_certificates: Callable[[], Mapping[str, list[FailingName]]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.interval = settings.metrics_interval
@@ -129,6 +131,7 @@ class Collector:
         self.access_log = access_log
         self.notifier = notifier
         self.registered_apps = registered_apps
+        self.failing_certificates = failing_certificates
         self.clock = clock
         self.book = AlertBook(
             store,
@@ -139,6 +142,7 @@ class Collector:
                     unhealthy_after=settings.alert_unhealthy_after,
                     ratio_5xx=settings.alert_5xx_ratio,
                     min_requests_5xx=settings.alert_5xx_min_requests,
+                    cert_failing_after=settings.alert_cert_failing_after,
                 )
             ),
         )
@@ -267,7 +271,11 @@ class Collector:
         self._write(finished)
         current_latency = self._latency_view(current_latency, finished, now)
 
+        certs = self._read("certificates", self.failing_certificates) if self.failing_certificates else None
         states = [self._state(app, now, traffic, nomad, health, kv) for app in sorted(names)]
+        if certs is not None:
+            for app_state in states:
+                app_state.failing_certificates = list(certs.get(app_state.app, []))
         changes = self.book.update(states, now, apps_complete=nomad is not None and registered is not None)
         if changes and self.notifier is not None:
             self.notifier.wake()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
+from billowin.certs.manager import FailingName
 from billowin.errors import InvalidInput
 from billowin.monitoring.aggregate import stored_metrics
 from billowin.monitoring.alerts import Notifier
@@ -66,6 +67,7 @@ class Monitoring:
         kv: KeyValueStore,
         registry: ServiceRegistry,
         registered_apps: Callable[[], list[str]] = list,
+        failing_certificates: Callable[[], Mapping[str, list[FailingName]]] | None = None,
         metrics: BillowinMetrics | None = None,
     ) -> None:
         self.settings = settings
@@ -94,6 +96,7 @@ class Monitoring:
             access_log=AccessLog(socket_dir / SOCKET_NAME) if socket_dir else None,
             notifier=notifier,
             registered_apps=registered_apps,
+            failing_certificates=failing_certificates,
         )
 
     def _count_notification(self, ok: bool) -> None:

@@ -77,6 +77,7 @@ class AlertKind(StrEnum):
     DEPLOY_FAILED = "deploy_failed"
     NO_HEALTHY_INSTANCE = "no_healthy_instance"
     HIGH_5XX = "high_5xx"
+    CERTIFICATE_FAILING = "certificate_failing"
 
 
 def _dt(value: float | None) -> datetime | None:

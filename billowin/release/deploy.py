@@ -25,8 +25,7 @@ from billowin.settings import Settings
 Progress = Callable[[str], None]
 TEMPLATE = "app.nomad.hcl"
 LOST_CONFIG_HINT = (
-    "Restore the config store (Nomad's or Vault's "
-    "data) from a backup before deploying {app} again."
+    "Restore the config store (Nomad's or Vault's data) from a backup before deploying {app} again."
 )
 
 

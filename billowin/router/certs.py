@@ -8,7 +8,8 @@ certificate store (Consul KV, ``billowin/certs/``) and writes, under the router'
     default.pem        a self-signed certificate, made once: HAProxy starts, and answers a
                        name with no certificate, before any certificate exists
     <id>.pem           chain + key of every stored certificate that has not expired (0600)
-    crt-list           one line per ``<id>.pem``; HAProxy picks one by SNI from its names
+    crt-list           one line per ``<id>.pem`` with the names it is stored for as SNI filters;
+                       HAProxy picks one by SNI
     https-hosts.map    every name a certificate covers (a wildcard as ``*.<domain>``): the
                        hosts whose plain HTTP is redirected to HTTPS
 
@@ -128,9 +129,11 @@ def sync(directory: Path, certificates: list[Served]) -> bool:
     for cert in certificates:
         for n in cert.names:
             hosts[n] = None
-    # crt-list and maps first name the new files, and are written after them.
-    pems = (str(directory / f"{c.cert_id}.pem") for c in certificates)
-    changed |= _write(directory / CRT_LIST, _lines(pems), 0o600)
+    # crt-list and maps first name the new files, and are written after them. Each line's SNI
+    # filters are the names the certificate is stored for, not whatever else it covers: a
+    # certificate one app's owner uploads never answers for another app's name.
+    lines = (f"{directory / f'{c.cert_id}.pem'} {' '.join(c.names)}" for c in certificates)
+    changed |= _write(directory / CRT_LIST, _lines(lines), 0o600)
     changed |= _write(directory / HTTPS_HOSTS, _lines(f"{h} 1" for h in hosts), 0o644)
     for path in directory.iterdir():
         if path.name not in keep and path.suffix == ".pem":

@@ -64,9 +64,7 @@ def finished(api: httpx.Client, app: str, job: dict[str, Any], timeout: float = 
     deadline = time.monotonic() + timeout
     while job["state"] not in TERMINAL:
         assert time.monotonic() < deadline, f"job {job['id']} still {job['state']}: {job['steps'][-1]}"
-        resp = api.get(
-            f"/apps/{app}/deploys/{job['id']}", params={"wait": 20, "seen": len(job["steps"])}
-        )
+        resp = api.get(f"/apps/{app}/deploys/{job['id']}", params={"wait": 20, "seen": len(job["steps"])})
         assert resp.status_code == 200, resp.text
         job = resp.json()
     return job
@@ -247,6 +245,7 @@ def test_open_log_tails_are_capped_and_every_other_call_still_answers(
         assert over.status_code == 503 and "BILLOWIN_MAX_STREAMS" in over.json()["hint"], over.text
         assert api.get("/apps").status_code == 200  # the API keeps its threads for the rest
         assert api.get(f"/apps/{app_name}/deploys/00000001", params={"wait": 1}).status_code == 503
+
     # Closed tails give their slots back, every one of them.
     def all_slots_free() -> bool:
         with contextlib.ExitStack() as again:

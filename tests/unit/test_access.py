@@ -32,7 +32,7 @@ READ_MAY = {
 DEPLOY_MAY = READ_MAY | {
     Action.CONFIG_REVEAL, Action.CONFIG_SET, Action.DOMAINS_ADD, Action.DOMAINS_REMOVE,
     Action.PS_SCALE, Action.PS_RESTART, Action.ROLLBACK, Action.DEPLOY, Action.BUILD_LOG,
-    Action.LOGS, Action.RUN,
+    Action.LOGS, Action.RUN, Action.CERTS_ADD, Action.CERTS_REMOVE, Action.CERTS_REDIRECT,
 }  # fmt: skip
 ADMIN_ONLY = {
     Action.HEALTH_DETAIL, Action.APPS_CREATE, Action.APPS_DESTROY, Action.METRICS,

@@ -271,11 +271,14 @@ def test_json_routes_refuse_other_content_types(api: Api) -> None:
             resp = c.request(method, url, headers=headers, content=b'{"set": {"A": "1"}}')
             assert resp.status_code == 415, (method, path, content_type, resp.text)
     assert api.jobs("shop") == 0
-    assert c.patch(
-        "/apps/shop/config",
-        headers=bearer(api.deploy) | {"Content-Type": "application/json; charset=utf-8"},
-        content=b'{"set": {"A": "1"}}',
-    ).status_code == 202
+    assert (
+        c.patch(
+            "/apps/shop/config",
+            headers=bearer(api.deploy) | {"Content-Type": "application/json; charset=utf-8"},
+            content=b'{"set": {"A": "1"}}',
+        ).status_code
+        == 202
+    )
 
 
 # -- tokens over the API --------------------------------------------------------------------------
@@ -297,9 +300,12 @@ def test_tokens_are_listed_created_and_revoked_by_an_admin(api: Api) -> None:
 
     scoped_admin = {"name": "x", "apps": ["nope"]}
     assert c.post("/tokens", headers=bearer(api.admin), json=scoped_admin).status_code == 422
-    assert c.post(
-        "/tokens", headers=bearer(api.admin), json={"name": "x", "role": "deploy", "apps": ["nope"]}
-    ).status_code == 404
+    assert (
+        c.post(
+            "/tokens", headers=bearer(api.admin), json={"name": "x", "role": "deploy", "apps": ["nope"]}
+        ).status_code
+        == 404
+    )
 
     assert c.delete(f"/tokens/{info['id']}", headers=bearer(api.admin)).json()["state"] == "revoked"
     resp = c.get("/apps/shop", headers=bearer(token))
@@ -429,19 +435,28 @@ def test_logout_and_revocation_end_the_session(api: Api) -> None:
 def test_changes_and_refusals_are_audited_without_secrets(api: Api) -> None:
     c = api.client()
     secret = "s3cr3t-value-in-the-body"
-    assert c.patch(
-        "/apps/shop/config", headers=bearer(api.deploy), json={"set": {"API_KEY": secret}}
-    ).status_code == 202
-    assert c.patch(
-        "/apps/blog/config", headers=bearer(api.deploy), json={"set": {"API_KEY": secret}}
-    ).status_code == 403
+    assert (
+        c.patch(
+            "/apps/shop/config", headers=bearer(api.deploy), json={"set": {"API_KEY": secret}}
+        ).status_code
+        == 202
+    )
+    assert (
+        c.patch(
+            "/apps/blog/config", headers=bearer(api.deploy), json={"set": {"API_KEY": secret}}
+        ).status_code
+        == 403
+    )
     assert c.delete("/apps/shop", headers=bearer("bw_nope")).status_code == 401
     assert c.get("/apps/shop/config?reveal=true", headers=bearer(api.deploy)).status_code == 200
     assert c.get("/apps/shop", headers=bearer(api.deploy)).status_code == 200  # a read: not audited
     made = c.post("/tokens", headers=bearer(api.admin), json={"name": "robot"}).json()
-    assert c.post(
-        "/apps", headers=bearer(api.admin), json={"name": "wiki", "repository": "https://x.test/wiki"}
-    ).status_code == 201
+    assert (
+        c.post(
+            "/apps", headers=bearer(api.admin), json={"name": "wiki", "repository": "https://x.test/wiki"}
+        ).status_code
+        == 201
+    )
     assert c.post("/hooks/github", content=b"{}", headers={"Content-Type": "application/json"}).status_code
 
     text = api.audit_file.read_text()

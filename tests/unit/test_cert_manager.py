@@ -145,7 +145,7 @@ def test_certs_shows_each_name_with_its_certificate_status_and_reason() -> None:
     w.certs.issue(["www.shop.example"])
     w.ca.fail_with = ChallengeFailed("nowhere.example: the CA's http-01 check failed", hint="Point it here.")
     w.certs.issue(["nowhere.example"])
-    rows = {r.name: r for r in certificates_of(w.certs, w.apps.get("shop"), DOMAIN, w.clock.now)}
+    rows = {r.name: r for r in certificates_of(w.certs.get, w.apps.get("shop"), DOMAIN, w.clock.now)}
     assert [rows[n].status for n in rows] == ["valid", "valid", "failed", "none"]
     assert rows["shop.apps.test"].issuer == "CN=Fake ACME CA" and rows["shop.apps.test"].not_after
     assert (
@@ -153,7 +153,7 @@ def test_certs_shows_each_name_with_its_certificate_status_and_reason() -> None:
     )
     assert rows["nowhere.example"].next_attempt is not None
     later = rows["shop.apps.test"].not_after + timedelta(seconds=1)  # type: ignore[operator]
-    assert certificates_of(w.certs, w.apps.get("shop"), DOMAIN, later)[0].status == "expired"
+    assert certificates_of(w.certs.get, w.apps.get("shop"), DOMAIN, later)[0].status == "expired"
 
 
 def test_a_wildcard_is_shown_for_an_app_name_with_no_certificate_of_its_own() -> None:
@@ -162,7 +162,7 @@ def test_a_wildcard_is_shown_for_an_app_name_with_no_certificate_of_its_own() ->
     w = World()
     w.app("shop")
     w.certs.issue([f"*.{DOMAIN}"])
-    (row,) = certificates_of(w.certs, w.apps.get("shop"), DOMAIN, w.clock.now)
+    (row,) = certificates_of(w.certs.get, w.apps.get("shop"), DOMAIN, w.clock.now)
     assert (row.name, row.certificate, row.status) == ("shop.apps.test", f"_wildcard.{DOMAIN}", "valid")
 
 

@@ -216,3 +216,31 @@ def test_a_refused_notification_stays_pending(book: AlertBook, store: MetricStor
     assert notifier.send_pending() == 0
     assert len(calls) == 2
     assert len(store.unnotified(since=0)) == 1  # tried again on the next round
+
+
+def test_a_certificate_failing_for_a_day_fires_once_and_clears_when_issued(book: AlertBook) -> None:
+    from billowin.certs.manager import FailingName
+
+    def failing(*names: tuple[str, float]) -> AppState:
+        reason = "www.shop.example: the CA's http-01 check failed, it could not reach the name"
+        return AppState(app="shop", failing_certificates=[FailingName(n, at, reason) for n, at in names])
+
+    day = 86400.0
+    # Failing for an hour: a renewal may still succeed, nobody is woken.
+    assert book.update([failing(("www.shop.example", NOW - 3600))], NOW, apps_complete=True) == []
+    (fired,) = book.update([failing(("www.shop.example", NOW - 3600))], NOW + day, apps_complete=True)
+    assert (fired.status, fired.alert.kind) == (AlertState.FIRING, AlertKind.CERTIFICATE_FAILING)
+    assert fired.alert.summary.startswith(
+        "no certificate for www.shop.example for 1.0 days: www.shop.example:"
+    )
+    assert "[FIRING] shop: certificate failing: no certificate for www.shop.example" in message(
+        fired.alert, AlertState.FIRING
+    )
+    # Still failing, with a second name: the same alert.
+    later = failing(("www.shop.example", NOW - 3600), ("shop.example", NOW - day))
+    assert book.update([later], NOW + day + 60, apps_complete=True) == []
+    # The certificates cannot be read this round: nothing changes.
+    assert book.update([AppState(app="shop")], NOW + day + 120, apps_complete=True) == []
+    (cleared,) = book.update([failing()], NOW + day + 180, apps_complete=True)
+    assert cleared.status == AlertState.RESOLVED
+    assert cleared.alert.resolution == "every name's certificate was issued"

@@ -117,8 +117,7 @@ def test_each_api_app_has_its_own_registry_and_metrics_needs_a_token(tmp_path: P
     settings = Settings(state_dir=tmp_path, pipeline=False, metrics_token=SecretStr("scrape-secret"))
     first, second = create_app(settings), create_app(settings)  # no "Duplicated timeseries" error
     assert (
-        first.state.system.monitoring.metrics.registry
-        is not second.state.system.monitoring.metrics.registry
+        first.state.system.monitoring.metrics.registry is not second.state.system.monitoring.metrics.registry
     )
 
     async def get(path: str, token: str | None = None) -> httpx.Response:

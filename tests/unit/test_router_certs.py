@@ -53,7 +53,9 @@ def test_every_stored_certificate_is_written_with_its_key_and_listed(tmp_path: P
         pair = store.key_pair(s.cert_id)
         assert pair is not None and pair.chain_pem.strip() in text and pair.key_pem.strip() in text
     listed = (directory / certs.CRT_LIST).read_text().splitlines()
-    assert listed == [str(directory / f"{s.cert_id}.pem") for s in served]
+    # Each certificate answers only for the names it is stored for (its SNI filters).
+    assert listed == [f"{directory / f'{s.cert_id}.pem'} {' '.join(s.names)}" for s in served]
+    assert listed[1] == f"{directory}/shop.localhost.pem shop.localhost"
     hosts = (directory / certs.HTTPS_HOSTS).read_text().splitlines()
     assert hosts == ["*.localhost 1", "shop.localhost 1", "www.shop.test 1", "shop.test 1"]
     default = x509.load_pem_x509_certificate((directory / certs.DEFAULT).read_bytes())

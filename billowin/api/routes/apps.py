@@ -24,6 +24,7 @@ from billowin.api.streams import StreamLimiter
 from billowin.apps.access import Action, Caller
 from billowin.apps.store import BRANCH, GITHUB_REPO, App, DeployOn
 from billowin.build.source import redact_url
+from billowin.certs.manager import NameCertificate, certificates_of
 from billowin.errors import BillowinError, InvalidInput
 from billowin.names import APP_NAME_RULE, DNS_LABEL
 from billowin.pipeline.jobs import Job
@@ -235,27 +236,67 @@ class NameCertificateOut(BaseModel):
     next_attempt: str | None
 
 
+def _cert_out(r: NameCertificate) -> NameCertificateOut:
+    return NameCertificateOut(
+        name=r.name,
+        certificate=r.certificate,
+        status=r.status,
+        source=r.source,
+        issuer=r.issuer,
+        not_after=r.not_after.isoformat() if r.not_after else None,
+        last_error=r.last_error,
+        hint=r.hint,
+        next_attempt=r.next_attempt.isoformat() if r.next_attempt else None,
+    )
+
+
+async def _cert_rows(system: SystemDep, app: str) -> list[NameCertificateOut]:
+    found: App = await _off(system.apps.get, app)
+    rows = await _off(certificates_of, system.cert_store.get, found, system.settings.domain)
+    return [_cert_out(r) for r in rows]
+
+
 @router.get("/{app}/certs", response_model=list[NameCertificateOut], dependencies=[require(Action.CERTS)])
 async def certs(app: AppName, system: SystemDep) -> list[NameCertificateOut]:
     """Each of the app's names with the certificate that covers it, its status and last error."""
-    from billowin.certs.manager import certificates_of
+    return await _cert_rows(system, app)
 
-    found: App = await _off(system.apps.get, app)
-    rows = await _off(certificates_of, system.certificates, found, system.settings.domain)
-    return [
-        NameCertificateOut(
-            name=r.name,
-            certificate=r.certificate,
-            status=r.status,
-            source=r.source,
-            issuer=r.issuer,
-            not_after=r.not_after.isoformat() if r.not_after else None,
-            last_error=r.last_error,
-            hint=r.hint,
-            next_attempt=r.next_attempt.isoformat() if r.next_attempt else None,
-        )
-        for r in rows
-    ]
+
+class CertificateUpload(BaseModel):
+    chain: str = Field(max_length=65536, description="PEM certificates, leaf first, then intermediates.")
+    key: SecretStr = Field(max_length=16384, description="The PEM private key, without a passphrase.")
+
+
+@router.post(
+    "/{app}/certs", response_model=list[NameCertificateOut], dependencies=[require(Action.CERTS_ADD)]
+)
+async def add_certificate(
+    app: AppName, body: CertificateUpload, p: PlatformDep, system: SystemDep
+) -> list[NameCertificateOut]:
+    """Bring your own certificate: it is served for each of the app's names it covers."""
+    await _off(p.add_certificate, app, body.chain, body.key.get_secret_value())
+    return await _cert_rows(system, app)
+
+
+@router.delete("/{app}/certs/{name}", status_code=204, dependencies=[require(Action.CERTS_REMOVE)])
+async def remove_certificate(app: AppName, name: DomainName, p: PlatformDep) -> None:
+    await _off(p.remove_certificate, app, name)
+
+
+class HttpsRedirect(BaseModel):
+    enabled: bool
+
+
+@router.get("/{app}/redirect", response_model=HttpsRedirect, dependencies=[require(Action.CERTS)])
+async def https_redirect(app: AppName, p: PlatformDep) -> HttpsRedirect:
+    """Whether plain HTTP is redirected to HTTPS for the app's names that have a certificate."""
+    return HttpsRedirect(enabled=await _off(p.https_redirect, app))
+
+
+@router.put("/{app}/redirect", response_model=HttpsRedirect, dependencies=[require(Action.CERTS_REDIRECT)])
+async def set_https_redirect(app: AppName, body: HttpsRedirect, p: PlatformDep) -> HttpsRedirect:
+    await _off(p.set_https_redirect, app, body.enabled)
+    return body
 
 
 @router.post(
