@@ -237,10 +237,17 @@ class Pebble:
 
 
 def pebble_server(
-    pebble: Path, directory: Path, *, http_port: int, dns_server: str, eab_keys: dict[str, str] | None = None
+    pebble: Path,
+    directory: Path,
+    *,
+    http_port: int,
+    dns_server: str,
+    eab_keys: dict[str, str] | None = None,
+    validity: int | None = None,
 ) -> Pebble:
     """pebble on free ports, validating HTTP-01 on ``http_port`` and resolving names with ``dns_server``;
-    with ``eab_keys`` (kid -> base64url HMAC key), External Account Binding is required."""
+    with ``eab_keys`` (kid -> base64url HMAC key), External Account Binding is required; with
+    ``validity``, its certificates last that many seconds (instead of five years)."""
     directory.mkdir(parents=True, exist_ok=True)
     bundle, cert, key = make_tls_files(directory / "tls")
     port, management = free_port(), free_port()
@@ -258,6 +265,7 @@ def pebble_server(
                     "ocspResponderURL": "",
                     "externalAccountBindingRequired": bool(eab_keys),
                     **({"externalAccountMACKeys": eab_keys} if eab_keys else {}),
+                    **({"certificateValidityPeriod": validity} if validity else {}),
                 }
             }
         )

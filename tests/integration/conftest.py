@@ -98,6 +98,8 @@ def stack(
         "BILLOWIN_ALERT_WEBHOOK_URL": alert_receiver.url,
         "BILLOWIN_ALERT_CRASH_RESTARTS": "2",
         "BILLOWIN_ALERT_CRASH_WINDOW": "60",
+        # A certificate failing for 5 s "keeps failing" (a day in production).
+        "BILLOWIN_ALERT_CERT_FAILING_AFTER": "5",
     }
     box = SingleBox(tools, Ports.free(), state, api_env=api_env)
     box.start()
@@ -193,15 +195,18 @@ def cleanup_apps(stack: SingleBox) -> Iterator[list[str]]:
 class Load:
     """A load generator running in a second process for the length of a ``with`` block."""
 
-    def __init__(self, stack: SingleBox, host: str, max_seconds: float = 240) -> None:
-        self.argv = [
-            sys.executable,
-            "-m",
-            "tests.integration.load",
-            f"http://127.0.0.1:{stack.ports.router_http}/",
-            host,
-            str(max_seconds),
-        ]
+    def __init__(
+        self, stack: SingleBox, host: str, max_seconds: float = 240, *, https_ca: Path | None = None
+    ) -> None:
+        """With ``https_ca``, over HTTPS (SNI ``host``), trusting that CA file only."""
+        url = (
+            f"https://127.0.0.1:{stack.ports.router_https}/"
+            if https_ca
+            else f"http://127.0.0.1:{stack.ports.router_http}/"
+        )
+        self.argv = [sys.executable, "-m", "tests.integration.load", url, host, str(max_seconds)]
+        if https_ca:
+            self.argv.append(str(https_ca))
         self.result: dict[str, Any] = {}
 
     def __enter__(self) -> Load:

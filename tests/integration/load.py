@@ -1,8 +1,9 @@
 """A load generator in its own process: GET one app through the router until told to stop.
 
-Run as ``python -m tests.integration.load URL HOST MAX_SECONDS``. Each request
-opens a new connection, as independent visitors do. On SIGTERM (or after
-MAX_SECONDS, whichever is first) it prints one JSON line: the number of
+Run as ``python -m tests.integration.load URL HOST MAX_SECONDS [CA_FILE]``. Each request
+opens a new connection, as independent visitors do. With ``CA_FILE`` the URL is HTTPS: each
+connection sends ``HOST`` as its SNI and verifies the router's chain against that CA only.
+On SIGTERM (or after MAX_SECONDS, whichever is first) it prints one JSON line: the number of
 requests, the failures with their reasons, and how often each body was seen.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import sys
 import time
 from collections import Counter
@@ -19,6 +21,9 @@ import httpx
 
 def main() -> int:
     url, host, max_seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    ca_file = sys.argv[4] if len(sys.argv) > 4 else None
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+    extensions = {"sni_hostname": host} if ca_file else {}
     stop = False
 
     def on_term(_signum: int, _frame: object) -> None:
@@ -31,12 +36,12 @@ def main() -> int:
     total = 0
     deadline = time.monotonic() + max_seconds
     limits = httpx.Limits(max_keepalive_connections=0)
-    with httpx.Client(timeout=10, limits=limits) as client:
+    with httpx.Client(timeout=10, limits=limits, verify=verify) as client:
         print("ready", flush=True)
         while not stop and time.monotonic() < deadline:
             total += 1
             try:
-                resp = client.get(url, headers={"Host": host})
+                resp = client.get(url, headers={"Host": host}, extensions=extensions)
             except httpx.HTTPError as exc:
                 failures[type(exc).__name__] += 1
                 continue

@@ -6,13 +6,19 @@ pointed at this router. The clients here trust pebble's root only, and only insi
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
 from billowin.apps.store import App
@@ -20,13 +26,14 @@ from billowin.certs.manager import CertificateManager
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.release.store import ReleaseStatus
-from billowin.router.certs import NO_REDIRECT_PREFIX
 from billowin.stack.single_box import SingleBox
 from billowin.stack.tools import CertTestTools
 from billowin.system import System
+from tests.fakes import own_certificate
 
 from .acme_servers import TSIG_KEY, Knot, Pebble, knot_server, pebble_server, serving
-from .conftest import wait_for
+from .alert_receiver import AlertReceiver
+from .conftest import Load, wait_for
 
 CUSTOM_ZONE = "example.test"
 
@@ -154,11 +161,21 @@ def test_an_app_is_served_over_https_with_the_cas_chain_and_http_redirects(
     assert host not in sans(leaf)
     assert router.get("/", headers={"Host": host}).status_code == 200
 
-    record = system.certificates.issue([host])
-    assert record.status == "valid", f"{record.last_error} ({record.hint})"
-    wait_for(
-        lambda: serves_https(stack, trust, host, "hello https"), 30, f"https://{host} with pebble's chain"
+    # apps:create wakes the API's certificate manager (BILLOWIN_ACME_AUTO), which orders at once.
+    auto = System(system.settings.model_copy(update={"acme_auto": True}))
+    auto.cert_manager = CertificateManager(
+        auto.certificates, OnlyApps(auto, app_name), auto.kv, domain=stack.domain, interval=3600
     )
+    auto.cert_manager.start()
+    try:
+        auto.platform.create(App(name=app_name, repository="https://github.com/acme/https"))
+        wait_for(
+            lambda: serves_https(stack, trust, host, "hello https"), 60, f"https://{host} with pebble's chain"
+        )
+    finally:
+        auto.cert_manager.stop()
+    record = auto.cert_store.get(host)
+    assert record is not None and record.status == "valid" and record.source == "acme"
 
     leaf, alpn = served_certificate(stack, host)
     assert host in sans(leaf) and alpn == "h2"
@@ -173,23 +190,14 @@ def test_an_app_is_served_over_https_with_the_cas_chain_and_http_redirects(
     assert pem.stat().st_mode & 0o777 == 0o600
     assert (stack.router_dir / "certs").stat().st_mode & 0o777 == 0o700
 
-    # The owner switches the redirect off: plain HTTP serves again, HTTPS still does.
-    system.kv.kv_put(f"{NO_REDIRECT_PREFIX}/{app_name}", b"off")
-    wait_for(
-        lambda: router.get("/", headers={"Host": host}).status_code == 200, 30, "the redirect switched off"
-    )
-    assert serves_https(stack, trust, host, "hello https")
-    system.kv.kv_delete_tree(f"{NO_REDIRECT_PREFIX}/{app_name}")
-    wait_for(lambda: router.get("/", headers={"Host": host}).status_code == 301, 30, "the redirect back on")
+    auto.platform.destroy(app_name)  # and its certificate with it
+    assert auto.cert_store.get(host) is None
 
 
-def test_the_app_sees_how_the_client_came_in(
-    stack: SingleBox, trust: ssl.SSLContext, system: System, app_name: str, cleanup_apps: list[str]
-) -> None:
-    """X-Forwarded-Proto reaches the app: ``https`` over TLS, ``http`` otherwise, whatever the client sent."""
-    import http.server
-    import threading
-
+@contextlib.contextmanager
+def echo_instance(stack: SingleBox, app: str, domains: tuple[str, ...] = ()) -> Iterator[list[str | None]]:
+    """An instance of ``app`` (and its custom ``domains``) registered with Consul's agent as Nomad
+    would, outside any container: it answers ``echo`` and records each request's X-Forwarded-Proto."""
     seen: list[str | None] = []
 
     class Echo(http.server.BaseHTTPRequestHandler):
@@ -207,17 +215,30 @@ def test_the_app_sees_how_the_client_came_in(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    host = f"{app_name}.{stack.domain}"
-    service_id = f"{app_name}-echo"
-    try:  # an instance registered with Consul's agent as Nomad would, outside any container
+    host = f"{app}.{stack.domain}"
+    service_id = f"{app}-echo"
+    try:
         httpx.put(
             f"{stack.settings.consul_addr}/v1/agent/service/register",
-            json={"ID": service_id, "Name": app_name, "Address": "127.0.0.1", "Port": server.server_port,
-                  "Tags": ["billowin.web"]},
+            json={"ID": service_id, "Name": app, "Address": "127.0.0.1", "Port": server.server_port,
+                  "Tags": ["billowin.web", *(f"billowin.domain={d}" for d in domains)]},
         ).raise_for_status()  # fmt: skip
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{stack.ports.router_http}/", headers={"Host": host},
                                    timeout=5).status_code == 200, 30, f"{host} routed")  # fmt: skip
         seen.clear()
+        yield seen
+    finally:
+        httpx.put(f"{stack.settings.consul_addr}/v1/agent/service/deregister/{service_id}", timeout=5)
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_app_sees_how_the_client_came_in(
+    stack: SingleBox, trust: ssl.SSLContext, system: System, app_name: str
+) -> None:
+    """X-Forwarded-Proto reaches the app: ``https`` over TLS, ``http`` otherwise, whatever the client sent."""
+    host = f"{app_name}.{stack.domain}"
+    with echo_instance(stack, app_name) as seen:
         httpx.get(
             f"http://127.0.0.1:{stack.ports.router_http}/",
             headers={"Host": host, "X-Forwarded-Proto": "https"},
@@ -227,10 +248,6 @@ def test_the_app_sees_how_the_client_came_in(
         assert record.status == "valid", record.last_error
         wait_for(lambda: serves_https(stack, trust, host, "echo"), 30, f"https://{host}")
         assert seen[0] == "http" and seen[-1] == "https"
-    finally:
-        httpx.put(f"{stack.settings.consul_addr}/v1/agent/service/deregister/{service_id}", timeout=5)
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_custom_domain_gets_its_own_certificate_served_by_sni(
@@ -314,3 +331,167 @@ def test_the_manager_orders_what_is_missing_and_a_restart_orders_nothing(
         assert "PRIVATE KEY" not in resp.text
     finally:
         system.platform.destroy(app_name)
+
+
+def api_client(stack: SingleBox, system: System, name: str) -> httpx.Client:
+    token = system.tokens.create(name)  # an admin token, as `billowin login` keeps
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{stack.ports.api}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=15,
+    )
+
+
+def test_your_own_certificate_is_served_by_sni_until_you_remove_it(
+    stack: SingleBox, system: System, app_name: str, router: httpx.Client
+) -> None:
+    """``certs:add`` / ``certs:remove`` / ``certs:redirect`` through the API, served by the real router."""
+    host = f"{app_name}.{stack.domain}"
+    system.platform.create(App(name=app_name, repository="https://github.com/acme/own"))
+    chain, key = own_certificate([host])
+    own_ca = ssl.create_default_context(cadata=x509.load_pem_x509_certificates(chain.encode())[1]
+                                        .public_bytes(serialization.Encoding.PEM).decode())  # fmt: skip
+    try:
+        with echo_instance(stack, app_name), api_client(stack, system, f"own-{app_name}") as api:
+            added = api.post(f"/apps/{app_name}/certs", json={"chain": chain, "key": key})
+            assert added.status_code == 200, added.text
+            (row,) = added.json()
+            assert (row["name"], row["status"], row["source"]) == (host, "valid", "uploaded")
+            assert "Own Test CA" in row["issuer"] and "PRIVATE" not in added.text
+            wait_for(
+                lambda: serves_https(stack, own_ca, host, "echo"), 30, f"https://{host} with its own chain"
+            )
+            wait_for(lambda: router.get("/", headers={"Host": host}).status_code == 301, 30, "the redirect")
+
+            # The owner switches the redirect off: plain HTTP serves again, HTTPS still does.
+            off = api.put(f"/apps/{app_name}/redirect", json={"enabled": False})
+            assert off.status_code == 200 and api.get(f"/apps/{app_name}/redirect").json() == {
+                "enabled": False
+            }
+            wait_for(lambda: router.get("/", headers={"Host": host}).status_code == 200, 30, "redirect off")
+            assert serves_https(stack, own_ca, host, "echo")
+            api.put(f"/apps/{app_name}/redirect", json={"enabled": True}).raise_for_status()
+            wait_for(lambda: router.get("/", headers={"Host": host}).status_code == 301, 30, "redirect on")
+
+            # A bad upload is refused with the reason, and what is served stays.
+            refused = api.post(f"/apps/{app_name}/certs", json={"chain": chain, "key": "not a key"})
+            assert refused.status_code == 422 and "KEY is not a PEM private key" in refused.text
+            assert serves_https(stack, own_ca, host, "echo")
+
+            assert api.delete(f"/apps/{app_name}/certs/{host}").status_code == 204
+            wait_for(lambda: host not in sans(served_certificate(stack, host)[0]), 30, "the certificate gone")
+            assert router.get("/", headers={"Host": host}).text == "echo", "plain HTTP again, no redirect"
+            assert api.delete(f"/apps/{app_name}/certs/{host}").status_code == 404
+    finally:
+        system.platform.destroy(app_name)
+
+
+def test_a_domain_not_pointing_here_stays_on_http_says_why_and_raises_an_alert(
+    stack: SingleBox,
+    system: System,
+    pebble: Pebble,
+    alert_receiver: AlertReceiver,
+    app_name: str,
+    router: httpx.Client,
+) -> None:
+    host, elsewhere = f"{app_name}.{stack.domain}", f"{app_name}.nowhere.test"  # no zone here serves it
+    system.platform.create(App(name=app_name, repository="https://github.com/acme/away", domains=[elsewhere]))
+    try:
+        with (
+            echo_instance(stack, app_name, (elsewhere,)),
+            api_client(stack, system, f"away-{app_name}") as api,
+        ):
+            manager = CertificateManager(
+                system.certificates,
+                OnlyApps(system, app_name),
+                system.kv,
+                domain=stack.domain,  # type: ignore[arg-type]
+            )
+            tried = {r.id: r for r in manager.run_once()}
+            assert tried[host].status == "valid" and tried[elsewhere].status == "failed"
+            # The app's own name moves to HTTPS; the domain that failed is still served over HTTP.
+            wait_for(
+                lambda: router.get("/", headers={"Host": host}).status_code == 301, 30, f"{host} redirected"
+            )
+            assert router.get("/", headers={"Host": elsewhere}).text == "echo"
+            rows = {r["name"]: r for r in api.get(f"/apps/{app_name}/certs").json()}
+            assert rows[elsewhere]["status"] == "failed" and rows[elsewhere]["next_attempt"]
+            assert "the CA could not" in rows[elsewhere]["last_error"]
+            assert "Point the name at this router" in rows[elsewhere]["hint"]
+
+            # It keeps failing (5 s in this session's settings, a day by default): the alert goes out.
+            def alerted() -> list[dict[str, object]]:
+                return [d for d in alert_receiver.for_app(app_name) if d["kind"] == "certificate_failing"]
+
+            (alert,) = wait_for(alerted, 60, "the certificate_failing alert")
+            assert alert["status"] == "firing" and elsewhere in str(alert["summary"])
+
+            # Nothing retries in a tight loop: asked again and again, the CA hears nothing more.
+            account = system.cert_store.account()
+            assert account is not None
+            orders = pebble.orders(account)
+            for _ in range(3):
+                assert manager.run_once() == []
+            assert pebble.orders(account) == orders
+    finally:
+        system.platform.destroy(app_name)
+
+
+def test_a_renewal_under_load_drops_no_request(
+    stack: SingleBox, knot: Knot, app_name: str, tmp_path: Path
+) -> None:
+    """Pebble's certificates last 30 s here, so the manager renews one during the test (a third of
+    its lifetime left: after 20 s) while a client sends HTTPS requests, each on a new connection."""
+    server = pebble_server(
+        CertTestTools.resolve().pebble,
+        tmp_path / "pebble",
+        http_port=stack.ports.router_http,
+        dns_server=knot.address,
+        validity=30,
+    )
+    host = f"{app_name}.{stack.domain}"
+    with serving(server.process):
+        renewing = System(
+            stack.settings.model_copy(
+                update={"acme_directory_url": server.directory_url, "acme_ca_bundle": server.tls_bundle,
+                        "acme_timeout": 60.0}
+            )
+        )  # fmt: skip
+        root = tmp_path / "root.pem"
+        root.write_bytes(server.root_pem())
+        trust = ssl.create_default_context(cafile=str(root))
+        renewing.platform.create(App(name=app_name, repository="https://github.com/acme/renew"))
+        try:
+            with echo_instance(stack, app_name):
+                first = renewing.certificates.issue([host])
+                assert first.status == "valid", first.last_error
+                assert (
+                    first.not_after
+                    and first.not_before
+                    and first.not_after - first.not_before < timedelta(minutes=1)
+                )
+                wait_for(lambda: serves_https(stack, trust, host, "echo"), 30, f"https://{host}")
+                manager = CertificateManager(
+                    renewing.certificates, OnlyApps(renewing, app_name), renewing.kv,
+                    domain=stack.domain, interval=1,  # type: ignore[arg-type]
+                )  # fmt: skip
+                with Load(stack, host, 120, https_ca=root) as load:
+                    manager.start()
+                    try:
+                        wait_for(
+                            lambda: (
+                                format(served_certificate(stack, host)[0].serial_number, "x") != first.serial
+                            ),
+                            60,
+                            "the renewed certificate served",
+                        )
+                    finally:
+                        manager.stop()
+                    wait_for(lambda: serves_https(stack, trust, host, "echo"), 10, "HTTPS after the renewal")
+            renewed = renewing.cert_store.get(host)
+            assert renewed is not None and renewed.serial != first.serial
+            assert renewed.not_after is not None and renewed.not_after > first.not_after
+            assert load.result["failures"] == {}, load.result
+            assert load.result["total"] > 20, load.result
+        finally:
+            renewing.platform.destroy(app_name)
