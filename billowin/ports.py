@@ -372,6 +372,22 @@ class PendingChallenge:
     txt_value: str  # DNS-01: the TXT record's value
 
 
+class SecretStore(Protocol):
+    """Named secrets, each write a new numbered version (Vault's KV v2: ``VaultSecrets``)."""
+
+    def put(self, name: str, data: Mapping[str, str]) -> int:
+        """Write a new version; its number."""
+        ...
+
+    def get(self, name: str, version: int | None = None) -> dict[str, str] | None:
+        """That version (default: the newest); None when there is none."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Every version; nothing when there is none."""
+        ...
+
+
 class CertificateStore(Protocol):
     """Certificates, their private keys and the ACME account, kept once for every router node.
 
@@ -380,7 +396,7 @@ class CertificateStore(Protocol):
     keep the records where it likes.
     """
 
-    backend: str  # "consul" (later "vault")
+    backend: str  # "consul" | "vault"
 
     def get(self, cert_id: str) -> CertificateRecord | None: ...
 

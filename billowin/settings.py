@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # Where apps' config vars live: Nomad Variables (no extra service) or Vault's KV v2.
     config_backend: Literal["nomad", "vault"] = Field("nomad", validation_alias=_env("CONFIG_BACKEND"))
     vault_kv_mount: str = Field("secret", validation_alias=_env("VAULT_KV_MOUNT"))
+    # Where certificates' private keys and the ACME account live: Consul KV, or Vault. Unset, they
+    # follow the config vars (Vault when BILLOWIN_CONFIG_BACKEND=vault).
+    cert_backend: Literal["consul", "vault"] | None = Field(None, validation_alias=_env("CERT_BACKEND"))
     docker_host: str = Field(
         "unix:///var/run/docker.sock", validation_alias=_env("DOCKER_HOST", "DOCKER_HOST")
     )

@@ -212,10 +212,17 @@ class System:
 
     @cached_property
     def cert_store(self) -> CertificateStore:
-        """Certificates, their keys and the ACME account, in Consul KV (a Vault store, when there
-        is one, is picked here from a setting, as ``config`` is)."""
-        from billowin.certs.store import ConsulCertificateStore
+        """Certificates, their keys and the ACME account: in Consul KV, or with every secret in
+        Vault (``BILLOWIN_CERT_BACKEND``, by default where the config vars are)."""
+        from billowin.certs.store import ConsulCertificateStore, VaultCertificateStore
 
+        backend = self.settings.cert_backend or (
+            "vault" if self.settings.config_backend == "vault" else "consul"
+        )
+        if backend == "vault":
+            from billowin.adapters.vault import VaultSecrets
+
+            return VaultCertificateStore(self.kv, VaultSecrets(self.settings))
         return ConsulCertificateStore(self.kv)
 
     @cached_property

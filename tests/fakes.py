@@ -886,3 +886,23 @@ def own_certificate(names: Sequence[str], *, days: float = 90, expired: bool = F
         pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
     return chain.decode(), key_pem.decode()
+
+
+class InMemorySecrets:
+    """The ``SecretStore`` port: numbered versions per name, like Vault's KV v2."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, list[dict[str, str]]] = {}
+
+    def put(self, name: str, data: Mapping[str, str]) -> int:
+        self.versions.setdefault(name, []).append(dict(data))
+        return len(self.versions[name])
+
+    def get(self, name: str, version: int | None = None) -> dict[str, str] | None:
+        found = self.versions.get(name) or []
+        if not found or (version is not None and not 1 <= version <= len(found)):
+            return None
+        return dict(found[(version or len(found)) - 1])
+
+    def delete(self, name: str) -> None:
+        self.versions.pop(name, None)

@@ -1,4 +1,5 @@
-"""Config vars in Vault's KV v2 secrets engine, through hvac.
+"""Vault's KV v2 secrets engine, through hvac: config vars (``VaultKV``), and certificate keys
+and the ACME account (``VaultSecrets``, at the end).
 
 App ``A``'s config is the secret ``<mount>/billowin/A``; its versions are KV v2's
 own (Vault numbers them 1, 2, … under a per-secret lock, so two writers never
@@ -24,6 +25,7 @@ import requests
 
 from billowin.config.vars import env_line_template, validate_app, validate_values
 from billowin.errors import ConfigError, InvalidInput, NotFound, ServiceError, Unreachable
+from billowin.names import KEY_PART
 from billowin.ports import ComponentHealth
 from billowin.settings import Settings
 
@@ -51,10 +53,11 @@ def _errors(exc: hvac_exc.VaultError) -> str:
     return str(exc.args[0]) if exc.args and exc.args[0] else type(exc).__name__
 
 
-class VaultKV:
-    """The ``ConfigStore`` port on a real Vault's KV v2 engine."""
+class VaultClient:
+    """hvac against ``BILLOWIN_VAULT_ADDR`` with ``BILLOWIN_VAULT_TOKEN``; every Vault error is
+    translated once, in ``_call``."""
 
-    backend = "vault"
+    permission_hint = PERMISSION_HINT
 
     def __init__(self, settings: Settings, *, timeout: int = 10) -> None:
         if not settings.vault_addr:
@@ -76,7 +79,7 @@ class VaultKV:
             raise ServiceError(
                 SYSTEM,
                 f"{what}: permission denied ({_errors(exc)})",
-                hint=PERMISSION_HINT.format(mount=self.mount),
+                hint=self.permission_hint.format(mount=self.mount),
             ) from exc
         except hvac_exc.InvalidRequest as exc:
             raise InvalidInput(f"Vault refused the {what}: {_errors(exc)}") from exc
@@ -93,9 +96,6 @@ class VaultKV:
                 SYSTEM, self._address, hint="Is Vault running? Check BILLOWIN_VAULT_ADDR (or VAULT_ADDR)."
             ) from exc
 
-    def path(self, app: str) -> str:
-        return f"billowin/{app}"
-
     # -- Probe ------------------------------------------------------------
     def health(self) -> ComponentHealth:
         try:
@@ -109,6 +109,15 @@ class VaultKV:
         if body.get("sealed", True):
             return ComponentHealth(SYSTEM, False, version, self._address, error="Vault is sealed")
         return ComponentHealth(SYSTEM, True, version, self._address)
+
+
+class VaultKV(VaultClient):
+    """The ``ConfigStore`` port on a real Vault's KV v2 engine."""
+
+    backend = "vault"
+
+    def path(self, app: str) -> str:
+        return f"billowin/{app}"
 
     # -- ConfigStore ----------------------------------------------------------
     def write(self, app: str, values: Mapping[str, str]) -> int:
@@ -206,3 +215,58 @@ class VaultKV:
         if data is None:  # a destroyed version has metadata but no data
             raise NotFound(missing)
         return {str(k): str(v) for k, v in data.items()}
+
+
+CERT_SECRETS = "billowin-certs"
+CERT_PERMISSION_HINT = (
+    "Check BILLOWIN_VAULT_TOKEN (or VAULT_TOKEN): the API's token must be allowed to read, write and "
+    "delete {mount}/data/billowin-certs/* and {mount}/metadata/billowin-certs/*; each router's to "
+    "read {mount}/data/billowin-certs/*."
+)
+
+
+class VaultSecrets(VaultClient):
+    """The ``SecretStore`` port: certificate keys and the ACME account, one KV v2 secret each under
+    ``<mount>/billowin-certs/<name>``. Each write is a new version, so a reader holding an older
+    version number (the one stored beside a chain) still reads the key that belongs to it."""
+
+    permission_hint = CERT_PERMISSION_HINT
+
+    def _path(self, name: str) -> str:
+        if not isinstance(name, str) or not KEY_PART.fullmatch(name) or name in (".", ".."):
+            raise InvalidInput(f"{str(name)[:80]!r} is not a secret name")
+        return f"{CERT_SECRETS}/{name}"
+
+    def put(self, name: str, data: Mapping[str, str]) -> int:
+        resp = self._call(
+            f"secret {name}",
+            self._client.secrets.kv.v2.create_or_update_secret,
+            path=self._path(name),
+            secret=dict(data),
+            mount_point=self.mount,
+        )
+        return int(resp["data"]["version"])
+
+    def get(self, name: str, version: int | None = None) -> dict[str, str] | None:
+        try:
+            resp = self._call(
+                f"secret {name}",
+                self._client.secrets.kv.v2.read_secret_version,
+                path=self._path(name),
+                version=version,
+                mount_point=self.mount,
+                raise_on_deleted_version=True,
+            )
+        except NotFound:
+            return None
+        data = ((resp or {}).get("data") or {}).get("data")
+        return {str(k): str(v) for k, v in data.items()} if data is not None else None
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            self._call(
+                f"secret {name}",
+                self._client.secrets.kv.v2.delete_metadata_and_all_versions,
+                path=self._path(name),
+                mount_point=self.mount,
+            )

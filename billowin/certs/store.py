@@ -13,6 +13,8 @@ So the whole HTTPS state is backed up with Consul's snapshot, and every router n
 same copy. Chain, key and record are written in one transaction, so a reader never sees a new
 chain with an old key. ``get`` and ``all`` read the ``meta`` keys only: listing certificates
 never fetches a private key. ``_`` starts no host name, so ``_account`` is never a certificate.
+
+``VaultCertificateStore`` (at the end) keeps the keys and the account in Vault instead.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from billowin.errors import InvalidInput, ServiceError
 from billowin.names import KEY_PART
-from billowin.ports import AcmeAccount, CertificateRecord, KeyPair, KeyValueStore, KVWrite
+from billowin.ports import AcmeAccount, CertificateRecord, KeyPair, KeyValueStore, KVWrite, SecretStore
 
 PREFIX = "billowin/certs"
 ACCOUNT = f"{PREFIX}/_account"
@@ -117,3 +119,63 @@ class ConsulCertificateStore:
             "email": account.email,
         }
         self.kv.kv_put(ACCOUNT, json.dumps(data, sort_keys=True).encode())
+
+
+class VaultCertificateStore(ConsulCertificateStore):
+    """The same layout, with every secret in Vault: ``BILLOWIN_CERT_BACKEND=vault`` (the default
+    when config vars are in Vault).
+
+    Records and chains (public: every visitor is sent the chain) stay in Consul KV, so each
+    router's consul-template still sees a renewal. The private key is a version of the Vault
+    secret ``billowin-certs/<id>``, and ``billowin/certs/<id>/key-version`` names that version
+    beside its chain, in the same transaction: the key is written to Vault first, so a reader
+    never pairs a chain with another key. The ACME account is the Vault secret
+    ``billowin-certs/_account``. Consul holds no private key at all.
+    """
+
+    backend = "vault"
+
+    def __init__(self, kv: KeyValueStore, secrets: SecretStore) -> None:
+        super().__init__(kv)
+        self.secrets = secrets
+
+    def save(self, record: CertificateRecord, pair: KeyPair | None = None) -> None:
+        writes = [KVWrite(_meta(record.id), encode_record(record))]
+        if pair is not None:
+            version = self.secrets.put(record.id, {"key": pair.key_pem})
+            writes += [
+                KVWrite(_tree(record.id) + "chain", pair.chain_pem.encode()),
+                KVWrite(_tree(record.id) + "key-version", str(version).encode()),
+            ]
+        if not self.kv.kv_txn(writes):
+            raise ServiceError("consul", f"the certificate {record.id} could not be stored")
+
+    def key_pair(self, cert_id: str) -> KeyPair | None:
+        tree = _tree(cert_id)
+        found = dict(self.kv.kv_list(tree))
+        chain, version = found.get(tree + "chain"), found.get(tree + "key-version")
+        if not chain or not version or not version.isdigit():
+            return None
+        secret = self.secrets.get(cert_id, int(version))
+        if not secret or not secret.get("key"):
+            return None
+        return KeyPair(chain.decode(), secret["key"])
+
+    def delete(self, cert_id: str) -> None:
+        super().delete(cert_id)
+        self.secrets.delete(cert_id)
+
+    def account(self) -> AcmeAccount | None:
+        data = self.secrets.get(ACCOUNT.rsplit("/", 1)[1])
+        if not data:
+            return None
+        return AcmeAccount(data["directory"], data["uri"], data["key"], data.get("email", ""))
+
+    def save_account(self, account: AcmeAccount) -> None:
+        data = {
+            "directory": account.directory,
+            "uri": account.uri,
+            "key": account.key_json,
+            "email": account.email,
+        }
+        self.secrets.put(ACCOUNT.rsplit("/", 1)[1], data)

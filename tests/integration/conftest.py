@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from billowin.release.deploy import Deployer
 from billowin.settings import Settings
 from billowin.stack.install import base_image_tag, docker_image_exists
-from billowin.stack.single_box import Ports, SingleBox
+from billowin.stack.single_box import Ports, SingleBox, VaultDev
 from billowin.stack.tools import Toolset
 from billowin.system import System
 
@@ -107,6 +107,18 @@ def stack(
         yield box
     finally:
         box.stop()
+
+
+@pytest.fixture(scope="session")
+def vault(stack: SingleBox) -> Iterator[VaultDev]:
+    """A real Vault dev server for the session, stopped cleanly at the end."""
+    dev = stack.vault()
+    dev.process.start()
+    try:
+        dev.process.wait_ready(60)
+        yield dev
+    finally:
+        dev.process.stop()
 
 
 @pytest.fixture(scope="session")

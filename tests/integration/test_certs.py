@@ -15,7 +15,7 @@ import logging
 import re
 import secrets
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -29,7 +29,8 @@ from billowin.errors import CertificateError
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.release.store import ReleaseStatus
-from billowin.stack.single_box import SingleBox
+from billowin.router.certs import served_certificates
+from billowin.stack.single_box import SingleBox, VaultDev
 from billowin.stack.tools import CertTestTools
 from billowin.system import System
 
@@ -223,3 +224,53 @@ def test_external_account_binding_is_sent_when_the_ca_wants_it(
         assert account.directory == server.directory_url and "PRIVATE" not in repr(account)
     finally:
         server.process.stop()
+
+
+def test_with_vault_no_private_key_reaches_consul(
+    stack: SingleBox,
+    system: System,
+    pebble: Pebble,
+    pebble_root: x509.Certificate,
+    vault: VaultDev,
+    app_name: str,
+) -> None:
+    """With Vault configured, keys and the ACME account are Vault secrets; Consul keeps the records
+    and chains (public) and which key version belongs to each chain."""
+    in_vault = System(
+        system.settings.model_copy(
+            update={
+                "config_backend": "vault",
+                "vault_addr": vault.addr,
+                "vault_token": SecretStr(vault.root_token),
+            }
+        )
+    )
+    store = in_vault.cert_store
+    assert store.backend == "vault"
+    host = f"{app_name}.{stack.domain}"
+    record = in_vault.certificates.issue([host])
+    assert record.status == "valid", f"{record.last_error} ({record.hint})"
+    try:
+        tree = dict(system.kv.kv_list(f"billowin/certs/{record.id}/"))
+        assert sorted(k.rsplit("/", 1)[1] for k in tree) == ["chain", "key-version", "meta"]
+        assert not any(b"PRIVATE KEY" in v for v in tree.values())
+        account = store.account()
+        assert account is not None and account.directory == pebble.directory_url
+        _, consul_account = system.kv.kv_get("billowin/certs/_account")
+        assert consul_account is None or account.key_json.encode() not in consul_account
+        pair = store.key_pair(record.id)
+        assert pair is not None
+        verify_chain(pair.chain_pem, pebble_root, host)
+        # What the router writes comes with Vault's key.
+        (served,) = [s for s in served_certificates(store, datetime.now(UTC)) if s.cert_id == record.id]
+        assert pair.key_pem.strip().encode() in served.pem
+        # A renewal is a new key version, paired with its own chain.
+        renewed = in_vault.certificates.issue([host])
+        assert renewed.status == "valid" and renewed.serial != record.serial
+        new = store.key_pair(record.id)
+        assert new is not None and new.key_pem != pair.key_pem
+        leaf = x509.load_pem_x509_certificates(new.chain_pem.encode())[0]
+        assert format(leaf.serial_number, "x") == renewed.serial
+    finally:
+        store.delete(record.id)
+    assert store.key_pair(record.id) is None and system.kv.kv_list(f"billowin/certs/{record.id}/") == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import hvac
@@ -44,18 +43,6 @@ TRICKY = {
     "EMPTY": "",
     "JSON": '{"k": ["v", 1, null]}',
 }
-
-
-@pytest.fixture(scope="session")
-def vault(stack: SingleBox) -> Iterator[VaultDev]:
-    """A real Vault dev server for the session, stopped cleanly at the end."""
-    dev = stack.vault()
-    dev.process.start()
-    try:
-        dev.process.wait_ready(60)
-        yield dev
-    finally:
-        dev.process.stop()
 
 
 def vault_settings(stack: SingleBox, dev: VaultDev, **changes: object) -> Settings:

@@ -567,3 +567,41 @@ def test_new_names_are_a_new_request_and_keep_the_old_certificate_until_issued()
     failed = certs.issue(["shop.localhost", "www.shop.test"])  # not held back by the other failure
     assert len(ca.orders) == 3 and failed.failures == 1
     assert failed.names == ("shop.localhost", "www.shop.test") and failed.not_after == issued.not_after
+
+
+def test_with_vault_consul_holds_no_private_key_and_each_chain_names_its_key_version() -> None:
+    from billowin.certs.store import VaultCertificateStore
+    from tests.fakes import InMemorySecrets
+
+    kv, secrets = InMemoryKV(), InMemorySecrets()
+    store = VaultCertificateStore(kv, secrets)
+    service = Certificates(store, FakeAuthority(), {"http-01": Http01Responder(kv)})
+    first = service.issue(["shop.apps.test"])
+    pair = store.key_pair(first.id)
+    assert pair is not None and "PRIVATE KEY" in pair.key_pem
+    assert not any(b"PRIVATE" in (kv.kv_get(k)[1] or b"") for k in kv.kv_keys(""))
+    assert kv.kv_get("billowin/certs/_account")[1] is None and secrets.get("_account") is not None
+    service.issue(["shop.apps.test"])
+    assert len(secrets.versions["shop.apps.test"]) == 2
+    # A reader that got the first chain's listing still pairs it with the first key.
+    assert secrets.get("shop.apps.test", 1) == {"key": pair.key_pem}
+    renewed = store.key_pair(first.id)
+    assert renewed is not None and renewed.key_pem != pair.key_pem and renewed.chain_pem != pair.chain_pem
+    store.delete(first.id)
+    assert store.key_pair(first.id) is None and "shop.apps.test" not in secrets.versions
+
+
+def test_the_certificate_backend_follows_the_config_vars_unless_set(tmp_path: Path) -> None:
+    from billowin.settings import Settings
+    from billowin.system import System
+
+    def backend(**fields: object) -> str:
+        settings = Settings(
+            state_dir=tmp_path, cache_dir=tmp_path, vault_addr="http://127.0.0.1:8200", **fields
+        )
+        return System(settings, kv=InMemoryKV()).cert_store.backend
+
+    assert backend() == "consul"
+    assert backend(config_backend="vault") == "vault"
+    assert backend(config_backend="vault", cert_backend="consul") == "consul"
+    assert backend(cert_backend="vault") == "vault"
