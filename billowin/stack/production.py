@@ -78,6 +78,13 @@ SETTINGS_FILE_HEADER = """\
 # e.g. BILLOWIN_GITHUB_WEBHOOK_SECRET=... or BILLOWIN_ALERT_WEBHOOK_URL=...
 # Billowin never rewrites this file. Its addresses and tokens are the box's own (api.env) and
 # win over anything here. After a change: systemctl restart billowin-api.
+
+# HTTPS by default: certificates from Let's Encrypt for every app, custom domain and the API,
+# ordered once their DNS names point at this box (README, "HTTPS settings").
+BILLOWIN_ACME_AUTO=true
+# BILLOWIN_ACME_EMAIL=you@example.com
+# Trying things out? The staging CA's limits are generous (browsers do not trust it):
+# BILLOWIN_ACME_DIRECTORY_URL=https://acme-staging-v02.api.letsencrypt.org/directory
 """
 
 

@@ -44,7 +44,13 @@ def new_box(root: Path, **api_env: str) -> ProductionBox:
         public_address="127.0.0.1",
         ports=Ports.free(),
         own_docker=True,
-        api_env={"BILLOWIN_DEPLOY_TIMEOUT": "120", "BILLOWIN_METRICS_INTERVAL": "2", **api_env},
+        # No CA is reachable from a test box: it keeps plain HTTP (the HTTPS tests use pebble).
+        api_env={
+            "BILLOWIN_DEPLOY_TIMEOUT": "120",
+            "BILLOWIN_METRICS_INTERVAL": "2",
+            "BILLOWIN_ACME_AUTO": "false",
+            **api_env,
+        },
     )
 
 

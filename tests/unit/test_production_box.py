@@ -162,3 +162,5 @@ def test_the_admins_settings_file_reaches_the_api_and_is_never_rewritten(
     assert settings.github_webhook_secret is not None
     assert settings.github_webhook_secret.get_secret_value() == "s3cret"
     assert settings.consul_addr == f"http://127.0.0.1:{b.ports.consul_http}"  # the box's own wins
+    # HTTPS is on by default on a real box, and the admin can switch it off in this file.
+    assert settings.acme_auto is True and settings.acme_api_name == f"billowin.{b.domain}"
