@@ -15,6 +15,11 @@ Starts its own stack on free ports (as the integration tests do), then:
 - ``power_cut_to_serving``: a production box with three apps, every process SIGKILLed at
   once, then started again: seconds until all three serve, against a clean restart of the
   same box (``bench/production.py``).
+- ``domain_to_https``: ``domains:add`` -> the first verified HTTPS 200 for that domain through
+  HAProxy, against the bare certificate order from the same ACME CA (pebble); and
+  ``router_tls``: requests/s and latency through HAProxy over HTTPS with ``wrk``, against plain
+  HTTP to the same app. Both on a box of their own with ACME on (``bench/https.py``); ``--only
+  https`` runs the two.
 
 Writes ``bench/results.json`` and prints a table. These machines are noisy:
 compare ratios, not seconds. No figure here is ever asserted in the test suite.
@@ -27,11 +32,9 @@ import asyncio
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,7 +56,9 @@ from bench.figures import (
     bench_rolling_deploy,
     hand_deploy,
     until,
+    wrk,
 )
+from bench.https import bench_https
 from bench.monitoring import bench_monitoring_overhead
 from bench.production import bench_power_cut
 from billowin.apps.store import App
@@ -188,29 +193,6 @@ def bench_deploy_and_recovery(box: SingleBox, builder: Builder, work: Path) -> d
         "deploy": {"registered_to_serving_s": deploy_s, "release_status": release.status.value},
         "recovery": {"kill_to_serving_s": recovery_s},
         "router": router_figures,
-    }
-
-
-def wrk(url: str, host: str | None, seconds: int = 5) -> dict[str, float]:
-    argv = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency"]
-    if host:
-        argv += ["-H", f"Host: {host}"]
-    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
-
-    def latency(pct: str) -> float:
-        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)", out, re.MULTILINE)
-        if not match:
-            return float("nan")
-        value, unit = float(match.group(1)), match.group(2)
-        return round(value * {"us": 0.001, "ms": 1, "s": 1000}[unit], 3)
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "rps": rps,
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
-        "non_2xx": int(errors.group(1)) if errors else 0,
     }
 
 
@@ -396,6 +378,8 @@ def run_figures(box: SingleBox, work: Path, langs: list[str], only: str, out: Pa
         ("density", lambda: bench_density(box, work)),
         ("monitoring", lambda: bench_monitoring_overhead(box, work)),
         ("power_cut_to_serving", lambda: bench_power_cut(box, work)),
+        # domain_to_https and router_tls, on a box of their own (ACME on would redirect every app)
+        ("https", lambda: bench_https(box.tools, work)),
     ]
     wanted = {f for f in only.split(",") if f}
     for name, run in figures:
@@ -407,7 +391,7 @@ def run_figures(box: SingleBox, work: Path, langs: list[str], only: str, out: Pa
         except Exception as exc:  # one broken figure must not lose the others
             console.print(f"[red]figure {name} failed:[/] {exc!r}")
             value = {"error": repr(exc)}
-        if name == "deploy_recovery_router" and "error" not in value:
+        if name in ("deploy_recovery_router", "https") and "error" not in value:
             results.update(value)
         else:
             results[name] = value
@@ -492,7 +476,37 @@ def summary_table(results: dict[str, Any]) -> Table:
         )
     except (KeyError, TypeError, AttributeError) as exc:  # a figure that failed
         console.print(f"[yellow]table incomplete:[/] missing {exc}")
+    https_rows(table, results)  # on their own box: a run of --only https has these alone
     return table
+
+
+def https_rows(table: Table, results: dict[str, Any]) -> None:
+    try:
+        h = results["domain_to_https"]
+        table.add_row(
+            f"domains:add -> HTTPS 200 ({h['runs']} domains)",
+            f"{h['median_s']}s ({h['min_s']}-{h['max_s']}s)",
+            f"bare ACME order {h['bare_order_median_s']}s",
+            f"{h['median_over_bare_order']}x",
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        console.print(f"[yellow]table incomplete:[/] missing {exc}")
+    try:
+        t = results["router_tls"]
+        table.add_row(
+            "router HTTPS req/s",
+            f"{t['https']['rps']:.0f}",
+            f"plain HTTP {t['plain_http']['rps']:.0f}",
+            f"{t['rps_ratio']}x",
+        )
+        table.add_row(
+            "router HTTPS p50 / p99",
+            f"{t['https']['p50_ms']} / {t['https']['p99_ms']} ms",
+            f"plain HTTP {t['plain_http']['p50_ms']} / {t['plain_http']['p99_ms']} ms",
+            f"{t['p50_ratio']}x / {t['p99_ratio']}x",
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        console.print(f"[yellow]table incomplete:[/] missing {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -501,7 +515,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--languages", default="python,node,go,ruby")
     parser.add_argument("--out", type=Path, default=None, help="where the results go")
-    parser.add_argument("--only", default="", help="comma-separated figure names, e.g. webhook_ack")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated figure names, e.g. webhook_ack; https: domain_to_https and router_tls",
+    )
     args = parser.parse_args(argv)
     out: Path = args.out or (SCRATCH if args.only else RESULTS)
     out.parent.mkdir(parents=True, exist_ok=True)

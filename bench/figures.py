@@ -163,6 +163,33 @@ def wrk_during(url: str, host: str, seconds: int, during: Callable[[], None]) ->
     }
 
 
+def wrk(url: str, host: str | None, seconds: int = 5, script: Path | None = None) -> dict[str, Any]:
+    """``wrk -t2 -c16`` (keep-alive) for ``seconds``, with a Host header and optionally a Lua script:
+    requests/s, p50/p99 in ms, and what failed (wrk's "Non-2xx or 3xx" and socket errors)."""
+    argv = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency"]
+    if host:
+        argv += ["-H", f"Host: {host}"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+
+    def latency(pct: str) -> float:
+        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)", out, re.MULTILINE)
+        if not match:
+            return float("nan")
+        return round(float(match.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[match.group(2)], 3)
+
+    socket = _grep(out, r"Socket errors: (.*)") or ""
+    return {
+        "rps": float(_grep(out, r"Requests/sec:\s+([\d.]+)") or "nan"),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "requests": int(_grep(out, r"(\d+) requests in") or 0),
+        "non_2xx": int(_grep(out, r"Non-2xx or 3xx responses: (\d+)") or 0),
+        "socket_errors": sum(int(x) for x in socket.replace(",", " ").split() if x.isdigit()),
+    }
+
+
 def _grep(text: str, pattern: str) -> str | None:
     match = re.search(pattern, text, re.MULTILINE)
     return match.group(1) if match else None
