@@ -32,6 +32,7 @@ from billowin.apps.tokens import Role
 from billowin.settings import Settings
 from billowin.stack.single_box import SingleBox
 from billowin.system import System
+from tests.fakes import own_certificate
 
 from .conftest import REPO
 
@@ -101,12 +102,20 @@ def dashboard(world: World, token: str) -> Iterator[tuple[httpx.Client, str]]:
 
 # How to call each mutating route, with a body that would really do something if allowed.
 Call = Callable[[World, str, str], dict[str, Any]]  # (world, target app, csrf) -> request kwargs
+def upload(app: str) -> dict[str, str]:
+    chain, key = own_certificate([f"{app}.localhost"])
+    return {"chain": chain, "key": key}
+
+
 CALLS: dict[tuple[str, str], Call] = {
     ("POST", "/apps"): lambda w, app, _: {"json": {"name": f"{app}x", "repository": "/nonexistent"}},
     ("DELETE", "/apps/{app}"): lambda w, app, _: {"params": {"confirm": app}},
     ("PATCH", "/apps/{app}/config"): lambda w, app, _: {"json": {"set": {"SECURITY_PROBE": "1"}}},
     ("POST", "/apps/{app}/domains"): lambda w, app, _: {"json": {"domain": f"{app}.example.com"}},
     ("DELETE", "/apps/{app}/domains/{domain}"): lambda w, app, _: {},
+    ("POST", "/apps/{app}/certs"): lambda w, app, _: {"json": upload(app)},
+    ("DELETE", "/apps/{app}/certs/{name}"): lambda w, app, _: {},
+    ("PUT", "/apps/{app}/redirect"): lambda w, app, _: {"json": {"enabled": False}},
     ("POST", "/apps/{app}/ps/scale"): lambda w, app, _: {"json": {"counts": {"web": 2}}},
     ("POST", "/apps/{app}/ps/restart"): lambda w, app, _: {"json": {}},
     ("POST", "/apps/{app}/releases/rollback"): lambda w, app, _: {"json": {}},
@@ -146,6 +155,7 @@ def refused_everywhere(world: World, token: str, target: str) -> list[str]:
                 path.replace("{app}", target)
                 .replace("{domain}", f"{target}.example.com")
                 .replace("{token_id}", admin_id)
+                .replace("{name}", f"{target}.localhost")
             )
             client = browser if path.startswith("/dashboard/") else api
             resp = client.request(method, url, **call(world, target, csrf))
@@ -164,6 +174,8 @@ def snapshot(world: World, app: str) -> dict[str, Any]:
         return {
             "config": c.get(f"/apps/{app}/config", params={"reveal": "true"}).json(),
             "domains": c.get(f"/apps/{app}/domains").json(),
+            "certs": c.get(f"/apps/{app}/certs").json(),
+            "redirect": c.get(f"/apps/{app}/redirect").json(),
             "jobs": [j["id"] for j in world.jobs(app)],
             "apps": sorted(a["name"] for a in c.get("/apps").json()),
             "tokens": [(t["id"], t["state"]) for t in c.get("/tokens").json()],
