@@ -146,6 +146,8 @@ def test_a_rollout_under_constant_load_fails_no_request_and_reloads_nothing(
         catalog = System(stack.settings).catalog
         deployer.nomad.scale(app_name, "web", 3)
         catalog.wait_for_healthy(app_name, count=3, timeout=60)
+        # Nomad refuses to scale while the scale-up's deployment runs.
+        assert deployer.nomad.wait_for_deployment(app_name, timeout=120).status == "successful"
         deployer.nomad.scale(app_name, "web", 1)
         wait_for(lambda: len(catalog.healthy_instances(app_name)) == 1, 60, "back to 1 instance")
         time.sleep(3)  # traffic while the two instances scaled away drain and stop
