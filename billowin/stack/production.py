@@ -45,7 +45,7 @@ from billowin.settings import Settings
 from billowin.stack.acl import Secrets, ensure_consul_acls, ensure_nomad_acls
 from billowin.stack.install import ensure_docker_networks
 from billowin.stack.process import ManagedProcess, http_ok, write_env_file, write_private
-from billowin.stack.single_box import Ports, Progress, SingleBox, docker_ping
+from billowin.stack.single_box import ROUTER_SLOTS, Ports, Progress, SingleBox, docker_ping
 from billowin.stack.tools import Toolset
 
 DEFAULT_ROOT: Path = Settings.model_fields["production_root"].default
@@ -329,6 +329,8 @@ class ProductionBox(SingleBox):
             "BILLOWIN_ROUTER_ROUTES_MAP": str(self.router_dir / "routes.map"),
             "BILLOWIN_ROUTER_SERVER_STATE": str(self.router_dir / "servers.state"),
             "BILLOWIN_CONSUL_DNS_PORT": str(self.ports.consul_dns),
+            # Instances of one app the router can send to (the first this many DNS answers).
+            "BILLOWIN_ROUTER_SLOTS": str(ROUTER_SLOTS),
             "BILLOWIN_API_BACKEND": f"127.0.0.1:{self.ports.api}",
             "BILLOWIN_API_HOSTNAME": f"{API_HOSTNAME}.{self.domain}",
         }

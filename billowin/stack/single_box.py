@@ -38,6 +38,9 @@ from billowin.stack.tools import Toolset
 from billowin.system import System
 
 DOCKER_SOCKET = Path("/var/run/docker.sock")
+# Server slots per app backend in the router, filled from Consul's DNS: the most instances of one
+# app that receive traffic at once (a rolling deploy briefly runs twice the app's count).
+ROUTER_SLOTS = 16
 Progress = Callable[[str], None]
 
 
@@ -348,6 +351,8 @@ plugin "docker" {{
             "BILLOWIN_ROUTER_ROUTES_MAP": str(self.router_dir / "routes.map"),
             "BILLOWIN_ROUTER_SERVER_STATE": str(self.router_dir / "servers.state"),
             "BILLOWIN_CONSUL_DNS_PORT": str(self.ports.consul_dns),
+            # Instances of one app the router can send to (the first this many DNS answers).
+            "BILLOWIN_ROUTER_SLOTS": str(ROUTER_SLOTS),
             # The API answers ACME HTTP-01 challenges on every host; only a production box also
             # serves the API itself at billowin.<domain> (BILLOWIN_API_HOSTNAME).
             "BILLOWIN_API_BACKEND": f"127.0.0.1:{self.ports.api}",

@@ -188,12 +188,14 @@ class _Catalog(http.server.BaseHTTPRequestHandler):
 
     services: ClassVar[dict[str, tuple[list[str], int]]] = {}  # name -> (tags, port)
     kv: ClassVar[dict[str, bytes]] = {}
+    asked: ClassVar[set[str]] = set()  # every path consul-template asked for
 
     def log_message(self, *_args: object) -> None:
         pass
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        self.asked.add(path)
         if path == "/v1/catalog/services":
             body: object = {name: tags for name, (tags, _) in self.services.items()}
         elif path.startswith("/v1/health/service/"):
@@ -230,6 +232,9 @@ class _Catalog(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+ASKED: set[str] = set()
+
+
 def render_template(
     tmp_path: Path,
     env: dict[str, str],
@@ -237,7 +242,7 @@ def render_template(
     kv: dict[str, bytes] | None = None,
 ) -> Path:
     """``billowin/router/haproxy.cfg.ctmpl`` rendered once by consul-template, as the router does."""
-    handler = type("Catalog", (_Catalog,), {"services": services, "kv": kv or {}})
+    handler = type("Catalog", (_Catalog,), {"services": services, "kv": kv or {}, "asked": ASKED})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "haproxy.cfg"
@@ -261,6 +266,7 @@ def render_template(
                 "BILLOWIN_ROUTER_ROUTES_MAP": str(tmp_path / "routes.map"),
                 "BILLOWIN_ROUTER_SERVER_STATE": str(tmp_path / "servers.state"),
                 "BILLOWIN_CONSUL_DNS_PORT": str(free_port()),  # nothing answers: no instance resolves
+                "BILLOWIN_ROUTER_SLOTS": "16",
                 **env,
             },
             capture_output=True,
@@ -436,3 +442,13 @@ def test_a_refused_render_puts_the_previous_routes_back(tmp_path: Path) -> None:
     argv = ["--candidate", str(candidate), "--live", str(live), "--pidfile", str(tmp_path / "pid")]
     assert main([*argv, "--haproxy", HAPROXY, "--routes-map", str(routes)]) == 0
     assert routes.read_text() == "shop.localhost app_shop\n" and not live.exists()
+
+
+def test_the_template_asks_consul_the_same_few_things_whatever_the_number_of_apps(tmp_path: Path) -> None:
+    """consul-template keeps one connection open per query, and Consul allows 200 per client: a
+    query per app would stop the router (and everything on 127.0.0.1) at about a hundred apps."""
+    services = {f"app{i}": (["billowin.web"], 20000 + i) for i in range(40)}
+    ASKED.clear()
+    render_template(tmp_path, {"BILLOWIN_ROUTER_CERTS_DIR": str(tmp_path / "certs")}, services)
+    wanted = {"/v1/catalog/services", "/v1/kv/billowin/certs/", "/v1/kv/billowin/router/no-redirect"}
+    assert wanted == ASKED
