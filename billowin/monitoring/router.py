@@ -8,7 +8,7 @@ stats port (``/metrics?scope=global&scope=backend``): per backend
 ``haproxy_backend_http_requests_total`` and ``haproxy_backend_http_responses_total``
 by status class. They are exact, and cheap to read however busy the router is.
 Counters restart from zero when HAProxy reloads (a new worker; consul-template
-reloads it on every catalog change), so deltas restart too: a reload is seen as
+reloads it when an app or a domain comes or goes), so deltas restart too: a reload is seen as
 a new ``haproxy_process_start_time_seconds`` or a counter going backwards.
 Requests the old worker still finishes after a reload are not counted.
 

@@ -14,6 +14,14 @@ that. A render that drops an app, or all of an app's instances, is refused
 while Nomad still runs that app; once Nomad has re-registered the instances,
 the next render goes through.
 
+Routing is one map lookup per request: the render carries one ``# route <host> <backend>``
+line per app name and custom domain, and ``write_routes`` writes them to the map file the
+frontend reads (``--routes-map``) before the render is checked; a refused render puts the
+previous map back. Instances are not in the render at all (HAProxy resolves them from
+Consul's DNS), so only an app or a domain coming or going reloads HAProxy. Before a reload,
+``save_server_state`` saves what the running workers resolved (``show servers state``), and
+the new workers start from it.
+
 With ``--certs-dir``, the certificates come first: ``billowin.router.certs.sync`` writes every
 stored certificate's PEM, the ``crt-list`` and the HTTPS host map from Consul KV, before the
 render is checked (it names them); a change there reloads HAProxy as a new render does. The
@@ -36,7 +44,8 @@ MARKER = "# billowin-router"
 
 
 BACKEND = re.compile(r"^backend app_(\S+)\s*$")
-SERVER = re.compile(r"^\s+server\s")
+SERVER = re.compile(r"^\s+server(-template)?\s")
+ROUTE = re.compile(r"^# route (\S+) (app_\S+)$")
 
 # Given app names, return those Nomad still runs (raises when Nomad cannot say).
 StillRunning = Callable[[set[str]], set[str]]
@@ -141,6 +150,60 @@ def install(candidate: Path, live: Path, haproxy_bin: str, still_running: StillR
     return True
 
 
+def routes_of(text: str) -> list[tuple[str, str]]:
+    """The ``# route <host> <backend>`` lines of a render, in order, the first of a host kept."""
+    seen: dict[str, str] = {}
+    for line in text.splitlines():
+        match = ROUTE.match(line)
+        if match and match.group(1) not in seen:
+            seen[match.group(1)] = match.group(2)
+    return list(seen.items())
+
+
+def write_routes(routes_map: Path, candidate_text: str) -> bytes | None:
+    """Write the render's routes to ``routes_map``; the previous content (None: there was none)."""
+    try:
+        previous: bytes | None = routes_map.read_bytes()
+    except OSError:
+        previous = None
+    data = "".join(f"{host} {backend}\n" for host, backend in routes_of(candidate_text)).encode()
+    if data != previous:
+        tmp = routes_map.with_name(routes_map.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, routes_map)
+    return previous
+
+
+def restore_routes(routes_map: Path, previous: bytes | None) -> None:
+    if previous is None:
+        return
+    tmp = routes_map.with_name(routes_map.name + ".tmp")
+    tmp.write_bytes(previous)
+    os.replace(tmp, routes_map)
+
+
+def save_server_state(socket_path: Path | None, state_file: Path | None) -> None:
+    """``show servers state`` of the running HAProxy into ``state_file``, which the next workers
+    load (``load-server-state-from-file global``). Nothing is saved when HAProxy does not answer:
+    the new workers then resolve every instance afresh."""
+    if socket_path is None or state_file is None or not socket_path.exists():
+        return
+    from billowin.adapters.haproxy import runtime_command
+    from billowin.errors import BillowinError
+
+    try:
+        state = runtime_command(socket_path, "show servers state")
+    except BillowinError as exc:
+        print(f"billowin-router: no server state saved: {exc.message}", file=sys.stderr)
+        return
+    if not state.startswith("1\n"):  # the format version line; anything else is an error message
+        print(f"billowin-router: no server state saved: {state[:200]!r}", file=sys.stderr)
+        return
+    tmp = state_file.with_name(state_file.name + ".tmp")
+    tmp.write_text(state)
+    os.replace(tmp, state_file)
+
+
 def signal_reload(pidfile: Path) -> bool:
     """Ask the HAProxy master for a hitless reload. False when it is not running."""
     try:
@@ -183,11 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nomad-addr", help="cross-check dropped apps with this Nomad")
     parser.add_argument("--certs-dir", type=Path, help="write the stored certificates here for HTTPS")
     parser.add_argument("--consul-addr", help="the Consul whose KV holds the certificates")
+    parser.add_argument("--routes-map", type=Path, help="the host -> backend map the render's routes go to")
+    parser.add_argument("--socket", type=Path, help="HAProxy's runtime API (to save the server state)")
+    parser.add_argument("--server-state", type=Path, help="where the server state is saved before a reload")
     args = parser.parse_args(argv)
     still_running = nomad_still_running(args.nomad_addr) if args.nomad_addr else None
     certs_changed = False
     if args.certs_dir is not None:
         certs_changed = sync_certificates(args.certs_dir, args.consul_addr)
+    previous_routes: bytes | None = None
+    if args.routes_map is not None:
+        try:
+            previous_routes = write_routes(args.routes_map, args.candidate.read_text())
+        except OSError as exc:
+            print(f"billowin-router: kept the last good configuration: cannot read {exc}", file=sys.stderr)
+            return 0
     try:
         changed = install(args.candidate, args.live, args.haproxy, still_running)
     except RefusedConfig as exc:
@@ -195,8 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         # and the router must keep watching for the next render.
         print(f"billowin-router: kept the last good configuration: {exc}", file=sys.stderr)
         changed = False
+        if args.routes_map is not None:
+            restore_routes(args.routes_map, previous_routes)
         if not certs_changed:
             return 0
+    if changed or certs_changed:
+        save_server_state(args.socket, args.server_state)
     if (changed or certs_changed) and signal_reload(args.pidfile):
         print(f"billowin-router: installed {args.live} and reloaded HAProxy", file=sys.stderr)
     return 0

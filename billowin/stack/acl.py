@@ -60,6 +60,8 @@ CONSUL_POLICIES: dict[str, dict[str, Any]] = {
         "key_prefix": {"billowin/certs/": _LIST, "billowin/router/": _READ},
         "key": {"billowin/certs/_account": _DENY},
     },
+    # What the DNS interface may answer (the agent's default token): the router's SRV lookups.
+    "billowin-dns": {"service_prefix": {"": _READ}, "node_prefix": {"": _READ}},
     "billowin-api": {
         "key_prefix": {"billowin/": _WRITE},
         "session_prefix": {"": _WRITE},
@@ -74,6 +76,7 @@ CONSUL_TOKENS = {
     "consul-nomad": "billowin-nomad",
     "consul-router": "billowin-router",
     "consul-api": "billowin-api",
+    "consul-dns": "billowin-dns",
 }
 NOMAD_ROUTER_POLICY = 'namespace "default" { policy = "read" }\nnode { policy = "read" }\n'
 

@@ -45,7 +45,7 @@ from billowin.settings import Settings
 from billowin.stack.acl import Secrets, ensure_consul_acls, ensure_nomad_acls
 from billowin.stack.install import ensure_docker_networks
 from billowin.stack.process import ManagedProcess, http_ok, write_env_file, write_private
-from billowin.stack.single_box import Ports, Progress, SingleBox, docker_ping
+from billowin.stack.single_box import ROUTER_SLOTS, Ports, Progress, SingleBox, docker_ping
 from billowin.stack.tools import Toolset
 
 DEFAULT_ROOT: Path = Settings.model_fields["production_root"].default
@@ -248,8 +248,13 @@ class ProductionBox(SingleBox):
                     # Consul makes this management token itself when it first elects a leader.
                     "initial_management": self.secrets.ensure("consul-bootstrap"),
                     "agent": self.secrets.ensure("consul-agent"),
+                    # Consul's DNS interface answers the router's SRV queries (the app instances)
+                    # with this token, as DNS carries none. Consul 1.14 has no separate DNS token,
+                    # so anonymous requests on the loopback may read services and nodes too.
+                    "default": self.secrets.ensure("consul-dns"),
                 },
             },
+            "dns_config": {"only_passing": True},
             "ui_config": {"enabled": True},
             "performance": {"raft_multiplier": 1},  # elect a leader in about a second, not five
             "log_level": "INFO",
@@ -321,6 +326,11 @@ class ProductionBox(SingleBox):
             "BILLOWIN_ROUTER_CERTS_DIR": str(self.router_dir / "certs"),
             "BILLOWIN_HSTS_MAX_AGE": str(self.hsts_max_age),
             "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{self.ports.router_stats}",
+            "BILLOWIN_ROUTER_ROUTES_MAP": str(self.router_dir / "routes.map"),
+            "BILLOWIN_ROUTER_SERVER_STATE": str(self.router_dir / "servers.state"),
+            "BILLOWIN_CONSUL_DNS_PORT": str(self.ports.consul_dns),
+            # Instances of one app the router can send to (the first this many DNS answers).
+            "BILLOWIN_ROUTER_SLOTS": str(ROUTER_SLOTS),
             "BILLOWIN_API_BACKEND": f"127.0.0.1:{self.ports.api}",
             "BILLOWIN_API_HOSTNAME": f"{API_HOSTNAME}.{self.domain}",
         }

@@ -38,6 +38,9 @@ from billowin.stack.tools import Toolset
 from billowin.system import System
 
 DOCKER_SOCKET = Path("/var/run/docker.sock")
+# Server slots per app backend in the router, filled from Consul's DNS: the most instances of one
+# app that receive traffic at once (a rolling deploy briefly runs twice the app's count).
+ROUTER_SLOTS = 16
 Progress = Callable[[str], None]
 
 
@@ -273,6 +276,9 @@ class SingleBox:
                 str(p.consul_grpc),
                 "-hcl",
                 "ports { grpc_tls = -1 }",
+                # The router resolves instances over DNS: passing ones only, as consul-template did.
+                "-hcl",
+                "dns_config { only_passing = true }",
             ],
             ready=http_ok(
                 f"http://127.0.0.1:{p.consul_http}/v1/status/leader",
@@ -342,6 +348,11 @@ plugin "docker" {{
             "BILLOWIN_ROUTER_CERTS_DIR": str(self.router_dir / "certs"),
             "BILLOWIN_HSTS_MAX_AGE": str(self.hsts_max_age),
             "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{self.ports.router_stats}",
+            "BILLOWIN_ROUTER_ROUTES_MAP": str(self.router_dir / "routes.map"),
+            "BILLOWIN_ROUTER_SERVER_STATE": str(self.router_dir / "servers.state"),
+            "BILLOWIN_CONSUL_DNS_PORT": str(self.ports.consul_dns),
+            # Instances of one app the router can send to (the first this many DNS answers).
+            "BILLOWIN_ROUTER_SLOTS": str(ROUTER_SLOTS),
             # The API answers ACME HTTP-01 challenges on every host; only a production box also
             # serves the API itself at billowin.<domain> (BILLOWIN_API_HOSTNAME).
             "BILLOWIN_API_BACKEND": f"127.0.0.1:{self.ports.api}",
@@ -366,6 +377,12 @@ plugin "docker" {{
             str(self.router_dir / "certs"),
             "--consul-addr",
             f"http://127.0.0.1:{self.ports.consul_http}",
+            "--routes-map",
+            str(self.router_dir / "routes.map"),
+            "--socket",
+            str(self.router_dir / "haproxy.sock"),
+            "--server-state",
+            str(self.router_dir / "servers.state"),
         ]
 
     def consul_template_hcl(self) -> str:

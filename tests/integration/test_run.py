@@ -105,12 +105,37 @@ def test_a_killed_instance_is_restarted_and_served_again(
     assert alloc["TaskStates"]["web"]["Restarts"] >= 1  # Nomad restarted it in place
 
 
-def test_a_rollout_under_constant_load_fails_no_request(
+def router_reloads(stack: SingleBox) -> int:
+    """How often the router's reload step has reloaded HAProxy (it says so in consul-template's log)."""
+    log = (stack.state_dir / "consul-template.log").read_text(errors="replace")
+    return log.count("and reloaded HAProxy")
+
+
+def router_quiet(stack: SingleBox, quiet_for: float = 3.0) -> None:
+    """Wait until the live router configuration has not changed for ``quiet_for`` seconds (an
+    earlier test's app still going away re-renders it)."""
+    live = stack.router_dir / "haproxy.cfg"
+    text, since = live.read_bytes(), time.monotonic()
+
+    def settled() -> bool:
+        nonlocal text, since
+        if (now := live.read_bytes()) != text:
+            text, since = now, time.monotonic()
+        return time.monotonic() - since >= quiet_for
+
+    wait_for(settled, 60, "the router configuration to settle")
+
+
+def test_a_rollout_under_constant_load_fails_no_request_and_reloads_nothing(
     stack: SingleBox, make_image, deployer: Deployer, app_name: str, router: httpx.Client, cleanup_apps
 ) -> None:
+    """Instances come and go (a rolling deploy, scaling up and down) without a reload: HAProxy
+    resolves them from Consul's DNS."""
     cleanup_apps.append(app_name)
     deploy_live(deployer, make_image, router, app_name, "blue")
     green = make_image(app_name, "v2", greeting="green")
+    router_quiet(stack)
+    reloads = router_reloads(stack)
 
     with Load(stack, f"{app_name}.localhost") as load:
         time.sleep(1)  # some traffic on v1 before the rollout starts
@@ -118,6 +143,15 @@ def test_a_rollout_under_constant_load_fails_no_request(
         assert release.status == ReleaseStatus.LIVE, release.description
         wait_for(lambda: serving(router, app_name, "green"), 30, "v2 to be served")
         time.sleep(8)  # and traffic while the old instance drains and stops
+        catalog = System(stack.settings).catalog
+        deployer.nomad.scale(app_name, "web", 3)
+        catalog.wait_for_healthy(app_name, count=3, timeout=60)
+        # Nomad refuses to scale while the scale-up's deployment runs.
+        assert deployer.nomad.wait_for_deployment(app_name, timeout=120).status == "successful"
+        deployer.nomad.scale(app_name, "web", 1)
+        wait_for(lambda: len(catalog.healthy_instances(app_name)) == 1, 60, "back to 1 instance")
+        time.sleep(3)  # traffic while the two instances scaled away drain and stop
+    assert router_reloads(stack) == reloads, "an instance moving reloaded HAProxy"
     result = load.result
     print(f"rolling deploy under load: {result}")
     assert result["failures"] == {}, result

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from billowin.router.reload import MARKER, RefusedConfig, install, main
+from billowin.router.reload import MARKER, RefusedConfig, install, main, routes_of, write_routes
 from billowin.settings import PACKAGE_DIR, Settings
 from billowin.stack.process import ManagedProcess, free_port, http_ok
 from billowin.stack.tools import Toolset, system_binary
@@ -188,12 +188,14 @@ class _Catalog(http.server.BaseHTTPRequestHandler):
 
     services: ClassVar[dict[str, tuple[list[str], int]]] = {}  # name -> (tags, port)
     kv: ClassVar[dict[str, bytes]] = {}
+    asked: ClassVar[set[str]] = set()  # every path consul-template asked for
 
     def log_message(self, *_args: object) -> None:
         pass
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        self.asked.add(path)
         if path == "/v1/catalog/services":
             body: object = {name: tags for name, (tags, _) in self.services.items()}
         elif path.startswith("/v1/health/service/"):
@@ -230,6 +232,9 @@ class _Catalog(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+ASKED: set[str] = set()
+
+
 def render_template(
     tmp_path: Path,
     env: dict[str, str],
@@ -237,7 +242,7 @@ def render_template(
     kv: dict[str, bytes] | None = None,
 ) -> Path:
     """``billowin/router/haproxy.cfg.ctmpl`` rendered once by consul-template, as the router does."""
-    handler = type("Catalog", (_Catalog,), {"services": services, "kv": kv or {}})
+    handler = type("Catalog", (_Catalog,), {"services": services, "kv": kv or {}, "asked": ASKED})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "haproxy.cfg"
@@ -258,6 +263,10 @@ def render_template(
                 "BILLOWIN_HAPROXY_SOCKET": str(tmp_path / "haproxy.sock"),
                 "BILLOWIN_ROUTER_BIND": f"127.0.0.1:{free_port()}",
                 "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{free_port()}",
+                "BILLOWIN_ROUTER_ROUTES_MAP": str(tmp_path / "routes.map"),
+                "BILLOWIN_ROUTER_SERVER_STATE": str(tmp_path / "servers.state"),
+                "BILLOWIN_CONSUL_DNS_PORT": str(free_port()),  # nothing answers: no instance resolves
+                "BILLOWIN_ROUTER_SLOTS": "16",
                 **env,
             },
             capture_output=True,
@@ -269,6 +278,7 @@ def render_template(
         server.shutdown()
         server.server_close()
     assert proc.returncode == 0, proc.stderr
+    write_routes(tmp_path / "routes.map", out.read_text())  # as the reload step does
     return out
 
 
@@ -295,6 +305,15 @@ def test_the_template_renders_a_config_haproxy_accepts(tmp_path: Path, productio
     rules = [line.strip() for line in text.splitlines() if line.strip().startswith("use_backend")]
     assert rules[0].startswith("use_backend billowin_api if { path_reg ^/[.]well-known/acme-challenge/")
     assert ("use_backend billowin_api if { var(txn.host) -m str billowin.localhost }" in rules) is production
+    # Apps are one map lookup, whatever their number; their instances are resolved over DNS.
+    assert [r for r in rules if "billowin_api" not in r] == [
+        f"use_backend %[var(txn.host),map_str({tmp_path}/routes.map)] "
+        f"if {{ var(txn.host),map_str({tmp_path}/routes.map) -m found }}"
+    ]
+    assert (tmp_path / "routes.map").read_text() == "shop.localhost app_shop\nwww.shop.test app_shop\n"
+    shop = text.split("\nbackend app_shop\n")[1]
+    assert "server-template s 1-16 _shop._tcp.service.consul resolvers consul" in shop
+    assert "127.0.0.1:20001" not in text, "no instance address in the configuration"
     candidate = tmp_path / "haproxy.cfg.next"
     candidate.write_text(text)
     assert install(candidate, tmp_path / "live.cfg", HAPROXY) is True  # haproxy -c accepts it
@@ -353,10 +372,13 @@ def test_challenges_on_every_host_reach_the_api_and_nothing_else_does(tmp_path: 
             hosts = ("shop.localhost", "www.shop.test", "billowin.localhost", "new.example.com", "X.Y:80")
             for host in hosts:  # an app, its custom domain, the API's name, one not routed yet
                 assert who(challenge, host) == "api", host
-            assert who("/", "shop.localhost") == "app"
-            assert who("/tokens", "shop.localhost") == "app"
-            assert who("/.well-known/acme-challenge/short", "shop.localhost") == "app"
-            assert who(f"/.well-known/acme-challenge/{TOKEN}/more", "shop.localhost") == "app"
+            # The app's backend (found in the routes map), whose instances come from Consul's
+            # DNS; none answers here, so HAProxy says the app has no healthy instance.
+            app_says = "shop has no healthy instance"
+            assert app_says in who("/", "shop.localhost") and app_says in who("/", "www.shop.test")
+            assert app_says in who("/tokens", "shop.localhost")
+            assert app_says in who("/.well-known/acme-challenge/short", "shop.localhost")
+            assert app_says in who(f"/.well-known/acme-challenge/{TOKEN}/more", "shop.localhost")
             assert who(f"/.well-known/acme-challenge/{TOKEN}?x=1", "shop.localhost") == "api"
             assert "No such app" in who("/", "nowhere.localhost")
     finally:
@@ -406,3 +428,27 @@ def test_https_renders_a_listener_redirects_and_hsts_that_haproxy_accepts(tmp_pa
     candidate = tmp_path / "haproxy.cfg.next"
     candidate.write_text(text)
     assert install(candidate, tmp_path / "live.cfg", HAPROXY) is True  # haproxy -c accepts it
+
+
+def test_routes_are_read_from_the_render_the_first_of_a_host_kept() -> None:
+    text = "# route a.localhost app_a\n# route www.a.test app_a\n# route a.localhost app_b\n#route x app_x\n"
+    assert routes_of(text) == [("a.localhost", "app_a"), ("www.a.test", "app_a")]
+
+
+def test_a_refused_render_puts_the_previous_routes_back(tmp_path: Path) -> None:
+    live, candidate, routes = tmp_path / "live.cfg", tmp_path / "next.cfg", tmp_path / "routes.map"
+    routes.write_text("shop.localhost app_shop\n")
+    candidate.write_text("# route blog.localhost app_blog\nthis is not haproxy\n")
+    argv = ["--candidate", str(candidate), "--live", str(live), "--pidfile", str(tmp_path / "pid")]
+    assert main([*argv, "--haproxy", HAPROXY, "--routes-map", str(routes)]) == 0
+    assert routes.read_text() == "shop.localhost app_shop\n" and not live.exists()
+
+
+def test_the_template_asks_consul_the_same_few_things_whatever_the_number_of_apps(tmp_path: Path) -> None:
+    """consul-template keeps one connection open per query, and Consul allows 200 per client: a
+    query per app would stop the router (and everything on 127.0.0.1) at about a hundred apps."""
+    services = {f"app{i}": (["billowin.web"], 20000 + i) for i in range(40)}
+    ASKED.clear()
+    render_template(tmp_path, {"BILLOWIN_ROUTER_CERTS_DIR": str(tmp_path / "certs")}, services)
+    wanted = {"/v1/catalog/services", "/v1/kv/billowin/certs/", "/v1/kv/billowin/router/no-redirect"}
+    assert wanted == ASKED
