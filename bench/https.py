@@ -46,7 +46,7 @@ from billowin.stack.single_box import Ports, SingleBox
 from billowin.stack.tools import CertTestTools, Toolset
 from billowin.system import System
 from tests.gitrepo import commit
-from tests.integration.acme_servers import TSIG_KEY, Knot, Pebble, knot_server, pebble_server, serving
+from tests.integration.acme_servers import Pebble, acme_settings, knot_server, pebble_server, serving
 
 console = Console(stderr=True)
 
@@ -65,20 +65,6 @@ function wrk.resolve(host, service)
   wrk.addrs = wrk.lookup("127.0.0.1", service)
 end
 """
-
-
-def acme_settings(pebble: Pebble, knot: Knot) -> dict[str, Any]:
-    """The ACME settings of the test suite's HTTPS modules, as ``Settings`` fields."""
-    return {
-        "acme_directory_url": pebble.directory_url,
-        "acme_ca_bundle": pebble.tls_bundle,
-        "acme_email": "ops@example.com",
-        "acme_timeout": 60.0,
-        "acme_dns_server": knot.address,
-        "acme_dns_zone": knot.zone,
-        "acme_dns_tsig_key": TSIG_KEY,
-        "acme_dns_tsig_secret": SecretStr(knot.tsig_secret),
-    }
 
 
 def acme_env(fields: dict[str, Any]) -> dict[str, str]:

@@ -30,6 +30,7 @@ from billowin.ports import AcmeAccount, CertificateRecord, KeyPair, KeyValueStor
 
 PREFIX = "billowin/certs"
 ACCOUNT = f"{PREFIX}/_account"
+ACCOUNT_NAME = "_account"  # the Vault secret holding the ACME account, beside billowin-certs/<id>
 TIMES = ("not_before", "not_after", "next_attempt", "updated_at", "failing_since")
 
 
@@ -62,6 +63,19 @@ def decode_record(raw: bytes) -> CertificateRecord:
             data[name] = datetime.fromisoformat(data[name])
     data["names"] = tuple(data["names"])
     return CertificateRecord(**data)
+
+
+def encode_account(account: AcmeAccount) -> dict[str, str]:
+    return {
+        "directory": account.directory,
+        "uri": account.uri,
+        "key": account.key_json,
+        "email": account.email,
+    }
+
+
+def decode_account(data: dict[str, str]) -> AcmeAccount:
+    return AcmeAccount(data["directory"], data["uri"], data["key"], data.get("email", ""))
 
 
 class ConsulCertificateStore:
@@ -106,19 +120,10 @@ class ConsulCertificateStore:
 
     def account(self) -> AcmeAccount | None:
         _, raw = self.kv.kv_get(ACCOUNT)
-        if not raw:
-            return None
-        data = json.loads(raw)
-        return AcmeAccount(data["directory"], data["uri"], data["key"], data.get("email", ""))
+        return decode_account(json.loads(raw)) if raw else None
 
     def save_account(self, account: AcmeAccount) -> None:
-        data = {
-            "directory": account.directory,
-            "uri": account.uri,
-            "key": account.key_json,
-            "email": account.email,
-        }
-        self.kv.kv_put(ACCOUNT, json.dumps(data, sort_keys=True).encode())
+        self.kv.kv_put(ACCOUNT, json.dumps(encode_account(account), sort_keys=True).encode())
 
 
 class VaultCertificateStore(ConsulCertificateStore):
@@ -166,16 +171,8 @@ class VaultCertificateStore(ConsulCertificateStore):
         self.secrets.delete(cert_id)
 
     def account(self) -> AcmeAccount | None:
-        data = self.secrets.get(ACCOUNT.rsplit("/", 1)[1])
-        if not data:
-            return None
-        return AcmeAccount(data["directory"], data["uri"], data["key"], data.get("email", ""))
+        data = self.secrets.get(ACCOUNT_NAME)
+        return decode_account(data) if data else None
 
     def save_account(self, account: AcmeAccount) -> None:
-        data = {
-            "directory": account.directory,
-            "uri": account.uri,
-            "key": account.key_json,
-            "email": account.email,
-        }
-        self.secrets.put(ACCOUNT.rsplit("/", 1)[1], data)
+        self.secrets.put(ACCOUNT_NAME, encode_account(account))

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from josepy.jwa import ES256
 from josepy.jwk import JWK
+from pydantic import SecretStr
 
 from billowin.ports import AcmeAccount
 from billowin.stack.process import ManagedProcess, free_port
@@ -302,3 +304,17 @@ def serving(process: ManagedProcess, timeout: float = 20) -> Iterator[None]:
         yield
     finally:
         process.stop()
+
+
+def acme_settings(pebble: Pebble, knot: Knot) -> dict[str, Any]:
+    """``Settings`` fields for ordering from ``pebble``, with DNS-01 through ``knot``."""
+    return {
+        "acme_directory_url": pebble.directory_url,
+        "acme_ca_bundle": pebble.tls_bundle,
+        "acme_email": "ops@example.com",
+        "acme_timeout": 60.0,
+        "acme_dns_server": knot.address,
+        "acme_dns_zone": knot.zone,
+        "acme_dns_tsig_key": TSIG_KEY,
+        "acme_dns_tsig_secret": SecretStr(knot.tsig_secret),
+    }

@@ -19,7 +19,6 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pydantic import SecretStr
 
 from billowin.apps.store import App
 from billowin.certs.manager import CertificateManager
@@ -31,7 +30,7 @@ from billowin.stack.tools import CertTestTools
 from billowin.system import System
 from tests.fakes import own_certificate
 
-from .acme_servers import TSIG_KEY, Knot, Pebble, knot_server, pebble_server, serving
+from .acme_servers import Knot, Pebble, acme_settings, knot_server, pebble_server, serving
 from .alert_receiver import AlertReceiver
 from .conftest import Load, wait_for
 
@@ -74,18 +73,7 @@ def pebble(stack: SingleBox, knot: Knot, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="module")
 def system(stack: SingleBox, pebble: Pebble, knot: Knot) -> System:
-    settings = stack.settings.model_copy(
-        update={
-            "acme_directory_url": pebble.directory_url,
-            "acme_ca_bundle": pebble.tls_bundle,
-            "acme_email": "ops@example.com",
-            "acme_timeout": 60.0,
-            "acme_dns_server": knot.address,
-            "acme_dns_zone": knot.zone,
-            "acme_dns_tsig_key": TSIG_KEY,
-            "acme_dns_tsig_secret": SecretStr(knot.tsig_secret),
-        }
-    )
+    settings = stack.settings.model_copy(update=acme_settings(pebble, knot))
     return System(settings)
 
 

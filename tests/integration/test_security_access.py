@@ -102,6 +102,8 @@ def dashboard(world: World, token: str) -> Iterator[tuple[httpx.Client, str]]:
 
 # How to call each mutating route, with a body that would really do something if allowed.
 Call = Callable[[World, str, str], dict[str, Any]]  # (world, target app, csrf) -> request kwargs
+
+
 def upload(app: str) -> dict[str, str]:
     chain, key = own_certificate([f"{app}.localhost"])
     return {"chain": chain, "key": key}
