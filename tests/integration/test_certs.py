@@ -34,7 +34,7 @@ from billowin.stack.single_box import SingleBox, VaultDev
 from billowin.stack.tools import CertTestTools
 from billowin.system import System
 
-from .acme_servers import TSIG_KEY, Knot, Pebble, knot_server, pebble_server, serving
+from .acme_servers import Knot, Pebble, acme_settings, knot_server, pebble_server, serving
 from .conftest import wait_for
 
 RETRY_MIN = 300.0
@@ -82,18 +82,7 @@ def pebble(
 @pytest.fixture(scope="module")
 def system(stack: SingleBox, pebble: Pebble, knot: Knot) -> System:
     settings = stack.settings.model_copy(
-        update={
-            "acme_directory_url": pebble.directory_url,
-            "acme_ca_bundle": pebble.tls_bundle,
-            "acme_email": "ops@example.com",
-            "acme_timeout": 60.0,
-            "acme_retry_min": RETRY_MIN,
-            "acme_dns_server": knot.address,
-            "acme_dns_zone": knot.zone,
-            "acme_dns_tsig_key": TSIG_KEY,
-            "acme_dns_tsig_secret": SecretStr(knot.tsig_secret),
-            "acme_dns_timeout": 30.0,
-        }
+        update={**acme_settings(pebble, knot), "acme_retry_min": RETRY_MIN, "acme_dns_timeout": 30.0}
     )
     return System(settings)
 
