@@ -20,6 +20,11 @@ Starts its own stack on free ports (as the integration tests do), then:
   ``router_tls``: requests/s and latency through HAProxy over HTTPS with ``wrk``, against plain
   HTTP to the same app. Both on a box of their own with ACME on (``bench/https.py``); ``--only
   https`` runs the two.
+- ``router_scale``: requests/s, p50/p99 and HAProxy's CPU per request through the box's router
+  with 1, 100 and 1,000 routed apps (Consul agent services at one fast nginx backend), against
+  the same HAProxy as a plain reverse proxy and nginx with one server block per app (Dokku's
+  layout), same run; and ``router_reloads``: HAProxy reloads while 10 apps are first deployed,
+  given a new image, and scaled to 3 and back to 1 (``bench/router.py``; router_scale needs nginx).
 
 Writes ``bench/results.json`` and prints a table. These machines are noisy:
 compare ratios, not seconds. No figure here is ever asserted in the test suite.
@@ -61,6 +66,7 @@ from bench.figures import (
 from bench.https import bench_https
 from bench.monitoring import bench_monitoring_overhead
 from bench.production import bench_power_cut
+from bench.router import bench_router_reloads, bench_router_scale
 from billowin.apps.store import App
 from billowin.build.builder import Builder
 from billowin.pipeline.webhooks import github_signature
@@ -380,6 +386,9 @@ def run_figures(box: SingleBox, work: Path, langs: list[str], only: str, out: Pa
         ("power_cut_to_serving", lambda: bench_power_cut(box, work)),
         # domain_to_https and router_tls, on a box of their own (ACME on would redirect every app)
         ("https", lambda: bench_https(box.tools, work)),
+        # on the main box; each leaves it as it found it (services deregistered, apps destroyed)
+        ("router_scale", lambda: bench_router_scale(box, work)),
+        ("router_reloads", lambda: bench_router_reloads(box, work)),
     ]
     wanted = {f for f in only.split(",") if f}
     for name, run in figures:
@@ -477,6 +486,7 @@ def summary_table(results: dict[str, Any]) -> Table:
     except (KeyError, TypeError, AttributeError) as exc:  # a figure that failed
         console.print(f"[yellow]table incomplete:[/] missing {exc}")
     https_rows(table, results)  # on their own box: a run of --only https has these alone
+    router_rows(table, results)  # a run of --only router_scale,router_reloads has these alone
     return table
 
 
@@ -509,6 +519,39 @@ def https_rows(table: Table, results: dict[str, Any]) -> None:
         console.print(f"[yellow]table incomplete:[/] missing {exc}")
 
 
+def router_rows(table: Table, results: dict[str, Any]) -> None:
+    try:
+        for count, f in results["router_scale"]["apps"].items():
+            if "error" in f:  # a count the router could not reach
+                table.add_row(f"router, {count} apps", "failed", f["error"][:100], "")
+                continue
+            r, p, n = f["router"], f["haproxy_plain"], f["nginx_per_app"]
+            table.add_row(
+                f"router, {count} apps: req/s (p50 / p99)",
+                f"{r['rps']:.0f} ({r['p50_ms']} / {r['p99_ms']} ms)",
+                f"plain HAProxy {p['rps']:.0f}, nginx per app {n['rps']:.0f}",
+                f"{f['router_over_plain_rps']}x plain, {f['router_over_nginx_rps']}x nginx",
+            )
+            table.add_row(
+                f"router, {count} apps: HAProxy CPU per request",
+                f"{r['cpu_us_per_request']} us",
+                f"plain HAProxy {p['cpu_us_per_request']} us, nginx per app {n['cpu_us_per_request']} us",
+                f"{f['router_over_plain_cpu']}x plain",
+            )
+    except (KeyError, TypeError, AttributeError) as exc:
+        console.print(f"[yellow]table incomplete:[/] missing {exc}")
+    try:
+        rr = results["router_reloads"]
+        table.add_row(
+            f"router reloads, {rr['apps']} apps: new image to each / scale 1->3->1",
+            f"{rr['new_image_deploys']['reloads']} / {rr['scale_to_3_and_back_to_1']['reloads']}",
+            f"first deploys {rr['first_deploys']['reloads']}, destroy {rr['destroy']['reloads']}",
+            "",
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        console.print(f"[yellow]table incomplete:[/] missing {exc}")
+
+
 def main(argv: list[str] | None = None) -> int:
     # A SIGTERM (Ctrl-C's cousin from `timeout` or CI) still tears the stack down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -518,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated figure names, e.g. webhook_ack; https: domain_to_https and router_tls",
+        help="comma-separated figure names, e.g. webhook_ack; https: domain_to_https and router_tls; "
+        "router_scale needs nginx",
     )
     args = parser.parse_args(argv)
     out: Path = args.out or (SCRATCH if args.only else RESULTS)

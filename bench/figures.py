@@ -163,10 +163,18 @@ def wrk_during(url: str, host: str, seconds: int, during: Callable[[], None]) ->
     }
 
 
-def wrk(url: str, host: str | None, seconds: int = 5, script: Path | None = None) -> dict[str, Any]:
+def wrk(
+    url: str,
+    host: str | None,
+    seconds: int = 5,
+    script: Path | None = None,
+    *,
+    threads: int = 2,
+    connections: int = 16,
+) -> dict[str, Any]:
     """``wrk -t2 -c16`` (keep-alive) for ``seconds``, with a Host header and optionally a Lua script:
     requests/s, p50/p99 in ms, and what failed (wrk's "Non-2xx or 3xx" and socket errors)."""
-    argv = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency"]
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if host:
         argv += ["-H", f"Host: {host}"]
     if script is not None:

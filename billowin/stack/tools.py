@@ -26,6 +26,7 @@ SYSTEM_PACKAGES = {
     "systemd-analyze": "systemd",  # checks the units `billowin install` writes (tests/unit/test_units.py)
     "ip": "iproute2",  # `billowin install --interface`
     "wrk": "wrk",  # `make bench`
+    "nginx": "nginx",  # `make bench`: router_scale's baseline (one server block per app, as Dokku)
     "chromium": "chromium",  # the dashboard's browser tests
     "chromedriver": "chromium-driver",
     "pebble": "pebble",  # the ACME test CA of the HTTPS tests (tests/integration/test_certs.py)
