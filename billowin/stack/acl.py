@@ -51,13 +51,13 @@ CONSUL_POLICIES: dict[str, dict[str, Any]] = {
         "node_prefix": {"": _READ},
         "service_prefix": {"": _WRITE},
     },
-    # The router lists and reads the certificates it serves (recursive reads need "list", as
-    # enable_key_list_policy is on) and reads the per-app HTTPS switches; never the ACME account
+    # The router lists and reads the certificates it serves and the per-app HTTPS switches
+    # (recursive reads need "list", as enable_key_list_policy is on); never the ACME account
     # key (the most specific rule wins, and a listing leaves out what the token cannot read).
     "billowin-router": {
         "service_prefix": {"": _READ},
         "node_prefix": {"": _READ},
-        "key_prefix": {"billowin/certs/": _LIST, "billowin/router/": _READ},
+        "key_prefix": {"billowin/certs/": _LIST, "billowin/router/": _LIST},
         "key": {"billowin/certs/_account": _DENY},
     },
     # What the DNS interface may answer (the agent's default token): the router's SRV lookups.
