@@ -198,6 +198,20 @@ def wrk(
     }
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median req/s, p50, p99 (and CPU per request, when measured) of wrk runs; failures summed."""
+    keys = [k for k in runs[0] if k.endswith("cpu_us_per_request")]
+    return {
+        "rps": round(statistics.median(r["rps"] for r in runs), 1),
+        "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
+        "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 3),
+        **{k: round(statistics.median(r[k] for r in runs), 1) for k in keys},
+        "non_2xx": sum(r["non_2xx"] for r in runs),
+        "socket_errors": sum(r["socket_errors"] for r in runs),
+        "runs": runs,
+    }
+
+
 def _grep(text: str, pattern: str) -> str | None:
     match = re.search(pattern, text, re.MULTILINE)
     return match.group(1) if match else None

@@ -39,7 +39,7 @@ import httpx
 from pydantic import SecretStr
 from rich.console import Console
 
-from bench.figures import api, follow, wrk
+from bench.figures import api, follow, median_run, wrk
 from billowin.names import certificate_id
 from billowin.settings import Settings
 from billowin.stack.single_box import Ports, SingleBox
@@ -263,17 +263,6 @@ def tls_session(box: SingleBox, host: str) -> dict[str, str]:
     return found
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "rps": round(statistics.median(r["rps"] for r in runs), 1),
-        "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
-        "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 3),
-        "non_2xx": sum(r["non_2xx"] for r in runs),
-        "socket_errors": sum(r["socket_errors"] for r in runs),
-        "runs": runs,
-    }
-
-
 def bench_router_tls(
     box: SingleBox,
     client: httpx.Client,
@@ -297,7 +286,7 @@ def bench_router_tls(
     for _ in range(rounds):
         plain_runs.append(wrk(plain_url, host, seconds))
         tls_runs.append(wrk(tls_url, host, seconds, script))
-    plain, tls = _median_run(plain_runs), _median_run(tls_runs)
+    plain, tls = median_run(plain_runs), median_run(tls_runs)
     # wrk counts a 3xx as a success: check again that plain HTTP was the page, not a redirect
     if not serves_http(box, host):
         raise RuntimeError(f"http://{host} no longer serves the page (the redirect came back?)")

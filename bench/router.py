@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import time
 import uuid
@@ -40,7 +39,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from bench.figures import api, hello_image, serves, wrk
+from bench.figures import api, hello_image, median_run, serves, wrk
 from billowin.adapters.haproxy import show_info
 from billowin.apps.store import App
 from billowin.errors import InvalidInput
@@ -118,19 +117,6 @@ def measured(
         run[f"{name}_cpu_us_per_request"] = round(used * 1e6 / requests, 1)
     run["processes"] = len(procs)
     return run
-
-
-def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k in runs[0] if k.endswith("cpu_us_per_request")]
-    return {
-        "rps": round(statistics.median(r["rps"] for r in runs), 1),
-        "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
-        "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 3),
-        **{k: round(statistics.median(r[k] for r in runs), 1) for k in keys},
-        "non_2xx": sum(r["non_2xx"] for r in runs),
-        "socket_errors": sum(r["socket_errors"] for r in runs),
-        "runs": runs,
-    }
 
 
 def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -298,12 +284,17 @@ def nginx(binary: str, run_dir: Path, workers: int, http: str, probe: tuple[str,
             ) from None
         yield proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 BACKEND_SERVER = """\
@@ -391,12 +382,7 @@ def plain_haproxy(binary: str, run_dir: Path, threads: int, port: int, backend: 
         )
         yield proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 # -- router_scale ------------------------------------------------------------------------------

@@ -43,7 +43,9 @@ from josepy.jwk import JWK
 from pydantic import SecretStr
 
 from billowin.ports import AcmeAccount
+from billowin.settings import Settings
 from billowin.stack.process import ManagedProcess, free_port
+from billowin.system import System
 
 TSIG_KEY = "billowin-acme."
 
@@ -318,3 +320,12 @@ def acme_settings(pebble: Pebble, knot: Knot) -> dict[str, Any]:
         "acme_dns_tsig_key": TSIG_KEY,
         "acme_dns_tsig_secret": SecretStr(knot.tsig_secret),
     }
+
+
+def forget_certificates(settings: Settings) -> None:
+    """Delete every stored certificate: the session's router serves whatever the store holds, and a
+    leftover from a module's own pebble (a CA no other module trusts) would redirect later modules'
+    plain HTTP to it."""
+    store = System(settings).cert_store
+    for record in store.all():
+        store.delete(record.id)

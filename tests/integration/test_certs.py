@@ -34,7 +34,15 @@ from billowin.stack.single_box import SingleBox, VaultDev
 from billowin.stack.tools import CertTestTools
 from billowin.system import System
 
-from .acme_servers import Knot, Pebble, acme_settings, knot_server, pebble_server, serving
+from .acme_servers import (
+    Knot,
+    Pebble,
+    acme_settings,
+    forget_certificates,
+    knot_server,
+    pebble_server,
+    serving,
+)
 from .conftest import wait_for
 
 RETRY_MIN = 300.0
@@ -46,9 +54,7 @@ def no_certificate_outlives_the_module(stack: SingleBox) -> Iterator[None]:
     serves whatever the store holds, and a leftover ``*.localhost`` (from a CA no other module
     trusts) would answer later modules' plain HTTP with a redirect to it."""
     yield
-    store = System(stack.settings).cert_store
-    for record in store.all():
-        store.delete(record.id)
+    forget_certificates(stack.settings)
 
 
 @pytest.fixture(scope="module")

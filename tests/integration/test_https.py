@@ -30,7 +30,15 @@ from billowin.stack.tools import CertTestTools
 from billowin.system import System
 from tests.fakes import own_certificate
 
-from .acme_servers import Knot, Pebble, acme_settings, knot_server, pebble_server, serving
+from .acme_servers import (
+    Knot,
+    Pebble,
+    acme_settings,
+    forget_certificates,
+    knot_server,
+    pebble_server,
+    serving,
+)
 from .alert_receiver import AlertReceiver
 from .conftest import Load, wait_for
 
@@ -43,9 +51,7 @@ def no_certificate_outlives_the_module(stack: SingleBox) -> Iterator[None]:
     serves whatever the store holds, and a leftover ``*.localhost`` (from a CA no other module
     trusts) would answer later modules' plain HTTP with a redirect to it."""
     yield
-    store = System(stack.settings).cert_store
-    for record in store.all():
-        store.delete(record.id)
+    forget_certificates(stack.settings)
 
 
 @pytest.fixture(scope="module")
