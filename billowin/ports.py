@@ -211,19 +211,6 @@ class Scheduler(Probe, Protocol):
         """The allocation's resource usage (``ResourceUsage``: CPU and memory)."""
         ...
 
-    def log_frames(
-        self,
-        alloc_id: str,
-        task: str,
-        stream: str,
-        *,
-        origin: str = "start",
-        offset: int = 0,
-        follow: bool = False,
-    ) -> Iterator[bytes | None]:
-        """A task's stdout or stderr: the bytes of each frame, ``None`` for each heartbeat."""
-        ...
-
 
 class ServiceRegistry(Probe, Protocol):
     """Knows where healthy instances are (Consul)."""
@@ -287,6 +274,25 @@ class ContainerEngine(Probe, Protocol):
         ...
 
     def remove_containers(self, *, label: str) -> int: ...
+
+    def remove_exited(self, *, label: str, finished_before: float) -> int:
+        """Remove exited containers with ``label`` that stopped before that Unix time."""
+        ...
+
+    def logs(
+        self, name: str, stream: str, *, tail: int | None, since: float | None, follow: bool
+    ) -> LogStream:
+        """Container ``name``'s ``stdout`` or ``stderr``: the last ``tail`` lines (``None``: all)
+        after ``since``, then (``follow``) new ones until it stops. ``NotFound`` if it is gone."""
+        ...
+
+
+class LogStream(Protocol):
+    """Lines as ``(unix time, text without the newline)``; ``close()`` ends it from any thread."""
+
+    def __iter__(self) -> Iterator[tuple[float, bytes]]: ...
+
+    def close(self) -> None: ...
 
 
 class ImageRegistry(Probe, Protocol):

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     build_concurrency: int = Field(2, ge=1, validation_alias=_env("BUILD_CONCURRENCY"))
     build_timeout: float = Field(900, validation_alias=_env("BUILD_TIMEOUT"))
     keep_images: int = Field(5, ge=1, validation_alias=_env("KEEP_IMAGES"))
+    # How long a stopped instance's container (and so what it printed) is kept, in seconds.
+    keep_stopped_containers: float = Field(3600, ge=0, validation_alias=_env("KEEP_STOPPED_CONTAINERS"))
     ca_bundle: Path = Field(Path("/etc/ssl/certs/ca-certificates.crt"), validation_alias=_env("CA_BUNDLE"))
     pip_index_url: str = Field("", validation_alias=_env("PIP_INDEX_URL"))
     npm_registry: str = Field("", validation_alias=_env("NPM_REGISTRY"))

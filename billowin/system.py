@@ -53,7 +53,7 @@ from billowin.ports import (
     ServiceRegistry,
 )
 from billowin.release.deploy import Deployer
-from billowin.release.logs import AppLogs
+from billowin.release.logs import APP_LABEL, AppLogs
 from billowin.release.oneoff import Runner
 from billowin.release.store import ReleaseStore
 from billowin.settings import Settings
@@ -250,7 +250,7 @@ class System:
 
     @cached_property
     def runner(self) -> Runner:
-        return Runner(self.settings, self.nomad)
+        return Runner(self.settings, self.nomad, self.docker)
 
     @cached_property
     def deployer(self) -> Deployer:
@@ -258,7 +258,7 @@ class System:
 
     @cached_property
     def logs(self) -> AppLogs:
-        return AppLogs(self.nomad)
+        return AppLogs(self.nomad, self.docker)
 
     @cached_property
     def streams(self) -> StreamLimiter:
@@ -281,8 +281,15 @@ class System:
             failing_certificates=lambda: failing_certificates(
                 self.cert_store, self.apps, self.settings.domain
             ),
+            housekeeping=self.remove_stopped_containers,
             metrics=self.metrics,
         )
+
+    def remove_stopped_containers(self, now: float) -> int:
+        """Remove app containers that stopped over ``BILLOWIN_KEEP_STOPPED_CONTAINERS`` ago (Nomad
+        leaves them so their logs stay readable; see ``release/logs.py``)."""
+        before = now - self.settings.keep_stopped_containers
+        return self.docker.remove_exited(label=APP_LABEL, finished_before=before)
 
     @cached_property
     def builder(self) -> Builder:

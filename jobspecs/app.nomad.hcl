@@ -81,6 +81,10 @@ job "[[ app ]]" {
       driver       = "docker"
       kill_timeout = "[[ kill_timeout ]]"
 
+      logs {
+        disabled = true
+      }
+
       config {
         image = "[[ image ]]"
         # A user-defined Docker network with inter-container traffic off: an app cannot
@@ -97,6 +101,15 @@ job "[[ app ]]" {
           "billowin.release" = "[[ release ]]"
           "billowin.process" = "[[ proc.name ]]"
         }]
+        # Docker keeps the output (`billowin logs` reads it there): Nomad collects none,
+        # which saves a logmon and a docker_logger (about 28 MB) per instance.
+        logging {
+          type = "local"
+          config {
+            max-size = "[[ log_max_size ]]"
+            max-file = "[[ log_max_files ]]"
+          }
+        }
       }
 
       env {

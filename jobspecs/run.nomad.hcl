@@ -25,6 +25,10 @@ job "[[ job_id ]]" {
     task "run" {
       driver = "docker"
 
+      logs {
+        disabled = true
+      }
+
       # The command goes in a file, not in `args`: Nomad would interpolate any
       # ${...} in the driver config, and the user's shell syntax must reach sh as typed.
       template {
@@ -45,6 +49,15 @@ job "[[ job_id ]]" {
           "billowin.release" = "[[ release ]]"
           "billowin.process" = "run"
         }]
+        # Docker keeps the output (`billowin logs` reads it there): Nomad collects none,
+        # which saves a logmon and a docker_logger (about 28 MB) per instance.
+        logging {
+          type = "local"
+          config {
+            max-size = "[[ log_max_size ]]"
+            max-file = "[[ log_max_files ]]"
+          }
+        }
       }
 
       env {

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -225,6 +225,23 @@ class InMemoryKV:
                     break
                 self._changed.wait(remaining)
             return self._index
+
+    def kv_list_wait(self, prefix: str, index: int | None, wait: str = "30s") -> tuple[int, list[KVEntry]]:
+        """``kv_wait``, then every entry under ``prefix``, read under the same lock as the index."""
+        check_key(prefix, prefix=True, root=True)
+        timeout = parse_wait(wait)
+        if self.max_wait is not None:
+            timeout = min(timeout, self.max_wait)
+        with self._changed:
+            if index:
+                self.waits += 1
+                deadline = time.monotonic() + timeout
+                while self._prefix_index(prefix) <= index:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+            return self._index, [KVEntry(k, e.modify_index, e.value) for k, e in self._under(prefix)]
 
     def kv_delete_tree(self, prefix: str) -> None:
         check_key(prefix, prefix=True)
@@ -486,18 +503,6 @@ class FakeScheduler:
         raise NotImplementedError
 
     def allocation_stats(self, alloc_id: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def log_frames(
-        self,
-        alloc_id: str,
-        task: str,
-        stream: str,
-        *,
-        origin: str = "start",
-        offset: int = 0,
-        follow: bool = False,
-    ) -> Iterator[bytes | None]:
         raise NotImplementedError
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ class DockerEngine:
         self._registry = settings.registry
         self._timeout = timeout
         self._client_obj: docker.DockerClient | None = None
+        self._streams_obj: docker.DockerClient | None = None
 
     @property
     def _client(self) -> docker.DockerClient:
@@ -46,6 +50,8 @@ class DockerEngine:
             return fn(*args, **kwargs)
         except docker.errors.ImageNotFound as exc:
             raise NotFound(f"no image {what}") from exc
+        except docker.errors.NotFound as exc:
+            raise NotFound(f"no {what}") from exc
         except requests.ConnectionError as exc:
             raise Unreachable(SYSTEM, self._address) from exc
         except docker.errors.DockerException as exc:
@@ -94,6 +100,60 @@ class DockerEngine:
             self._call(f"removal of {container.short_id}", container.remove, force=True)
         return len(containers)
 
+    def remove_exited(self, *, label: str, finished_before: float) -> int:
+        """Remove the exited containers with ``label`` that stopped before ``finished_before``
+        (a Unix time); returns how many. Nomad leaves them (``gc { container = false }``) so
+        that what a stopped instance printed stays readable until then."""
+        containers = self._call(
+            "container list",
+            self._client.containers.list,
+            all=True,
+            filters={"label": label, "status": "exited"},
+        )
+        removed = 0
+        for container in containers:
+            finished = _docker_time(container.attrs.get("State", {}).get("FinishedAt", ""))
+            if finished is not None and finished < finished_before:
+                with contextlib.suppress(NotFound):  # another clean-up got there first
+                    self._call(f"container {container.short_id}", container.remove, force=True)
+                    removed += 1
+        return removed
+
+    def logs(
+        self, name: str, stream: str, *, tail: int | None, since: float | None, follow: bool
+    ) -> LogStream:
+        """What container ``name`` wrote to ``stream`` (``stdout`` or ``stderr``), one entry per
+        line as ``(unix time, bytes)``: the last ``tail`` lines (``None``: all) written after
+        ``since``, then (``follow``) new ones until the container stops or the stream is closed.
+
+        Docker keeps them with the container (the ``local`` log driver), running or exited.
+        ``NotFound`` when there is no such container.
+        """
+        container = self._call(f"container {name}", self._streams.containers.get, name)
+        raw = self._call(
+            f"logs of container {name}",
+            container.logs,
+            stdout=stream == "stdout",
+            stderr=stream == "stderr",
+            stream=True,
+            follow=follow,
+            timestamps=True,
+            tail="all" if tail is None else tail,
+            since=since,
+        )
+        return LogStream(raw, self._address)
+
+    @property
+    def _streams(self) -> docker.DockerClient:
+        """A client with no read timeout, for followed logs (a quiet app sends nothing for hours);
+        its streams end when the container stops or the reader closes them."""
+        if self._streams_obj is None:
+            try:
+                self._streams_obj = docker.DockerClient(base_url=self._address, timeout=None)
+            except docker.errors.DockerException as exc:
+                raise Unreachable(SYSTEM, self._address) from exc
+        return self._streams_obj
+
     def remove_image(self, ref: str) -> None:
         """Remove ``ref`` (nothing if it is gone); ``ImageInUse`` if a container uses it."""
         try:
@@ -120,6 +180,43 @@ class DockerEngine:
         if not digest:
             raise ServiceError(SYSTEM, f"push of {ref} reported no digest")
         return digest
+
+
+def _docker_time(text: str) -> float | None:
+    """Docker's RFC 3339 times (nanoseconds, ``Z``) as Unix time; ``None`` for its zero time."""
+    if not text or text.startswith("0001-"):
+        return None
+    head, _, fraction = text.rstrip("Z").partition(".")
+    try:
+        whole = datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    return whole + float(f"0.{fraction}") if fraction.isdigit() else whole
+
+
+class LogStream:
+    """A container's log lines as ``(unix time, line without its newline)``; ``close()`` ends it
+    from another thread. Errors while reading end the stream as ``Unreachable``/``ServiceError``."""
+
+    def __init__(self, raw: Any, address: str) -> None:
+        self._raw = raw
+        self._address = address
+
+    def __iter__(self) -> Iterator[tuple[float, bytes]]:
+        try:
+            for frame in self._raw:
+                stamp, _, text = frame.partition(b" ")
+                at = _docker_time(stamp.decode("ascii", "replace"))
+                yield (at if at is not None else 0.0), text.removesuffix(b"\n")
+        except (requests.ConnectionError, OSError, AttributeError, ValueError) as exc:
+            # AttributeError/ValueError: the socket was closed under the reader by close()
+            raise Unreachable(SYSTEM, self._address) from exc
+        except docker.errors.DockerException as exc:
+            raise ServiceError(SYSTEM, f"reading logs failed: {exc}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a finished stream is fine
+            self._raw.close()
 
 
 class Registry:

@@ -7,11 +7,8 @@ with blocking queries.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import nomad
@@ -230,61 +227,6 @@ class NomadScheduler:
                     deployment_id=dep.get("ID"),
                     job_version=dep.get("JobVersion"),
                 )
-
-    # -- logs ----------------------------------------------------------------
-    def log_frames(
-        self,
-        alloc_id: str,
-        task: str,
-        stream: str,
-        *,
-        origin: str = "start",
-        offset: int = 0,
-        follow: bool = False,
-    ) -> Iterator[bytes | None]:
-        """Read a task's stdout or stderr through Nomad's alloc logs API.
-
-        Yields the bytes of each data frame, and ``None`` for each heartbeat
-        frame (Nomad sends them while a followed log is quiet, so a reader can
-        check whether it should stop). Ends when Nomad closes the stream: at
-        the end of the log, or when the task is gone while following.
-        """
-        params = {
-            "task": task,
-            "type": stream,
-            "origin": origin,
-            "offset": str(offset),
-            "follow": str(follow).lower(),
-        }
-        resp = self._call(
-            f"logs of allocation {alloc_id}",
-            self._client.client.stream_logs.request,
-            alloc_id,
-            method="get",
-            params=params,
-            stream=True,
-            timeout=(10, 60),
-        )
-        decoder = json.JSONDecoder()
-        buffer = ""
-        try:
-            for chunk in resp.iter_content(chunk_size=None, decode_unicode=False):
-                buffer += chunk.decode("utf-8", errors="replace")
-                while True:
-                    buffer = buffer.lstrip()
-                    if not buffer:
-                        break
-                    try:
-                        frame, end = decoder.raw_decode(buffer)
-                    except json.JSONDecodeError:
-                        break  # an incomplete frame: wait for more bytes
-                    buffer = buffer[end:]
-                    data = frame.get("Data") if isinstance(frame, dict) else None
-                    yield base64.b64decode(data) if data else None
-        except requests.RequestException as exc:
-            raise Unreachable(SYSTEM, self._address) from exc
-        finally:
-            resp.close()
 
     def allocation(self, alloc_id: str) -> dict[str, Any]:
         alloc: dict[str, Any] = self._call(

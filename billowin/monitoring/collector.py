@@ -118,6 +118,7 @@ class Collector:
         notifier: Notifier | None = None,
         registered_apps: Callable[[], list[str]] = list,
         failing_certificates: Callable[[], Mapping[str, list[FailingName]]] | None = None,
+        housekeeping: Callable[[float], object] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.interval = settings.metrics_interval
@@ -132,6 +133,7 @@ class Collector:
         self.notifier = notifier
         self.registered_apps = registered_apps
         self.failing_certificates = failing_certificates
+        self.housekeeping = housekeeping  # run once per collection with the time (stopped containers)
         self.clock = clock
         self.book = AlertBook(
             store,
@@ -289,6 +291,9 @@ class Collector:
         if now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
             self.store.prune(now - self.retention)
+        tidy = self.housekeeping
+        if tidy is not None:
+            self._read("docker", lambda: tidy(now))
 
     def _latency_view(
         self, current: dict[str, dict[str, float]], finished: list[Point], now: float

@@ -68,6 +68,7 @@ class Monitoring:
         registry: ServiceRegistry,
         registered_apps: Callable[[], list[str]] = list,
         failing_certificates: Callable[[], Mapping[str, list[FailingName]]] | None = None,
+        housekeeping: Callable[[float], object] | None = None,
         metrics: BillowinMetrics | None = None,
     ) -> None:
         self.settings = settings
@@ -97,6 +98,7 @@ class Monitoring:
             notifier=notifier,
             registered_apps=registered_apps,
             failing_certificates=failing_certificates,
+            housekeeping=housekeeping,
         )
 
     def _count_notification(self, ok: bool) -> None:

@@ -261,16 +261,18 @@ class Deployer:
                 release.processes = processes
                 self.releases.save(release)
             try:
-                variables = AppJob(
-                    app=app,
-                    release=release.name,
-                    image=release.image,
-                    processes=processes,
-                    domains=release.domains,
-                    config_template=config_template,
-                    vault_policies=policies,
-                    network_mode=self.settings.app_network,
-                    **(deadlines or {}),
+                variables = AppJob.model_validate(
+                    {
+                        "app": app,
+                        "release": release.name,
+                        "image": release.image,
+                        "processes": processes,
+                        "domains": release.domains,
+                        "config_template": config_template,
+                        "vault_policies": policies,
+                        "network_mode": self.settings.app_network,
+                        **(deadlines or {}),
+                    }
                 )
             except ValidationError as exc:
                 problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())

@@ -33,7 +33,15 @@ class Process(BaseModel):
 DURATION = r"^[0-9]+(ms|s|m)$"
 
 
-class AppJob(BaseModel):
+class ContainerLogs(BaseModel):
+    """How much output Docker keeps per container (its ``local`` log driver, compressed files):
+    up to ``log_max_files`` files of ``log_max_size`` each, the oldest dropped first."""
+
+    log_max_size: str = Field("10m", pattern=r"^[1-9][0-9]{0,3}[km]$")
+    log_max_files: int = Field(3, ge=1, le=20)
+
+
+class AppJob(ContainerLogs):
     """The variables of ``jobspecs/app.nomad.hcl``."""
 
     app: str

@@ -1,10 +1,17 @@
 """An app's logs: every instance's stdout and stderr, merged into one stream.
 
-Lines come from Nomad's alloc logs API (``Scheduler.log_frames``), one
-reader thread per instance and stream, all feeding one queue. Each line is
-tagged with its process type and instance (``web.1``, like Heroku's dynos),
-the allocation and the stream. While following, new instances (a scale-up, a
-deploy) are picked up as they start.
+Docker keeps each container's output (the ``local`` log driver, set in the jobspecs); Nomad's
+own log collection is off (no ``logmon`` or ``docker_logger`` per instance: about 28 MB each).
+Nomad says which allocations an app has; each allocation's task is the container
+``<task>-<allocation id>``, read through the Engine API (``ContainerEngine.logs``), one reader
+thread per container and stream. Each line is tagged with its process type and instance
+(``web.1``, like Heroku's dynos), the allocation, the stream and the time Docker received it.
+
+Without ``follow``, the recent lines of every instance Nomad still knows, running or stopped
+(Nomad leaves stopped containers to Billowin, which removes them after
+``BILLOWIN_KEEP_STOPPED_CONTAINERS``), merged in time order. With ``follow``, the running
+instances' recent lines, then new lines as they come; new instances (a scale-up, a deploy, a
+restart after a crash) are joined as they start, from the moment the tail began.
 """
 
 from __future__ import annotations
@@ -19,27 +26,15 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from billowin.errors import BillowinError
-from billowin.ports import Scheduler
+from billowin.errors import BillowinError, NotFound
+from billowin.ports import ContainerEngine, LogStream, Scheduler
 
 STREAMS = ("stdout", "stderr")
 ALLOC_NAME = re.compile(r"\.(?P<group>[^.\[]+)\[(?P<index>\d+)\]$")
-BYTES_PER_LINE = 200  # how far back to start reading for ``lines`` recent lines
-MAX_LINE = 64 * 1024  # a "line" longer than this (output with no newline) is cut into pieces
-
-
-def split_lines(partial: bytes, data: bytes) -> tuple[list[bytes], bytes]:
-    """The complete lines in ``partial + data``, and what is left of an unfinished one.
-
-    What is left never exceeds ``MAX_LINE``: a program printing megabytes without a newline
-    gets its output cut into ``MAX_LINE`` pieces instead of growing one buffer for ever.
-    """
-    *complete, rest = (partial + data).split(b"\n")
-    lines = [line[i : i + MAX_LINE] for line in complete for i in range(0, max(len(line), 1), MAX_LINE)]
-    while len(rest) > MAX_LINE:
-        lines.append(rest[:MAX_LINE])
-        rest = rest[MAX_LINE:]
-    return lines, rest
+STOPPED = ("complete", "failed", "lost")
+APP_LABEL = "billowin.app"  # the label the jobspecs put on every app and run container
+ALLOC_LABEL = "com.hashicorp.nomad.alloc_id"  # the label Nomad's docker driver puts on each container
+MAX_LINE = 64 * 1024  # a longer entry is cut into pieces (Docker itself cuts lines at 16 KiB)
 
 
 @dataclass(frozen=True)
@@ -65,83 +60,83 @@ def instance_name(alloc: dict[str, Any]) -> str:
     return f"{match.group('group')}.{int(match.group('index')) + 1}"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def container_name(alloc: dict[str, Any], task: str) -> str:
+    """The Docker container Nomad's docker driver runs ``task`` of ``alloc`` in."""
+    return f"{task}-{alloc['ID']}"
+
+
+def stamp(at: float) -> str:
+    """Unix time → ``2026-12-01T18:20:01.123Z``."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# What a reader queues: ``((allocation id, stream), unix time, line)``, and ``(key, 0, None)`` at its end.
+_Item = tuple[tuple[str, str], float, LogLine | None]
 
 
 class _Source(threading.Thread):
-    """Reads one allocation's stdout or stderr and queues its lines."""
+    """Reads one container's stdout or stderr and queues its lines."""
 
     def __init__(
         self,
-        nomad: Scheduler,
+        docker: ContainerEngine,
         alloc: dict[str, Any],
         stream: str,
-        out: queue.Queue[LogLine | tuple[str, str]],
-        stop: threading.Event,
+        out: queue.Queue[_Item],
+        streams: list[LogStream],
         *,
-        lines: int,
+        tail: int | None,
+        since: float | None,
         follow: bool,
     ) -> None:
         super().__init__(name=f"logs-{alloc['ID'][:8]}-{stream}", daemon=True)
-        self.nomad = nomad
+        self.docker = docker
         self.alloc = alloc
         self.stream = stream
         self.out = out
-        self.stop_event = stop
-        self.lines = lines
-        self.follow = follow
-        self.task = alloc.get("TaskGroup", "web")
+        self.streams = streams
+        self.tail, self.since, self.follow = tail, since, follow
         self.process = instance_name(alloc)
+        self.key = (str(alloc["ID"]), stream)
 
-    def emit(self, text: str) -> None:
-        self.out.put(LogLine(_now(), self.process, self.alloc["ID"][:8], self.stream, text))
+    def emit(self, at: float, text: str) -> None:
+        self.out.put(
+            (self.key, at, LogLine(stamp(at), self.process, self.alloc["ID"][:8], self.stream, text))
+        )
 
     def run(self) -> None:
-        partial = b""
-        backlog: list[bytes] = []
+        name = container_name(self.alloc, str(self.alloc.get("TaskGroup", "web")))
         try:
-            frames = self.nomad.log_frames(
-                self.alloc["ID"],
-                self.task,
-                self.stream,
-                origin="end",
-                offset=max(self.lines, 0) * BYTES_PER_LINE,
-                follow=self.follow,
-            )
-            for data in frames:
-                if self.stop_event.is_set():
-                    return
-                if data is None:  # a heartbeat: nothing new
-                    continue
-                complete, partial = split_lines(partial, data)
-                if self.follow:
-                    for raw in complete:
-                        self.emit(raw.decode("utf-8", errors="replace"))
-                else:
-                    backlog = (backlog + complete)[-self.lines :]
-            if partial:
-                backlog = [*backlog, partial][-self.lines :]
-            for raw in backlog if self.lines > 0 else []:
-                self.emit(raw.decode("utf-8", errors="replace"))
+            lines = self.docker.logs(name, self.stream, tail=self.tail, since=self.since, follow=self.follow)
+            self.streams.append(lines)
+            for at, raw in lines:
+                for i in range(0, max(len(raw), 1), MAX_LINE):
+                    self.emit(at, raw[i : i + MAX_LINE].decode("utf-8", errors="replace"))
+        except NotFound:
+            if self.alloc.get("ClientStatus") == "running" and self.stream == STREAMS[0]:
+                self.emit(
+                    time.time(),
+                    f"[billowin] no container {name} on this machine's Docker; "
+                    "its instance may run on another node",
+                )
         except BillowinError as exc:
-            if not self.stop_event.is_set():
-                self.emit(f"[billowin] log stream ended: {exc.message}")
+            self.emit(time.time(), f"[billowin] log stream ended: {exc.message}")
         finally:
-            self.out.put((self.alloc["ID"], self.stream))
+            self.out.put((self.key, 0.0, None))
 
 
 class AppLogs:
-    def __init__(self, nomad: Scheduler, *, poll_interval: float = 2.0) -> None:
+    def __init__(self, nomad: Scheduler, docker: ContainerEngine, *, poll_interval: float = 2.0) -> None:
         self.nomad = nomad
+        self.docker = docker
         self.poll_interval = poll_interval
 
-    def _running(self, app: str, process: str | None) -> list[dict[str, Any]]:
-        allocs = self.nomad.allocations(app)
+    def _instances(self, app: str, process: str | None, *, stopped: bool) -> list[dict[str, Any]]:
+        wanted = ("running", *STOPPED) if stopped else ("running",)
         return [
             a
-            for a in allocs
-            if a.get("ClientStatus") == "running" and (process is None or a.get("TaskGroup") == process)
+            for a in self.nomad.allocations(app)
+            if a.get("ClientStatus") in wanted and (process is None or a.get("TaskGroup") == process)
         ]
 
     def stream(
@@ -153,46 +148,75 @@ class AppLogs:
         process: str | None = None,
         stop: threading.Event | None = None,
     ) -> Iterator[LogLine]:
-        """Recent lines of every running instance, then (``follow``) new lines as they come.
+        """Recent lines of the app's instances, then (``follow``) new lines as they come.
 
         ``stop`` ends a followed stream (the caller sets it when its client goes away).
         """
         stop = stop or threading.Event()
-        out: queue.Queue[LogLine | tuple[str, str]] = queue.Queue(maxsize=10_000)
+        if not follow:
+            yield from self._recent(app, lines, process)
+            return
+        out: queue.Queue[_Item] = queue.Queue(maxsize=10_000)
+        streams: list[LogStream] = []
         started: set[tuple[str, str]] = set()  # (allocation, stream) being read
-        live = 0
+        last: dict[tuple[str, str], float] = {}  # the newest line's time, per allocation and stream
+        began = time.time()
 
-        def start_new(backlog: int) -> int:
-            count = 0
-            for alloc in self._running(app, process):
+        def start_new(tail: int | None) -> None:
+            for alloc in self._instances(app, process, stopped=False):
                 for stream in STREAMS:
-                    if (alloc["ID"], stream) in started:
+                    key = (alloc["ID"], stream)
+                    if key in started:
                         continue
-                    started.add((alloc["ID"], stream))
-                    _Source(self.nomad, alloc, stream, out, stop, lines=backlog, follow=follow).start()
-                    count += 1
-            return count
+                    started.add(key)
+                    # A container seen before (restarted after a crash): from its newest line on;
+                    # one that started since the tail began: everything it printed.
+                    since = last[key] + 1e-6 if key in last else (None if tail is not None else began)
+                    _Source(
+                        self.docker, alloc, stream, out, streams, tail=tail, since=since, follow=True
+                    ).start()
 
-        live += start_new(lines)
+        start_new(max(lines, 0))
         try:
             next_poll = time.monotonic() + self.poll_interval
-            while live > 0 or follow:
-                if stop.is_set():
-                    return
-                if follow and time.monotonic() >= next_poll:
-                    # New instances (scale-up, deploy), and streams Nomad closed while the
-                    # instance still runs: their lines from now on.
+            while not stop.is_set():
+                if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + self.poll_interval
                     with contextlib.suppress(BillowinError):
-                        live += start_new(0)
+                        start_new(None)
                 try:
                     item = out.get(timeout=0.5)
                 except queue.Empty:
                     continue
-                if isinstance(item, tuple):  # a source ended
-                    started.discard(item)
-                    live -= 1
+                key, at, line = item
+                if line is None:  # that container stopped: a restart is joined at the next poll
+                    started.discard(key)
                     continue
-                yield item
+                last[key] = at
+                yield line
         finally:
             stop.set()
+            for opened in list(streams):
+                opened.close()
+
+    def _recent(self, app: str, lines: int, process: str | None) -> list[LogLine]:
+        """The last ``lines`` lines of every instance Nomad still knows, in time order."""
+        if lines <= 0:
+            return []
+        out: queue.Queue[_Item] = queue.Queue()
+        sources = [
+            _Source(self.docker, alloc, stream, out, [], tail=lines, since=None, follow=False)
+            for alloc in self._instances(app, process, stopped=True)
+            for stream in STREAMS
+        ]
+        for source in sources:
+            source.start()
+        for source in sources:
+            source.join()
+        found: list[tuple[float, LogLine]] = []
+        while not out.empty():
+            _, at, line = out.get()
+            if line is not None:
+                found.append((at, line))
+        found.sort(key=lambda pair: pair[0])  # stable: each container's own lines keep their order
+        return [line for _, line in found[-lines:]]

@@ -2,13 +2,14 @@
 
 A run is a Nomad batch job (``jobspecs/run.nomad.hcl``) of the app's current
 image with its config vars, never restarted or rescheduled. Its stdout and
-stderr are streamed back as they come, then its exit code; the job is purged
-afterwards so runs do not pile up in Nomad.
+stderr are streamed back as they come (from Docker), then its exit code; the
+job and its container are removed afterwards so runs do not pile up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import secrets
 import threading
 import time
@@ -16,12 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from billowin.errors import BillowinError, InvalidInput, NotFound, ServiceError
-from billowin.ports import Scheduler
-from billowin.release.jobspec import render
-from billowin.release.logs import STREAMS, split_lines
+from billowin.ports import ContainerEngine, LogStream, Scheduler
+from billowin.release.jobspec import ContainerLogs, render
+from billowin.release.logs import ALLOC_LABEL, STREAMS, container_name
 from billowin.settings import Settings
 
 TEMPLATE = "run.nomad.hcl"
@@ -30,7 +31,7 @@ MAX_COMMAND = 4096
 FINISHED = ("complete", "failed", "lost")
 
 
-class RunJob(BaseModel):
+class RunJob(ContainerLogs):
     """The variables of ``jobspecs/run.nomad.hcl``."""
 
     job_id: str = Field(pattern=r"^[a-z][a-z0-9-]{0,80}$")
@@ -80,9 +81,10 @@ def _exit_code(alloc: dict[str, Any]) -> tuple[int, str]:
 
 
 class Runner:
-    def __init__(self, settings: Settings, nomad: Scheduler) -> None:
+    def __init__(self, settings: Settings, nomad: Scheduler, docker: ContainerEngine) -> None:
         self.settings = settings
         self.nomad = nomad
+        self.docker = docker
 
     def start(self, spec: RunJob) -> str:
         job = self.nomad.parse(render(self.settings.jobspecs_dir, TEMPLATE, spec))
@@ -128,67 +130,66 @@ class Runner:
         )
 
     def follow(self, job_id: str, *, timeout: float = 600) -> Iterator[RunEvent]:
-        """The run's output as it comes, then its exit code; purges the job at the end.
+        """The run's output as it comes, then its exit code; purges the job and its container.
 
-        One reader per stream follows the alloc logs; Nomad keeps a followed
-        stream open after the task ends, so once the allocation is finished
-        the readers are stopped and whatever they had not received yet is read
-        from where each stopped.
+        One reader per stream follows the container's logs in Docker (Nomad collects none):
+        a followed stream ends when the container stops, and a container that already
+        stopped is read to its end, so nothing is missed however short the run. The exit code
+        comes from Nomad once the allocation is finished.
         """
         deadline = time.monotonic() + timeout
+        alloc: dict[str, Any] | None = None
         try:
             alloc = self._wait_alloc(job_id, deadline)
-            events: list[RunEvent] = []
-            consumed = dict.fromkeys(STREAMS, 0)
-            partial = dict.fromkeys(STREAMS, b"")
-            lock = threading.Lock()
-            stop = threading.Event()
-
-            def take(stream: str, data: bytes) -> None:
-                consumed[stream] += len(data)
-                lines, partial[stream] = split_lines(partial[stream], data)
-                events.extend(RunEvent(stream, ln.decode("utf-8", "replace")) for ln in lines)
+            name = container_name(alloc, TASK)
+            events: queue.Queue[RunEvent | None] = queue.Queue()
+            opened: list[LogStream] = []
 
             def read(stream: str) -> None:
-                with contextlib.suppress(BillowinError):
-                    for data in self.nomad.log_frames(alloc["ID"], TASK, stream, follow=True):
-                        with lock:
-                            if stop.is_set():
-                                return
-                            if data:
-                                take(stream, data)
+                try:
+                    lines = self.docker.logs(name, stream, tail=None, since=None, follow=True)
+                    opened.append(lines)
+                    for _, raw in lines:
+                        events.put(RunEvent(stream, raw.decode("utf-8", "replace")))
+                except NotFound:
+                    pass  # the task never started: Nomad says why below
+                except BillowinError as exc:
+                    events.put(RunEvent("stderr", f"[billowin] output stream ended: {exc.message}"))
+                finally:
+                    events.put(None)
 
             for stream in STREAMS:
                 threading.Thread(target=read, args=(stream,), daemon=True).start()
-            while True:
-                time.sleep(0.2)
-                with lock:
-                    batch, events[:] = list(events), []
-                yield from batch
-                alloc = self.nomad.allocation(alloc["ID"])
-                if alloc.get("ClientStatus") in FINISHED:
-                    break
+            ended = 0
+            while ended < len(STREAMS):
                 if time.monotonic() > deadline:
+                    for lines in opened:
+                        lines.close()
                     yield RunEvent("stderr", f"[billowin] the run took over {timeout:.0f}s; stopping it")
                     yield RunEvent(exit_code=124)
                     return
-            with lock:
-                stop.set()
-                for stream in STREAMS:  # the rest, from where each reader got to
-                    with contextlib.suppress(NotFound):  # a task that never started has no logs
-                        for data in self.nomad.log_frames(alloc["ID"], TASK, stream, offset=consumed[stream]):
-                            if data:
-                                take(stream, data)
-                    if partial[stream]:
-                        events.append(RunEvent(stream, partial[stream].decode("utf-8", "replace")))
-                batch = list(events)
-            yield from batch
+                try:
+                    event = events.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if event is None:
+                    ended += 1
+                else:
+                    yield event
+            while (alloc := self.nomad.allocation(alloc["ID"])).get("ClientStatus") not in FINISHED:
+                if time.monotonic() > deadline:
+                    yield RunEvent(exit_code=124)
+                    return
+                time.sleep(0.2)  # the container has stopped: Nomad records it within moments
             code, reason = _exit_code(alloc)
             if reason:
                 yield RunEvent("stderr", f"[billowin] {reason}")
             yield RunEvent(exit_code=code)
         finally:
             self.nomad.stop(job_id, purge=True)
+            if alloc is not None:
+                with contextlib.suppress(BillowinError):  # a later clean-up removes it otherwise
+                    self.docker.remove_containers(label=f"{ALLOC_LABEL}={alloc['ID']}")
 
     def run(self, spec: RunJob, *, timeout: float = 600) -> Iterator[RunEvent]:
         self.start(spec)

@@ -264,7 +264,14 @@ class ProductionBox(SingleBox):
 
     def _write_nomad_config(self) -> None:
         p = self.ports
-        plugin: dict[str, object] = {"allow_privileged": False, "volumes": {"enabled": False}}
+        # As on the development stack (single_box.py): Docker keeps the logs, Billowin removes
+        # stopped instances' containers.
+        plugin: dict[str, object] = {
+            "allow_privileged": False,
+            "volumes": {"enabled": False},
+            "disable_log_collection": True,
+            "gc": {"container": False},
+        }
         if self.own_docker:
             plugin["endpoint"] = self.docker_host
         config = {

@@ -30,6 +30,7 @@ import httpx
 
 from billowin.build.hygiene import collect_registry_garbage
 from billowin.errors import BillowinError, ServiceError
+from billowin.release.logs import ALLOC_LABEL
 from billowin.router.reload import MARKER
 from billowin.settings import PACKAGE_DIR, Settings
 from billowin.stack.install import ensure_docker_networks
@@ -312,6 +313,13 @@ plugin "docker" {{
     volumes {{
       enabled = false
     }}
+    # Docker keeps each container's output (the jobspecs' `local` log driver); the
+    # containers of stopped instances stay until Billowin removes them, so what a
+    # crashed or replaced instance printed stays readable with `billowin logs`.
+    disable_log_collection = true
+    gc {{
+      container = false
+    }}
   }}
 }}
 """)
@@ -564,14 +572,19 @@ template {{
         return cls(tools, Ports(**data["ports"]), state_dir, domain=data["domain"])
 
     def stop_jobs(self, timeout: float = 60) -> None:
-        """Stop every Nomad job so no app container outlives the stack."""
-        nomad = System(self.settings).nomad
+        """Stop every Nomad job, then remove their containers (Nomad leaves stopped ones for
+        their logs), so no app container outlives the stack."""
+        system = System(self.settings)
+        nomad = system.nomad
         try:
+            allocations = [a["ID"] for a in nomad.all_allocations()]
             for job in nomad.jobs():
                 nomad.stop(job["ID"], purge=True)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and nomad.live_allocations():
                 time.sleep(0.5)
+            for alloc_id in allocations:
+                system.docker.remove_containers(label=f"{ALLOC_LABEL}={alloc_id}")
         except BillowinError:
             return
 

@@ -183,6 +183,12 @@ def test_a_bad_release_fails_auto_reverts_and_the_previous_one_keeps_serving(
     assert set(load.result["bodies"]) == {"good release=v1"}, load.result
     history = deployer.releases.list(app_name)
     assert [(r.name, r.status) for r in history] == [("v1", "live"), ("v2", "failed"), ("v3", "failed")]
+    # What the crashed instances printed is still there for `billowin logs`: their containers
+    # stay (with Docker's copy of their output) after Nomad gave up on them.
+    said = [line for line in System(stack.settings).logs.stream(app_name, lines=200)]
+    boom = [line for line in said if "boom: cannot connect to the database" in line.text]
+    assert boom and {line.stream for line in boom} == {"stderr"}, [line.render() for line in said]
+    assert [line.at for line in said] == sorted(line.at for line in said)  # one stream, in time order
 
 
 def test_restarting_consul_never_breaks_or_empties_the_router(

@@ -89,6 +89,16 @@ def test_local_image_runs_on_nomad_is_healthy_in_consul_and_routed_by_haproxy(
         # The Host header's port and case do not matter.
         resp = router.get("/", headers={"Host": f"{app_name.upper()}.LOCALHOST:{stack.ports.router_http}"})
         assert resp.text == greeting
+
+        # What it prints (busybox httpd -v logs each request on stderr) reaches `billowin logs`
+        # through Docker, and Nomad runs no logging process of its own beside the instance.
+        logs = System(settings).logs
+        wait_for(
+            lambda: any("response:200" in line.text for line in logs.stream(app_name, lines=20)),
+            timeout=30,
+            what="the request to show in the app's logs",
+        )
+        assert nomad_children(stack, ("logmon", "docker_logger")) == []
     finally:
         nomad.stop(app_name)
 
@@ -98,3 +108,18 @@ def test_local_image_runs_on_nomad_is_healthy_in_consul_and_routed_by_haproxy(
         timeout=30,
         what=f"{app_name} to leave the router",
     )
+
+
+def nomad_children(stack: SingleBox, words: tuple[str, ...]) -> list[str]:
+    """The command lines of the stack's Nomad agent's child processes that name one of ``words``."""
+    agent = int((stack.state_dir / "nomad.pid").read_text().split()[0])
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            argv = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == agent and any(word in argv for word in words):
+            found.append(argv)
+    return found

@@ -21,18 +21,3 @@ def test_a_chatty_release_command_rewrites_the_job_a_bounded_number_of_times() -
     assert shown[0] == "  release: migration 0"
     assert shown[-1] == f"  release: … {20_000 - RELEASE_PROGRESS_LINES} more lines in the deploy's log"
     assert len(progress) <= 3  # batched: not one job rewrite per line
-
-
-def test_output_without_newlines_is_cut_into_bounded_lines() -> None:
-    from billowin.release.logs import MAX_LINE, split_lines
-
-    partial = b""
-    lines: list[bytes] = []
-    for _ in range(64):  # 4 MiB printed without a single newline
-        done, partial = split_lines(partial, b"x" * 65536)
-        lines += done
-        assert len(partial) <= MAX_LINE
-    done, partial = split_lines(partial, b"end\nnext")
-    lines += done
-    assert all(len(line) <= MAX_LINE for line in lines)
-    assert b"".join(lines) == b"x" * (64 * 65536) + b"end" and partial == b"next"
