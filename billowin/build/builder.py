@@ -30,7 +30,7 @@ from typing import TextIO
 
 from pydantic import BaseModel, SecretStr
 
-from billowin.build import hygiene
+from billowin.build import deps, hygiene
 from billowin.build.detect import AppSpec, detect
 from billowin.build.source import check_sha, fetch, redact_url
 from billowin.errors import BillowinError, BuildFailed, Conflict, InvalidInput
@@ -242,27 +242,29 @@ class Builder:
             hygiene.mark_cache_used(cache)
             ref = f"{self.settings.registry}/{app}:{sha}"
             default_cmd = spec.processes.get("web") or next(iter(spec.processes.values()))
+            variables = {
+                "from_image": base,
+                "repository": f"{self.settings.registry}/{app}",
+                "tag": sha,
+                "source_dir": str(src),
+                "cache_dir": str(cache),
+                "ca_bundle": str(self.settings.ca_bundle),
+                "language": spec.language,
+                "stage": "full",
+                "cmd": json.dumps(["sh", "-c", default_cmd]),
+                "app": app,
+                "sha": sha,
+                "pip_index_url": self.settings.pip_index_url,
+                "npm_registry": self.settings.npm_registry,
+                "goproxy": self.settings.goproxy,
+                "rubygems_mirror": self.settings.rubygems_mirror,
+            }
             try:
-                self._packer(
-                    "app.json",
-                    {
-                        "from_image": base,
-                        "repository": f"{self.settings.registry}/{app}",
-                        "tag": sha,
-                        "source_dir": str(src),
-                        "cache_dir": str(cache),
-                        "ca_bundle": str(self.settings.ca_bundle),
-                        "language": spec.language,
-                        "cmd": json.dumps(["sh", "-c", default_cmd]),
-                        "app": app,
-                        "sha": sha,
-                        "pip_index_url": self.settings.pip_index_url,
-                        "npm_registry": self.settings.npm_registry,
-                        "goproxy": self.settings.goproxy,
-                        "rubygems_mirror": self.settings.rubygems_mirror,
-                    },
-                    log,
-                )
+                files = deps.dependency_files(src, spec.language)
+                if files is not None:
+                    image = self._dependencies(app, files, variables, work.with_suffix(".deps"), log)
+                    variables |= {"from_image": image, "stage": "app"}
+                self._packer("app.json", variables, log)
             except BuildFailed as exc:
                 reason = self._failure_reason(exc)
                 raise BuildFailed(
@@ -275,6 +277,38 @@ class Builder:
             log(f"-----> Pushed {ref}@{record.digest}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work.with_suffix(".deps"), ignore_errors=True)
+
+    def _dependencies(
+        self, app: str, files: dict[str, bytes], variables: dict[str, str], scratch: Path, log: LogLine
+    ) -> str:
+        """The app's dependency image for ``files`` (``build/deps.py``): reused when it exists,
+        else built from the dependency files alone; the app's previous one is then removed."""
+        script = (self.settings.packer_dir / "scripts" / "build-app.sh").read_bytes()
+        key = deps.dependency_key(
+            files,
+            language=variables["language"],
+            base_image=variables["from_image"],
+            extra=[hashlib.sha256(script).hexdigest(), variables["pip_index_url"], variables["npm_registry"]],
+        )
+        image = f"{deps.REPOSITORY}/{app}:{key}"
+        if self.docker.image_exists(image):
+            log(f"-----> Dependencies unchanged ({', '.join(sorted(files))}): reusing them")
+            return image
+        log(f"-----> Installing dependencies from {', '.join(sorted(files))} (reused until they change)")
+        source = deps.write_dependency_files(files, scratch)
+        step = {"repository": f"{deps.REPOSITORY}/{app}", "tag": key, "source_dir": str(source)}
+        step["stage"] = "deps"
+        self._packer("app.json", variables | step, log)
+        marker = self.settings.build_cache / app / "deps-image"
+        with contextlib.suppress(OSError):
+            previous = marker.read_text().strip()
+            if previous and previous != image:
+                with contextlib.suppress(BillowinError):  # an app image built on it keeps its layers
+                    self.docker.remove_image(previous)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(image)
+        return image
 
     # -- disk hygiene --------------------------------------------------------
     def remove_stale_build_containers(self) -> int:

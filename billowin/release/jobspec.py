@@ -55,7 +55,9 @@ class AppJob(ContainerLogs):
     # Fast deploys on one box; every figure is a Nomad duration.
     shutdown_delay: str = Field("5s", pattern=DURATION)
     kill_timeout: str = Field("10s", pattern=DURATION)
-    min_healthy_time: str = Field("2s", pattern=DURATION)
+    # Healthy for a second (the first checks pass) before the old instances go: a second more
+    # was a fifth of a warm push's time to live.
+    min_healthy_time: str = Field("1s", pattern=DURATION)
     healthy_deadline: str = Field("45s", pattern=DURATION)
     progress_deadline: str = Field("90s", pattern=DURATION)
     # The Docker network app containers join (BILLOWIN_APP_NETWORK; made by the stack, ICC off).

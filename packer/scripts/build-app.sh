@@ -5,7 +5,13 @@
 # /build/cache this app's dependency cache, kept between its builds
 # /etc/billowin/host-ca.crt  the host's CA bundle, so registries behind a
 #                            TLS-inspecting proxy are trusted
+#
+# BILLOWIN_BUILD_STAGE (billowin/build/deps.py):
+#   full  the source, checked, and its dependencies installed (the default)
+#   deps  only the dependency files are in /build/src: install the dependencies, nothing else
+#   app   the image already has the dependencies (a deps image): copy and check the source only
 set -eu
+STAGE="${BILLOWIN_BUILD_STAGE:-full}"
 
 # Say plainly when the build hit its memory or process limit (BILLOWIN_BUILD_MEMORY_MB,
 # BILLOWIN_BUILD_PIDS_LIMIT): the kernel's own words ("Killed", "Resource temporarily
@@ -47,7 +53,7 @@ export SSL_CERT_FILE="$CA" PIP_CERT="$CA" REQUESTS_CA_BUNDLE="$CA" CURL_CA_BUNDL
 
 step() { printf '\n-----> %s\n' "$*"; }
 
-step "Copying the source"
+if [ "$STAGE" = deps ]; then step "Copying the dependency files"; else step "Copying the source"; fi
 mkdir -p /app
 cp -a /build/src/. /app/
 rm -rf /app/.git
@@ -57,10 +63,15 @@ case "$BILLOWIN_LANGUAGE" in
 python)
   if [ -n "$BILLOWIN_PIP_INDEX_URL" ]; then export PIP_INDEX_URL="$BILLOWIN_PIP_INDEX_URL"; fi
   export PIP_CACHE_DIR=/build/cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-  step "Python: $(python3 --version); creating /app/.venv"
-  python3 -m venv /app/.venv
-  step "Checking the source compiles"
-  python3 - <<'PY'
+  if [ "$STAGE" = app ]; then
+    step "Python: $(python3 --version); dependencies unchanged, already in /app/.venv"
+  else
+    step "Python: $(python3 --version); creating /app/.venv"
+    python3 -m venv /app/.venv
+  fi
+  if [ "$STAGE" != deps ]; then
+    step "Checking the source compiles"
+    python3 - <<'PY'
 import pathlib
 import sys
 
@@ -76,7 +87,10 @@ for path in sorted(pathlib.Path("/app").rglob("*.py")):
         bad = 1
 sys.exit(bad)
 PY
-  if [ -f requirements.txt ]; then
+  fi
+  if [ "$STAGE" = app ]; then
+    :
+  elif [ -f requirements.txt ]; then
     step "Installing requirements.txt"
     /app/.venv/bin/pip install -r requirements.txt
   elif [ -f pyproject.toml ]; then
@@ -94,11 +108,15 @@ node)
   export npm_config_cache=/build/cache/npm npm_config_update_notifier=false npm_config_fund=false \
          npm_config_audit=false
   step "Node.js $(node --version), npm $(npm --version)"
-  step "Checking the source parses"
-  find /app -name node_modules -prune -o -name '*.js' -type f -print | while read -r file; do
-    node --check "$file" || { echo "error: syntax error in ${file#/app/}" >&2; exit 1; }
-  done
-  if [ -f package-lock.json ]; then
+  if [ "$STAGE" != deps ]; then
+    step "Checking the source parses"
+    find /app -name node_modules -prune -o -name '*.js' -type f -print | while read -r file; do
+      node --check "$file" || { echo "error: syntax error in ${file#/app/}" >&2; exit 1; }
+    done
+  fi
+  if [ "$STAGE" = app ]; then
+    step "Dependencies unchanged: already in /app/node_modules"
+  elif [ -f package-lock.json ]; then
     step "Installing dependencies (npm ci)"
     npm ci --omit=dev
   else

@@ -164,3 +164,47 @@ def test_images_beyond_the_last_n_builds_are_collected(
     assert docker_engine.image_exists(second.image)
     assert System(settings).image_registry.tags(app_name) == [second.sha]
     assert builder.record(app_name, first.sha).status == "collected"
+
+
+@pytest.mark.parametrize("language", ["python", "node"])
+def test_a_code_only_change_reuses_the_installed_dependencies(
+    builder: Builder, stack: SingleBox, tmp_path: Path, run_image, app_name: str, language: str
+) -> None:
+    repo = sample(tmp_path, language)
+    first: list[str] = []
+    builder.build(app_name, str(repo), commit(repo), log=first.append)
+    assert any("-----> Installing dependencies from" in line for line in first)
+
+    # The source changes, the dependency files do not: nothing is installed again.
+    entry = repo / ("app.py" if language == "python" else "index.js")
+    marker = "# a code-only change\n" if language == "python" else "// a code-only change\n"
+    entry.write_text(entry.read_text() + marker)
+    second: list[str] = []
+    record = builder.build(app_name, str(repo), commit(repo, "code only"), log=second.append)
+    assert any("-----> Dependencies unchanged" in line for line in second), second
+    assert not any("Installing" in line for line in second), second
+    assert record.image is not None
+    url = run_image(record.image)
+    assert wait_for(lambda: answer(url), 90, f"the {language} app to answer") == EXPECTED[language]
+    assert marker.strip() in run_image_file(record.image, f"/app/{entry.name}")
+
+    # A dependency file changes: they are installed again, and the previous set is let go.
+    manifest = repo / ("requirements.txt" if language == "python" else "package.json")
+    if language == "python":
+        manifest.write_text(manifest.read_text() + "# pinned as before\n")
+    else:
+        described = manifest.read_text().replace('"private"', '"description": "changed", "private"', 1)
+        manifest.write_text(described)
+    third: list[str] = []
+    builder.build(app_name, str(repo), commit(repo, "deps changed"), log=third.append)
+    assert any("-----> Installing dependencies from" in line for line in third), third
+
+
+def run_image_file(image: str, path: str) -> str:
+    """``path``'s contents inside ``image``."""
+    engine = docker.from_env()
+    try:
+        out = engine.containers.run(image, ["cat", path], entrypoint=[], remove=True)
+    finally:
+        engine.close()
+    return out.decode()
