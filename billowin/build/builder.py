@@ -157,6 +157,9 @@ class Builder:
         return {
             "memory_mb": str(self.settings.build_memory_mb),
             "pids_limit": str(self.settings.build_pids_limit),
+            # A quarter of Docker's default CPU weight: when the box is busy, a build waits for
+            # the API (webhook replies), the router and the apps, never the other way round.
+            "cpu_shares": "256",
             "network": self.settings.build_network,
             "owner": self.owner,
             "build_id": build_id,

@@ -1,6 +1,6 @@
 """Base monitoring for every app, with nothing to set up.
 
-    HAProxy exporter + access-log socket ─┐
+    HAProxy exporter + access ring ──────┐
     Nomad allocations, events, stats ─────┼─▶ Collector (thread in the API, every interval)
     Consul health checks and KV ──────────┘        │
                                                    ├─▶ MinuteAggregator ─▶ SQLite store (points, alerts)

@@ -3,7 +3,7 @@
 One collection (every ``BILLOWIN_METRICS_INTERVAL`` seconds):
 
 1. HAProxy's exporter -> requests, 4xx, 5xx per app (deltas, rates); the
-   access-log socket -> every request's latency (``router.py``).
+   access ring (watched over the runtime socket) -> every request's latency (``router.py``).
 2. Nomad -> the app jobs, instances per process type, restarts, crashes, OOM
    kills and failed allocations (from task events), CPU and memory of each
    running instance (allocation stats).

@@ -17,7 +17,7 @@ from billowin.monitoring.aggregate import stored_metrics
 from billowin.monitoring.alerts import Notifier
 from billowin.monitoring.collector import Collector
 from billowin.monitoring.metrics import BillowinMetrics
-from billowin.monitoring.router import SOCKET_NAME, AccessLog, RouterStats
+from billowin.monitoring.router import AccessLog, RouterStats
 from billowin.monitoring.sources import ConsulSource, NomadSource
 from billowin.monitoring.store import Alert, MetricStore, Series
 from billowin.ports import KeyValueStore, Scheduler, ServiceRegistry
@@ -86,7 +86,6 @@ class Monitoring:
                 attempts=settings.alert_webhook_attempts,
                 on_result=self._count_notification,
             )
-        socket_dir = settings.haproxy_socket.parent if settings.haproxy_socket else None
         self.collector = Collector(
             settings,
             self.store,
@@ -94,7 +93,7 @@ class Monitoring:
             nomad=NomadSource(nomad),
             consul=ConsulSource(kv, registry),
             router=RouterStats(f"http://127.0.0.1:{settings.router_stats_port}/metrics"),
-            access_log=AccessLog(socket_dir / SOCKET_NAME) if socket_dir else None,
+            access_log=AccessLog(settings.haproxy_socket) if settings.haproxy_socket else None,
             notifier=notifier,
             registered_apps=registered_apps,
             failing_certificates=failing_certificates,

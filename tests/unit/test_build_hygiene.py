@@ -373,14 +373,16 @@ def test_build_limits_and_network_reach_packer(tmp_path: Path) -> None:
     (repo / "requirements.txt").write_text("")
     (repo / "Procfile").write_text("web: python3 -m http.server $PORT\n")
     builder.build("shop", str(repo), commit(repo))
-    (variables,) = packer.variables
-    assert {k: variables[k] for k in ("memory_mb", "pids_limit", "network", "owner")} == {
-        "memory_mb": "512",
-        "pids_limit": "128",
-        "network": "builds-net",
-        "owner": builder.owner,
-    }
-    assert len(variables["build_id"]) == 32
+    assert [v["stage"] for v in packer.variables] == ["deps", "app"]  # dependencies, then the source
+    for variables in packer.variables:
+        assert {k: variables[k] for k in ("memory_mb", "pids_limit", "network", "owner", "cpu_shares")} == {
+            "memory_mb": "512",
+            "pids_limit": "128",
+            "network": "builds-net",
+            "owner": builder.owner,
+            "cpu_shares": "256",
+        }
+        assert len(variables["build_id"]) == 32
     other = Builder(settings(tmp_path / "other"), packer, FakeDocker(set()), FakeRegistry())
     assert other.owner != builder.owner  # each control plane removes only its own stale containers
     for template in ("app.json", "base.json"):
@@ -391,6 +393,7 @@ def test_build_limits_and_network_reach_packer(tmp_path: Path) -> None:
             "--memory={{user `memory_mb`}}m",
             "--memory-swap={{user `memory_mb`}}m",
             "--pids-limit={{user `pids_limit`}}",
+            "--cpu-shares={{user `cpu_shares`}}",
             "billowin.build.owner={{user `owner`}}",
         ):
             assert flag in run, (template, flag)

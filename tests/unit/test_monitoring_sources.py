@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import socket
+import signal
+import subprocess
 import time
 from typing import Any
+
+import httpx
 
 from billowin.monitoring.collector import EventMemory, digest_allocations
 from billowin.monitoring.router import AccessLog, CounterDeltas, parse_access_line, parse_exporter
 from billowin.monitoring.sources import NS, classify_events
+from billowin.stack.process import free_port
+from billowin.stack.tools import system_binary
+
+HAPROXY = str(system_binary("haproxy") or "haproxy")
 
 EXPORTER = """\
 # HELP haproxy_process_start_time_seconds Start time in seconds
@@ -64,7 +71,7 @@ def test_access_lines() -> None:
 
 
 def test_access_log_keeps_latencies_per_app_until_drained(tmp_path: Any) -> None:
-    log = AccessLog(tmp_path / "access-log.sock", per_app=3)
+    log = AccessLog(tmp_path / "haproxy.sock", per_app=3)
     log.record(
         "billowin-access app_shop 200 1\nbillowin-access app_blog 200 9\nbillowin-access app_shop 200 2\n"
     )
@@ -162,19 +169,62 @@ def test_events_before_the_collector_started_are_not_counted() -> None:
     assert len(view.crash_times["shop"]) == 3  # still there for the crash-loop window
 
 
-def test_access_log_reads_haproxy_datagrams_from_its_socket(tmp_path: Any) -> None:
-    path = tmp_path / "access-log.sock"
-    log = AccessLog(path, poll_interval=0.01)
-    assert log.start()
+def test_access_log_watches_haproxys_ring_and_follows_it_across_a_reload(tmp_path: Any) -> None:
+    """A real HAProxy (master-worker, loopback only) answers with its own ``return``; every
+    request's access line reaches the reader, before and after a reload (a new worker, a new ring)."""
+    sock, port = tmp_path / "haproxy.sock", free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        f"""global
+    stats socket {sock} mode 600 level admin expose-fd listeners
+    log ring@billowin-access len 256 format raw local0 info
+    hard-stop-after 30s
+ring billowin-access
+    format raw
+    maxlen 256
+    size 65536
+defaults
+    mode http
+    log global
+    log-format "billowin-access %b %ST %Ta"
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend http
+    bind 127.0.0.1:{port}
+    default_backend app_shop
+backend app_shop
+    http-request return status 200 content-type text/plain string ok
+"""
+    )
+    haproxy = subprocess.Popen([HAPROXY, "-W", "-f", str(config)], stderr=subprocess.DEVNULL)
+    reader = AccessLog(sock, check_every=0.2)
     try:
-        assert not AccessLog(path).start()  # one reader per socket: a second one stays off
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as haproxy:
-            for millis in (3, 5, 250):
-                haproxy.sendto(f"billowin-access app_shop 200 {millis}\n".encode(), str(path))
-        deadline = time.monotonic() + 10
-        while log.lines < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert sorted(log.drain()["shop"]) == [3.0, 5.0, 250.0]
+        wait_until(sock.exists, "HAProxy's runtime socket")
+        reader.start()
+        wait_until(lambda: reader._worker is not None, "the reader to watch a worker")
+
+        def send(count: int) -> None:
+            with httpx.Client() as client:
+                for _ in range(count):
+                    assert client.get(f"http://127.0.0.1:{port}/").text == "ok"
+
+        send(5)
+        wait_until(lambda: reader.lines >= 5, "the first five access lines")
+        first_worker = reader._worker
+        haproxy.send_signal(signal.SIGUSR2)  # reload: a new worker with a new, empty ring
+        wait_until(lambda: reader.worker_pid() not in (None, first_worker), "the new worker")
+        send(7)
+        wait_until(lambda: reader.lines >= 12, f"the lines sent after the reload; got {reader.lines}")
+        assert len(reader.drain()["shop"]) == 12
     finally:
-        log.stop()
-    assert not path.exists()
+        reader.stop()
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
