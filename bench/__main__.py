@@ -25,6 +25,11 @@ Starts its own stack on free ports (as the integration tests do), then:
   the same HAProxy as a plain reverse proxy and nginx with one server block per app (Dokku's
   layout), same run; and ``router_reloads``: HAProxy reloads while 10 apps are first deployed,
   given a new image, and scaled to 3 and back to 1 (``bench/router.py``; router_scale needs nginx).
+- ``platform_idle_mb``: the PSS of every platform process (Consul, Nomad and its logmon and
+  docker_logger children, the Docker Engine, the shims, the registry, the router, the API) at
+  idle, by component; ``instance_overhead_mb``: the platform's growth per small app at 1, 10 and
+  30 apps, beside the app's own PSS; and ``apps_in_1gib``: how many of those apps fit in 1 GiB,
+  everything counted (``bench/memory.py``; run first, on the fresh box).
 
 Writes ``bench/results.json`` and prints a table. These machines are noisy:
 compare ratios, not seconds. No figure here is ever asserted in the test suite.
@@ -64,6 +69,7 @@ from bench.figures import (
     wrk,
 )
 from bench.https import bench_https
+from bench.memory import Memory
 from bench.monitoring import bench_monitoring_overhead
 from bench.production import bench_power_cut
 from bench.router import bench_router_reloads, bench_router_scale
@@ -374,7 +380,12 @@ def run_figures(box: SingleBox, work: Path, langs: list[str], only: str, out: Pa
         "machine": machine(),
         "versions": versions(box),
     }
+    memory = Memory(box, work)  # the three share one measurement
     figures: list[tuple[str, Callable[[], Any]]] = [
+        # first: idle is the fresh box, before any other figure's apps have come and gone
+        ("platform_idle_mb", memory.platform_idle),
+        ("instance_overhead_mb", memory.instance_overhead),
+        ("apps_in_1gib", memory.apps_in_1gib),
         ("config_rollback", lambda: bench_config_and_rollback(box, work)),
         ("rolling_deploy", lambda: bench_rolling_deploy(box, work)),
         ("webhook_ack", lambda: bench_webhook_ack(box, builder, work)),
@@ -487,6 +498,7 @@ def summary_table(results: dict[str, Any]) -> Table:
         console.print(f"[yellow]table incomplete:[/] missing {exc}")
     https_rows(table, results)  # on their own box: a run of --only https has these alone
     router_rows(table, results)  # a run of --only router_scale,router_reloads has these alone
+    memory_rows(table, results)  # and --only platform_idle_mb,instance_overhead_mb,apps_in_1gib
     return table
 
 
@@ -547,6 +559,47 @@ def router_rows(table: Table, results: dict[str, Any]) -> None:
             f"{rr['new_image_deploys']['reloads']} / {rr['scale_to_3_and_back_to_1']['reloads']}",
             f"first deploys {rr['first_deploys']['reloads']}, destroy {rr['destroy']['reloads']}",
             "",
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        console.print(f"[yellow]table incomplete:[/] missing {exc}")
+
+
+def memory_rows(table: Table, results: dict[str, Any]) -> None:
+    def top(parts: dict[str, Any], n: int = 3) -> str:
+        return ", ".join(
+            f"{name} {v['pss_mib'] if isinstance(v, dict) else v}" for name, v in list(parts.items())[:n]
+        )
+
+    try:
+        p = results["platform_idle_mb"]
+        table.add_row(
+            f"platform at idle, PSS ({p['platform_processes']} processes)",
+            f"{p['platform_pss_mib']} MiB",
+            top(p["platform_breakdown"]),
+            f"distinct pages {p['platform_distinct_pages_mib']} MiB",
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        console.print(f"[yellow]table incomplete:[/] missing {exc}")
+    try:
+        o = results["instance_overhead_mb"]
+        counts = list(o["overhead_mib_per_instance"])
+        last = o["instances"][counts[-1]]
+        table.add_row(
+            f"platform PSS per app instance, {' / '.join(counts)} apps",
+            " / ".join(f"{v}" for v in o["overhead_mib_per_instance"].values()) + " MiB",
+            f"app's own PSS {' / '.join(str(v) for v in o['app_own_pss_mib_median'].values())} MiB (median)",
+            top(last["overhead_by_component_mib_per_instance"]),
+        )
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        console.print(f"[yellow]table incomplete:[/] missing {exc}")
+    try:
+        a = results["apps_in_1gib"]
+        table.add_row(
+            "small apps in 1 GiB, everything counted",
+            f"{a['apps']} apps",
+            f"(1024 - {a['platform_idle_pss_mib']}) / ({a['overhead_mib_per_instance']} + "
+            f"{a['app_own_pss_mib_median']}) MiB",
+            f"distinct pages: {a['distinct_pages']['apps']} apps",
         )
     except (KeyError, TypeError, AttributeError) as exc:
         console.print(f"[yellow]table incomplete:[/] missing {exc}")
