@@ -45,7 +45,7 @@ from billowin.settings import Settings
 from billowin.stack.acl import Secrets, ensure_consul_acls, ensure_nomad_acls
 from billowin.stack.install import ensure_docker_networks
 from billowin.stack.process import ManagedProcess, http_ok, write_env_file, write_private
-from billowin.stack.single_box import ROUTER_SLOTS, Ports, Progress, SingleBox, docker_ping
+from billowin.stack.single_box import API_ALLOCATOR, ROUTER_SLOTS, Ports, Progress, SingleBox, docker_ping
 from billowin.stack.tools import Toolset
 
 DEFAULT_ROOT: Path = Settings.model_fields["production_root"].default
@@ -214,7 +214,12 @@ class ProductionBox(SingleBox):
         write_env_file(self.layout.etc / "router.env", self._router_env())
         write_env_file(
             self.layout.etc / "api.env",
-            {**self.env(), "BILLOWIN_SETTINGS_FILE": str(self.settings_file), **self.api_env},
+            {
+                **self.env(),
+                "BILLOWIN_SETTINGS_FILE": str(self.settings_file),
+                **API_ALLOCATOR,
+                **self.api_env,
+            },
         )
         if not self.settings_file.exists():
             write_private(self.settings_file, SETTINGS_FILE_HEADER)
