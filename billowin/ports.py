@@ -13,11 +13,12 @@ so a system can be swapped, or replaced by an in-memory fake in unit tests
     Coordinator        both: what the durable pipeline needs
     ServiceRegistry    where healthy instances are (Consul catalog and checks)
     Router             the HTTP router: health and configuration checks (HAProxy)
-    Scheduler          jobs, allocations and their logs (Nomad)
+    Scheduler          jobs and allocations (Nomad)
     ConfigStore        apps' config vars as numbered versions (Nomad Variables, Vault)
-    ContainerEngine    images and containers on this machine (Docker Engine)
+    ContainerEngine    images, containers and their logs on this machine (Docker Engine)
     ImageRegistry      where images are pushed for Nomad clients to pull (the registry)
     ImageBuildTool     runs an image template, streaming its output (Packer)
+    AppBuilder         a repository at one commit → a pushed image (in this process, or a child)
     CommitStatuses     reports a deploy back to the forge (GitHub commit statuses)
     CertificateStore   certificates, their keys and the ACME account (Consul KV; Vault later)
     CertificateAuthority  orders certificates (an ACME CA: Let's Encrypt, pebble in tests)
@@ -30,7 +31,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from billowin.build.builder import BuildRecord
 
 
 @dataclass(frozen=True)
@@ -311,6 +317,23 @@ class ImageBuildTool(Protocol):
     def build(
         self, template: str, variables: dict[str, str], *, log: Callable[[str], None], timeout: float = 900
     ) -> list[str]: ...
+
+
+class AppBuilder(Protocol):
+    """Builds ``repository`` at ``sha`` into ``<registry>/<app>:<sha>`` and pushes it
+    (``build.builder.Builder`` in this process; ``build.isolated.ProcessBuilder`` in a child)."""
+
+    def build(
+        self,
+        app: str,
+        repository: str,
+        sha: str,
+        *,
+        token: SecretStr | None = None,
+        log: Callable[[str], None] = ...,
+    ) -> BuildRecord: ...
+
+    def remove_stale_build_containers(self) -> int: ...
 
 
 class CommitStatuses(Protocol):

@@ -26,6 +26,7 @@ from billowin.apps.store import AppStore
 from billowin.apps.tokens import TokenStore
 from billowin.build.builder import Builder
 from billowin.build.hygiene import protected_images
+from billowin.build.isolated import ProcessBuilder
 from billowin.certs.http01 import Http01Responder
 from billowin.certs.manager import CertificateManager, failing_certificates
 from billowin.certs.service import Certificates
@@ -38,6 +39,7 @@ from billowin.pipeline.reporting import JobOutput
 from billowin.pipeline.worker import Worker
 from billowin.platform import Platform
 from billowin.ports import (
+    AppBuilder,
     CertificateAuthority,
     CertificateStore,
     ChallengeSolver,
@@ -316,7 +318,7 @@ class System:
             self.kv,
             self.apps,
             self.jobs,
-            self.builder,
+            self.pipeline_builder,
             self.deployer,
             statuses=self.statuses,
             public_url=self.settings.public_url,
@@ -324,6 +326,12 @@ class System:
             on_finished=self.metrics.job_finished,
             output=self.job_output,
         )
+
+    @cached_property
+    def pipeline_builder(self) -> AppBuilder:
+        """The pipeline's builds, each in a child process at a lower CPU priority
+        (``build/isolated.py``): the API's interpreter stays free for webhooks and requests."""
+        return ProcessBuilder(self.settings, self.builder)
 
     @cached_property
     def backups(self) -> BackupSchedule | None:

@@ -23,7 +23,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -114,6 +114,18 @@ class Builder:
         self._base_lock = threading.Lock()
         self._active: set[tuple[str, str]] = set()  # (app, sha) being built by this process
         self._active_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the ``BILLOWIN_BUILD_CONCURRENCY`` build slots (a build in a child process
+        takes its slot here, in the parent)."""
+        with self._slots:
+            yield
+
+    def finished(self, record: BuildRecord) -> None:
+        """Report a finished build (monitoring's build durations)."""
+        if self.on_finished is not None:
+            self.on_finished(record)
 
     # -- where things go -----------------------------------------------------
     def log_path(self, app: str, sha: str) -> Path:
@@ -224,8 +236,7 @@ class Builder:
                 self._save(record)
                 with self._active_lock:
                     self._active.discard((app, sha))
-                if self.on_finished is not None:
-                    self.on_finished(record)
+                self.finished(record)
                 self.tidy(app, log=tee)
         return record
 

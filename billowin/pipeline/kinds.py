@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from billowin.apps.store import App
-from billowin.build.builder import Builder
 from billowin.errors import InvalidInput
 from billowin.names import is_process_name
 from billowin.pipeline.jobs import Job, JobKind, JobState, JobStore, Step
 from billowin.pipeline.reporting import JobOutput, Reporter
+from billowin.ports import AppBuilder
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
 from billowin.release.store import Release
@@ -34,7 +34,7 @@ class Context:
     """What a kind may use: the job's store (to record steps), the builder, the deployer."""
 
     jobs: JobStore
-    builder: Builder
+    builder: AppBuilder
     deployer: Deployer
     reporter: Reporter
     deploy_timeout: float

@@ -19,13 +19,12 @@ import threading
 from collections.abc import Callable
 
 from billowin.apps.store import AppStore
-from billowin.build.builder import Builder
 from billowin.errors import BillowinError
 from billowin.pipeline import kinds, planner
 from billowin.pipeline.jobs import Job, JobState, JobStore
 from billowin.pipeline.lock import AppLock
 from billowin.pipeline.reporting import JobOutput, Reporter
-from billowin.ports import CommitStatuses, Coordinator
+from billowin.ports import AppBuilder, CommitStatuses, Coordinator
 from billowin.release.deploy import Deployer
 from billowin.release.store import ReleaseStatus
 
@@ -40,7 +39,7 @@ class Worker:
         sessions: Coordinator,
         apps: AppStore,
         jobs: JobStore,
-        builder: Builder,
+        builder: AppBuilder,
         deployer: Deployer,
         *,
         statuses: CommitStatuses | None = None,
