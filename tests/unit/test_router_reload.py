@@ -303,7 +303,10 @@ def test_the_template_renders_a_config_haproxy_accepts(tmp_path: Path, productio
     text = out.read_text()
     assert text.startswith(MARKER)
     rules = [line.strip() for line in text.splitlines() if line.strip().startswith("use_backend")]
-    assert rules[0].startswith("use_backend billowin_api if { path_reg ^/[.]well-known/acme-challenge/")
+    assert rules[0].startswith(
+        "use_backend billowin_api if { path_beg /.well-known/acme-challenge/ } "
+        "{ path_reg ^/[.]well-known/acme-challenge/"
+    )
     assert ("use_backend billowin_api if { var(txn.host) -m str billowin.localhost }" in rules) is production
     # Apps are one map lookup, whatever their number; their instances are resolved over DNS.
     assert [r for r in rules if "billowin_api" not in r] == [
