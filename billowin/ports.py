@@ -132,6 +132,11 @@ class KeyValueStore(Protocol):
         """
         ...
 
+    def kv_list_wait(self, prefix: str, index: int | None, wait: str = "30s") -> tuple[int, list[KVEntry]]:
+        """``kv_wait`` and then every entry under ``prefix``, read in one answer (at once for
+        ``None``): the new index and the entries it belongs to."""
+        ...
+
     def kv_delete_tree(self, prefix: str) -> None: ...
 
     def kv_txn(self, writes: Sequence[KVWrite]) -> bool:

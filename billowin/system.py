@@ -22,7 +22,7 @@ from billowin.apps.access import Access
 from billowin.apps.audit import FILE_NAME as AUDIT_FILE
 from billowin.apps.audit import AuditLog
 from billowin.apps.sessions import SessionStore
-from billowin.apps.store import AppStore
+from billowin.apps.store import AppCache, AppStore
 from billowin.apps.tokens import TokenStore
 from billowin.build.builder import Builder
 from billowin.build.hygiene import protected_images
@@ -194,6 +194,12 @@ class System:
         return AppStore(self.kv)
 
     @cached_property
+    def app_cache(self) -> AppCache:
+        """The app list the webhooks read, from memory while a Consul blocking query keeps it
+        current (the API starts and stops the watcher); a direct read otherwise."""
+        return AppCache(self.apps, self.kv)
+
+    @cached_property
     def tokens(self) -> TokenStore:
         return TokenStore(self.kv)
 
@@ -248,7 +254,7 @@ class System:
     # -- services -----------------------------------------------------------------------------
     @cached_property
     def intake(self) -> Intake:
-        return Intake(self.apps, self.jobs)
+        return Intake(self.app_cache, self.jobs)
 
     @cached_property
     def runner(self) -> Runner:

@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
         # behind 6 of them. These threads mostly wait on the network, so allow many.
         executor = ThreadPoolExecutor(max_workers=settings.api_threads, thread_name_prefix="billowin-api")
         asyncio.get_running_loop().set_default_executor(executor)
+        system.app_cache.start()  # the webhooks' app list, kept current by a blocking query
         if system.worker:
             system.worker.start()
         system.monitoring.start()
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
         system.monitoring.stop()
         if system.worker:
             system.worker.stop()
+        system.app_cache.stop()
 
     app = FastAPI(
         title="Billowin",

@@ -9,7 +9,9 @@ calls (401, 403, 415) included. It records ``POST``, ``PUT``, ``PATCH`` and
 Webhooks (``/hooks/github``, ``/hooks/travis``) name no action (their routes
 verify signatures, not tokens): the middleware records them with the actor
 ``webhook:github`` / ``webhook:travis``, one entry per app whose rollout the
-delivery queued (read from the reply's ``jobs``), or one without an app.
+delivery queued (read from the reply's ``jobs``), or one without an app. Their
+entries are written just after the reply is sent, not before: GitHub's sender
+waits on the reply, and the delivery is already recorded in Consul.
 
 Only the route, the path, the method and the status are read: never a body
 sent, a query string, a header or a token.
@@ -62,7 +64,11 @@ class AuditMiddleware:
                 if len(reply) < _REPLY_MAX:
                     reply.extend(message.get("body", b""))
                 if not message.get("more_body", False):
+                    # After the reply: GitHub waits on it, and the delivery itself is already
+                    # durable in Consul (its record and jobs); the entry follows at once.
+                    await send(message)
                     await self._webhook(scope, hook, status, bytes(reply))
+                    return
             await send(message)
 
         try:

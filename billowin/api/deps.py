@@ -39,7 +39,7 @@ from billowin.settings import Settings
 from billowin.system import System
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:  # async: no thread hop for an attribute
     settings: Settings = request.app.state.settings
     return settings
 
@@ -47,7 +47,7 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_system(request: Request) -> System:
+async def get_system(request: Request) -> System:
     system: System = request.app.state.system
     return system
 

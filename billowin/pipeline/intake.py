@@ -10,6 +10,14 @@ deliveries of one id queue its jobs once: the loser's check-and-set fails, it
 reads again and finds a duplicate. A redelivery of a delivery whose jobs all
 failed is processed again.
 
+The claim is optimistic: a delivery is nearly always new, so the first
+transaction writes its record with check-and-set index 0 ("only if absent")
+without reading it first, one round trip in all. Only a transaction that
+loses reads the record: there, a replay is a duplicate, a redelivery of failed
+jobs is tried again with check-and-set on the index just read, and an absent
+record means another job of one of these apps took an id first (retried after
+a pause).
+
 Which apps: those that follow the event's repository and branch, that the
 delivery's signer may act for (``only``: the apps whose own webhook secret
 signed it; ``None`` for the global secret and Travis), and whose deploy policy
@@ -24,7 +32,7 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from billowin.apps.store import App, AppStore, DeployOn
+from billowin.apps.store import App, AppListing, DeployOn
 from billowin.errors import Conflict, InvalidInput
 from billowin.pipeline.jobs import CAS_TRIES, PREFIX, Job, JobState, JobStore, pause
 from billowin.pipeline.webhooks import CodeEvent
@@ -44,8 +52,8 @@ class Delivery:
 class Intake:
     """Turns verified events into queued jobs, durably and quickly (this runs inside the webhook reply)."""
 
-    def __init__(self, apps: AppStore, jobs: JobStore) -> None:
-        self.apps = apps
+    def __init__(self, apps: AppListing, jobs: JobStore) -> None:
+        self.apps = apps  # only ``all()`` is used: the store, or the API's cache of it
         self.jobs = jobs
 
     @staticmethod
@@ -79,13 +87,9 @@ class Intake:
             if a.github_repo == event.repository and (only is None or a.name in only)
         ]
         kv = self.jobs.kv
+        index = 0  # the delivery record's modify index as last read: 0 while it does not exist
         for attempt in range(CAS_TRIES):
             writes: list[KVWrite] = []
-            index = 0  # the delivery record's modify index: 0 while it does not exist
-            if event.delivery:
-                index, raw = kv.kv_get(self.delivery_key(event.delivery))
-                if raw is not None and not self._redeliverable(raw):
-                    return Delivery(duplicate=True)
             jobs: list[Job] = []
             for app in candidates:
                 if event.kind == "push" and event.branch is not None and event.branch == app.branch:
@@ -108,7 +112,16 @@ class Intake:
                 writes.insert(0, KVWrite(self.delivery_key(event.delivery), refs, cas=index))
             if kv.kv_txn(writes):
                 return Delivery(jobs)
-            pause(attempt)  # a concurrent delivery of the same id, or another job of one of these apps
+            if event.delivery:
+                # Lost: the record exists (a replay, a concurrent delivery of this id, a
+                # redelivery) or changed since it was read, or a job id was taken meanwhile.
+                tried = index
+                index, raw = kv.kv_get(self.delivery_key(event.delivery))
+                if raw is not None and not self._redeliverable(raw):
+                    return Delivery(duplicate=True)
+                if index != tried:
+                    continue  # the claim itself was stale: try again on the index just read
+            pause(attempt)  # another job of one of these apps took an id first
         raise Conflict(
             f"could not queue {event.repository} {event.sha[:12]}: too much contention",
             hint="Redeliver it from GitHub's webhook page; nothing was queued.",

@@ -79,6 +79,34 @@ def test_events_without_a_delivery_id_are_always_processed() -> None:
     assert len(intake.deliver(push(delivery=None)).jobs) == 1
 
 
+class _ReadCountingKV(InMemoryKV):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+        self.transactions = 0
+
+    def kv_get(self, key: str) -> tuple[int, bytes | None]:
+        self.reads.append(key)
+        return super().kv_get(key)
+
+    def kv_txn(self, writes: Sequence[KVWrite]) -> bool:
+        self.transactions += 1
+        return super().kv_txn(writes)
+
+
+def test_a_new_delivery_is_claimed_without_reading_its_record_first() -> None:
+    """The claim is one transaction (check-and-set 0); only a lost one reads the record."""
+    kv = _ReadCountingKV()
+    intake = _intake(_app(), kv=kv)
+    assert intake.deliver(push(branch="feature")).jobs == []  # no app follows it: nothing else read
+    assert kv.reads == [] and kv.transactions == 1
+    assert intake.deliver(push(branch="feature")).duplicate
+    assert kv.reads == [Intake.delivery_key("d-1")] and kv.transactions == 2
+    kv.reads.clear()
+    assert len(intake.deliver(push(delivery="d-2")).jobs) == 1
+    assert Intake.delivery_key("d-2") not in kv.reads, "only the app's job id counter is read"
+
+
 def test_the_delivery_record_lists_its_jobs_as_json() -> None:
     intake = _intake(_app("shop"), _app("blog"))
     jobs = intake.deliver(push()).jobs

@@ -368,6 +368,7 @@ def test_every_kv_call_refuses_a_key_that_is_not_a_plain_path(make: Any, key: st
             lambda: kv.kv_entries(key),
             lambda: kv.kv_keys(key),
             lambda: kv.kv_wait(key, None),
+            lambda: kv.kv_list_wait(key, None),
         ]
     if key != "billowin/apps/":
         calls.append(lambda: kv.kv_delete_tree(key))

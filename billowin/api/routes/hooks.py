@@ -5,9 +5,10 @@ Cheap checks come first, before the body is read: for GitHub the
 ``X-GitHub-Event`` one Billowin handles and ``X-GitHub-Delivery`` a delivery id
 (400); for both, ``Content-Length`` must be sent (411) and within
 ``BILLOWIN_WEBHOOK_MAX_BYTES`` (413), and a body that streams past it is cut
-off (413). Only then are the apps listed and HMACs computed: the global secret
-and the own secrets of the apps that follow the payload's repository, one HMAC
-per distinct secret (401 and nothing started when none matches).
+off (413). Only then are the apps listed (from ``System.app_cache``: memory kept
+current by a Consul blocking query, so no read per delivery) and HMACs computed:
+the global secret and the own secrets of the apps that follow the payload's
+repository, one HMAC per distinct secret (401 and nothing started when none matches).
 
 A delivery signed with an app's own secret acts only for that app; the global
 secret (and Travis' key) acts for every app. The delivery is parsed into a
@@ -138,7 +139,8 @@ async def _github(request: Request, settings: Settings, system: System) -> JSONR
     body = await read_body(request, settings.webhook_max_bytes)
     if body is None:
         return _too_large(settings.webhook_max_bytes)
-    # Everything after reading the body runs in one thread hop: it is a few Consul calls.
+    # Everything after reading the body runs in one thread hop: for a new delivery, one Consul
+    # transaction (and a read of the job id counter of each app it queues a job for).
     return await asyncio.to_thread(_github_accept, request.headers, body, settings, system)
 
 
@@ -152,7 +154,7 @@ def _github_accept(headers: Headers, body: bytes, settings: Settings, system: Sy
     except InvalidInput as exc:  # answered only once the delivery is known to be signed
         malformed = exc
     repository = repository_of(payload)
-    following = [a for a in system.apps.all() if a.github_repo == repository] if repository else []
+    following = system.app_cache.following(repository) if repository else []
     secrets = _secrets(settings, following)
     if not secrets:
         return _reply(
