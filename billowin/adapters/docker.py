@@ -103,19 +103,24 @@ class DockerEngine:
     def remove_exited(self, *, label: str, finished_before: float) -> int:
         """Remove the exited containers with ``label`` that stopped before ``finished_before``
         (a Unix time); returns how many. Nomad leaves them (``gc { container = false }``) so
-        that what a stopped instance printed stays readable until then."""
-        containers = self._call(
-            "container list",
-            self._client.containers.list,
-            all=True,
-            filters={"label": label, "status": "exited"},
+        that what a stopped instance printed stays readable until then.
+
+        One list call; only containers created before the cutoff (which alone can have stopped
+        before it) are inspected for the time they stopped."""
+        api = self._client.api
+        found = self._call(
+            "container list", api.containers, all=True, filters={"label": label, "status": "exited"}
         )
         removed = 0
-        for container in containers:
-            finished = _docker_time(container.attrs.get("State", {}).get("FinishedAt", ""))
-            if finished is not None and finished < finished_before:
-                with contextlib.suppress(NotFound):  # another clean-up got there first
-                    self._call(f"container {container.short_id}", container.remove, force=True)
+        for summary in found:
+            if int(summary.get("Created", 0)) >= finished_before:
+                continue
+            what = f"container {summary['Id'][:12]}"
+            with contextlib.suppress(NotFound):  # gone meanwhile: another clean-up got there first
+                state = self._call(what, api.inspect_container, summary["Id"]).get("State", {})
+                finished = _docker_time(state.get("FinishedAt", ""))
+                if finished is not None and finished < finished_before:
+                    self._call(what, api.remove_container, summary["Id"], force=True)
                     removed += 1
         return removed
 

@@ -189,6 +189,13 @@ def test_a_bad_release_fails_auto_reverts_and_the_previous_one_keeps_serving(
     boom = [line for line in said if "boom: cannot connect to the database" in line.text]
     assert boom and {line.stream for line in boom} == {"stderr"}, [line.render() for line in said]
     assert [line.at for line in said] == sorted(line.at for line in said)  # one stream, in time order
+    # Once they have been stopped for longer than BILLOWIN_KEEP_STOPPED_CONTAINERS, the clean-up
+    # removes those containers, and their lines with them; the running instance stays.
+    system = System(stack.settings)
+    assert system.docker.remove_exited(label=f"billowin.app={app_name}", finished_before=time.time() + 1) >= 1
+    after = [line.text for line in system.logs.stream(app_name, lines=200)]
+    assert not [text for text in after if "boom" in text]
+    assert serving(router, app_name, "good")
 
 
 def test_restarting_consul_never_breaks_or_empties_the_router(
