@@ -44,6 +44,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -86,9 +87,22 @@ from tests.gitrepo import commit
 
 REPO = Path(__file__).resolve().parents[1]
 APPS = REPO / "tests" / "fixtures" / "apps"
+
+
 # A full run is kept in the repository, one file per run: bench/results/<UTC date>.json.
 # A partial one (--only) goes to bench/results.json, which git ignores.
-RESULTS = REPO / "bench" / "results" / f"{time.strftime('%Y-%m-%d', time.gmtime())}.json"
+def results_path(day: str = time.strftime("%Y-%m-%d", time.gmtime())) -> Path:
+    """``bench/results/<day>.json``; when a run of that day is there, ``<day>-<n>.json`` with
+    ``n`` after every run of the day (``<day>-3-https.json`` counts as run 3)."""
+    folder = REPO / "bench" / "results"
+    taken = [1] if (folder / f"{day}.json").exists() else []
+    for found in folder.glob(f"{day}-*.json"):
+        if match := re.match(rf"{day}-(\d+)", found.name):
+            taken.append(int(match.group(1)))
+    return folder / (f"{day}-{max(taken) + 1}.json" if taken else f"{day}.json")
+
+
+RESULTS = results_path()
 SCRATCH = REPO / "bench" / "results.json"
 console = Console(stderr=True)
 

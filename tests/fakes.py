@@ -210,21 +210,7 @@ class InMemoryKV:
 
         ``index=None`` (or 0) answers at once, as Consul does for a first query.
         """
-        check_key(prefix, prefix=True, root=True)
-        timeout = parse_wait(wait)
-        if self.max_wait is not None:
-            timeout = min(timeout, self.max_wait)
-        with self._changed:
-            if not index:
-                return self._index
-            self.waits += 1
-            deadline = time.monotonic() + timeout
-            while self._prefix_index(prefix) <= index:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
-            return self._index
+        return self.kv_list_wait(prefix, index, wait)[0]
 
     def kv_list_wait(self, prefix: str, index: int | None, wait: str = "30s") -> tuple[int, list[KVEntry]]:
         """``kv_wait``, then every entry under ``prefix``, read under the same lock as the index."""
