@@ -47,6 +47,7 @@ EVENT_METRICS = {
     "failed_alloc": "failed_allocs",
 }
 PRUNE_EVERY = 3600.0
+HOUSEKEEPING_EVERY = 60.0  # stopped containers are kept for an hour: once a minute is plenty
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Collector:
         self.notifier = notifier
         self.registered_apps = registered_apps
         self.failing_certificates = failing_certificates
-        self.housekeeping = housekeeping  # run once per collection with the time (stopped containers)
+        self.housekeeping = housekeeping  # run once a minute with the time (stopped containers)
         self.clock = clock
         self.book = AlertBook(
             store,
@@ -157,6 +158,7 @@ class Collector:
         self._totals: dict[str, AppView] = defaultdict(AppView)
         self._failing: set[str] = set()
         self._last_prune = 0.0
+        self._last_housekeeping = 0.0
         self._last_minute_latency: dict[str, tuple[int, dict[str, float]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -292,7 +294,8 @@ class Collector:
             self._last_prune = now
             self.store.prune(now - self.retention)
         tidy = self.housekeeping
-        if tidy is not None:
+        if tidy is not None and now - self._last_housekeeping >= HOUSEKEEPING_EVERY:
+            self._last_housekeeping = now
             self._read("docker", lambda: tidy(now))
 
     def _latency_view(

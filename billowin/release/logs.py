@@ -70,6 +70,28 @@ def stamp(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class OpenStreams:
+    """The followed streams of one tail; ``close()`` ends them all, and any opened after it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: list[LogStream] = []
+        self._closed = False
+
+    def add(self, stream: LogStream) -> None:
+        with self._lock:
+            if not self._closed:
+                self._streams.append(stream)
+                return
+        stream.close()  # the tail ended while this reader was connecting
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed, streams = True, self._streams
+        for stream in streams:
+            stream.close()
+
+
 # What a reader queues: ``((allocation id, stream), unix time, line)``, and ``(key, 0, None)`` at its end.
 _Item = tuple[tuple[str, str], float, LogLine | None]
 
@@ -83,7 +105,7 @@ class _Source(threading.Thread):
         alloc: dict[str, Any],
         stream: str,
         out: queue.Queue[_Item],
-        streams: list[LogStream],
+        streams: OpenStreams | None,
         *,
         tail: int | None,
         since: float | None,
@@ -108,7 +130,8 @@ class _Source(threading.Thread):
         name = container_name(self.alloc, str(self.alloc.get("TaskGroup", "web")))
         try:
             lines = self.docker.logs(name, self.stream, tail=self.tail, since=self.since, follow=self.follow)
-            self.streams.append(lines)
+            if self.streams is not None:
+                self.streams.add(lines)
             for at, raw in lines:
                 for i in range(0, max(len(raw), 1), MAX_LINE):
                     self.emit(at, raw[i : i + MAX_LINE].decode("utf-8", errors="replace"))
@@ -157,7 +180,7 @@ class AppLogs:
             yield from self._recent(app, lines, process)
             return
         out: queue.Queue[_Item] = queue.Queue(maxsize=10_000)
-        streams: list[LogStream] = []
+        streams = OpenStreams()
         started: set[tuple[str, str]] = set()  # (allocation, stream) being read
         last: dict[tuple[str, str], float] = {}  # the newest line's time, per allocation and stream
         began = time.time()
@@ -196,8 +219,7 @@ class AppLogs:
                 yield line
         finally:
             stop.set()
-            for opened in list(streams):
-                opened.close()
+            streams.close()
 
     def _recent(self, app: str, lines: int, process: str | None) -> list[LogLine]:
         """The last ``lines`` lines of every instance Nomad still knows, in time order."""
@@ -205,7 +227,7 @@ class AppLogs:
             return []
         out: queue.Queue[_Item] = queue.Queue()
         sources = [
-            _Source(self.docker, alloc, stream, out, [], tail=lines, since=None, follow=False)
+            _Source(self.docker, alloc, stream, out, None, tail=lines, since=None, follow=False)
             for alloc in self._instances(app, process, stopped=True)
             for stream in STREAMS
         ]
