@@ -18,6 +18,10 @@ so a system can be swapped, or replaced by an in-memory fake in unit tests
     ContainerEngine    images, containers and their logs on this machine (Docker Engine)
     ImageRegistry      where images are pushed for Nomad clients to pull (the registry)
     ImageBuildTool     runs an image template, streaming its output (Packer)
+    ImageRecipe        a fetched source tree → a local app image (Packer on a language image;
+                       the app's own Dockerfile with BuildKit)
+    RuntimeProvider    where a language runtime comes from (Debian's suites, the npm registry, the
+                       Go proxy, the publishers' archives)
     AppBuilder         a repository at one commit → a pushed image (in this process, or a child)
     CommitStatuses     reports a deploy back to the forge (GitHub commit statuses)
     CertificateStore   certificates, their keys and the ACME account (Consul KV; Vault later)
@@ -322,6 +326,70 @@ class ImageBuildTool(Protocol):
     def build(
         self, template: str, variables: dict[str, str], *, log: Callable[[str], None], timeout: float = 900
     ) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """What an ``ImageRecipe`` builds: ``src`` (the fetched tree, already detected as ``spec``)
+    into the local image ``repository:tag``, with ``cache`` kept between the app's builds and
+    ``scratch`` for anything of this build's own."""
+
+    app: str
+    sha: str
+    src: Path
+    spec: Any  # build.detect.AppSpec
+    repository: str
+    tag: str
+    cache: Path
+    scratch: Path
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """What a recipe found out while building: the runtime it chose (``"python 3.14.8"``, with
+    where it came from) and the port the image says it listens on (a Dockerfile's ``EXPOSE``)."""
+
+    runtime: str | None = None
+    runtime_source: str | None = None  # the file that asked for it; None for the default
+    port: int | None = None
+
+
+class ImageRecipe(Protocol):
+    """One way of turning a source tree into an image (``build/packer_images.py``,
+    ``build/dockerfile.py``); ``Builder`` picks one per build from what ``detect`` found, and
+    does the fetch, the record, the push and the clean-up around it the same for both."""
+
+    name: str
+
+    def build_image(self, job: ImageJob, log: Callable[[str], None]) -> BuiltImage: ...
+
+
+@dataclass(frozen=True)
+class RuntimeFiles:
+    """What a provider gives a language image: the Debian suite whose base image it goes on,
+    packages to install from that suite, and a directory copied into ``/usr/local``."""
+
+    suite: str
+    packages: tuple[str, ...] = ()
+    tree: Path | None = None
+    label: str = ""  # where it came from, for people: "debian trixie", "npm registry"
+
+
+class RuntimeProvider(Protocol):
+    """One source of language runtimes (``build/runtimes/providers.py``). ``offered`` and
+    ``defaults`` raise ``build.runtimes.fetch.Unreachable`` when the source cannot be reached."""
+
+    name: str
+
+    def offered(self, language: str) -> list[str]: ...
+
+    def defaults(self, language: str) -> list[str]: ...  # the versions fit to be a default
+
+    def fetch(self, language: str, version: str, log: Callable[[str], None]) -> RuntimeFiles: ...
 
 
 class AppBuilder(Protocol):

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
 
     # Builds.
     packer_dir: Path = Field(REPO_DIR / "packer", validation_alias=_env("PACKER_DIR"))
+    # The docker CLI that builds apps' Dockerfiles with BuildKit (Debian's docker.io has it built in;
+    # a CLI without buildx refuses BuildKit builds): by absolute path, whatever comes first on PATH.
+    docker_cli: str = Field("/usr/bin/docker", validation_alias=_env("DOCKER_CLI"))
     build_concurrency: int = Field(2, ge=1, validation_alias=_env("BUILD_CONCURRENCY"))
     build_timeout: float = Field(900, validation_alias=_env("BUILD_TIMEOUT"))
     keep_images: int = Field(5, ge=1, validation_alias=_env("KEEP_IMAGES"))
@@ -110,6 +113,13 @@ class Settings(BaseSettings):
     npm_registry: str = Field("", validation_alias=_env("NPM_REGISTRY"))
     goproxy: str = Field("", validation_alias=_env("GOPROXY"))  # empty: Go's own default
     debian_mirror: str = Field("", validation_alias=_env("DEBIAN_MIRROR"))  # empty: what apt uses here
+    # Where language runtimes come from, in order (billowin/build/runtimes/providers.py):
+    # `auto` = upstream,npm,goproxy,debian; or a comma-separated list of those names.
+    runtime_providers: str = Field(
+        "auto",
+        pattern=r"^(auto|(upstream|npm|goproxy|debian)(,(upstream|npm|goproxy|debian))*)$",
+        validation_alias=_env("RUNTIME_PROVIDERS"),
+    )
     rubygems_mirror: str = Field("", validation_alias=_env("RUBYGEMS_MIRROR"))
     allow_private_repositories: bool = Field(False, validation_alias=_env("ALLOW_PRIVATE_REPOSITORIES"))
 

@@ -25,6 +25,7 @@ from billowin.apps.sessions import SessionStore
 from billowin.apps.store import AppCache, AppStore
 from billowin.apps.tokens import TokenStore
 from billowin.build.builder import Builder
+from billowin.build.dockerfile import DockerfileImages
 from billowin.build.hygiene import protected_images
 from billowin.build.isolated import ProcessBuilder
 from billowin.certs.http01 import Http01Responder
@@ -301,6 +302,8 @@ class System:
 
     @cached_property
     def builder(self) -> Builder:
+        from billowin.adapters.buildkit import BuildKit
+
         return Builder(
             self.settings,
             self.packer,
@@ -308,6 +311,7 @@ class System:
             self.image_registry,
             on_finished=self.metrics.build_finished,
             protected_images=self.protected_images,
+            recipes=[DockerfileImages(self.settings, BuildKit(self.settings))],
         )
 
     def protected_images(self, app: str) -> set[str]:

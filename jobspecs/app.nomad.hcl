@@ -19,7 +19,15 @@ job "[[ app ]]" {
 [%- if proc.web %]
 
     network {
+[%- if proc.port %]
+      # The image's own port (its EXPOSE): the container listens there, $PORT says so, and
+      # Nomad maps the host's port (the router's and the check's target) to it.
+      port "http" {
+        to = [[ proc.port ]]
+      }
+[%- else %]
       port "http" {}
+[%- endif %]
     }
 
     service {
@@ -41,8 +49,19 @@ job "[[ app ]]" {
         name     = "[[ app ]] web answers on $PORT"
         type     = "http"
         path     = "[[ proc.health_path ]]"
-        interval = "2s"
-        timeout  = "2s"
+        interval = "[[ proc.health_interval ]]s"
+        timeout  = "[[ proc.health_timeout ]]s"
+[%- if proc.health_restart_after %]
+
+        # app.json healthchecks "attempts" (Dokku: failed tries before a container counts as
+        # failed): that many failed checks in a row restart the instance (the restart policy
+        # below), counted after "initialDelay". Not Consul's failures_before_critical: that
+        # would keep routing requests to a failing instance until the count is reached.
+        check_restart {
+          limit = [[ proc.health_restart_after ]]
+          grace = "[[ proc.health_grace ]]s"
+        }
+[%- endif %]
       }
     }
 [%- endif %]

@@ -623,6 +623,8 @@ class DeployCall:
     rollback_of: str | None
     config_version: int | None
     timeout: float
+    predeploy: tuple[Any, ...] = ()  # DeployTasks: app.json's scripts
+    postdeploy: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -668,6 +670,8 @@ class FakeDeployer:
         cause: str = "",
         sha: str | None = None,
         output: Callable[[str], None] = _quiet,
+        predeploy: Sequence[Any] = (),
+        postdeploy: Sequence[Any] = (),
     ) -> Release:
         self.deploys.append(
             DeployCall(
@@ -681,6 +685,8 @@ class FakeDeployer:
                 rollback_of,
                 config_version,
                 timeout,
+                tuple(predeploy),
+                tuple(postdeploy),
             )
         )
         if self.error is not None:
@@ -897,3 +903,38 @@ class InMemorySecrets:
 
     def delete(self, name: str) -> None:
         self.versions.pop(name, None)
+
+
+# -- the Dockerfile recipe's BuildKit -------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildKitCall:
+    context: str
+    dockerfile: str
+    tag: str
+    labels: dict[str, str]
+    files: tuple[str, ...]  # what the context held at the top when the build started
+
+
+class FakeBuildKit:
+    """The ``DockerfileBuildTool`` of ``build/dockerfile.py`` (``adapters/buildkit.py``): records
+    each build, logs ``output`` as BuildKit's ``--progress=plain`` would, then raises ``error`` if
+    set; ``inspect`` answers ``config`` for an image it built, ``NotFound`` for any other."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None, output: Sequence[str] = ()) -> None:
+        self.config = dict(config or {})
+        self.output = list(output)
+        self.error: BillowinError | None = None
+        self.calls: list[BuildKitCall] = []
+
+    def build(self, context: Any, *, dockerfile: Any, tag: str, labels: dict[str, str], log: Any) -> None:
+        files = tuple(sorted(p.name for p in context.iterdir()))
+        self.calls.append(BuildKitCall(str(context), str(dockerfile), tag, dict(labels), files))
+        for line in self.output:
+            log(line)
+        if self.error is not None:
+            raise self.error
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        if not any(call.tag == ref for call in self.calls) or self.error is not None:
+            raise NotFound(f"no image {ref}")
+        return copy.deepcopy(self.config)

@@ -16,36 +16,28 @@ record next to it (``<sha>.json``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import re
 import shutil
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from pydantic import BaseModel, SecretStr
 
-from billowin.build import deps, hygiene
+from billowin.build import hygiene
+from billowin.build.appjson import AppManifest
 from billowin.build.detect import AppSpec, detect
+from billowin.build.packer_images import PackerImages, build_owner, scratch_dir
 from billowin.build.source import check_sha, fetch, redact_url
 from billowin.errors import BillowinError, BuildFailed, Conflict, InvalidInput
 from billowin.names import is_app_name
-from billowin.ports import ContainerEngine, ImageBuildTool, ImageRegistry
+from billowin.ports import ContainerEngine, ImageBuildTool, ImageJob, ImageRecipe, ImageRegistry
 from billowin.settings import Settings
-from billowin.stack.install import base_image_tag
-from billowin.stack.tools import load_versions
 
 LogLine = Callable[[str], None]
 ProtectedImages = Callable[[str], set[str]]  # app -> image references that must never be removed
-PACKER_PREFIX = re.compile(r"^\s*(?:==> )?docker(?: \([a-z-]+\))?: ?")
-ERROR_HINTS = re.compile(
-    r"(error|cannot|could not|not found|no matching|failed|unable|missing|undefined)", re.IGNORECASE
-)
 
 
 class BuildRecord(BaseModel):
@@ -53,40 +45,18 @@ class BuildRecord(BaseModel):
     sha: str
     status: str  # building | succeeded | failed
     language: str | None = None
+    builder: str | None = None  # the recipe: packer | dockerfile
+    runtime: str | None = None  # "python 3.14.8 (debian forky)", as the build chose it
+    runtime_source: str | None = None  # the file that asked for it; None: the default
+    port: int | None = None  # the port the image says it listens on (a Dockerfile's EXPOSE)
     processes: dict[str, str] = {}
+    manifest: AppManifest | None = None  # app.json's keys the deploy applies (build/appjson.py)
     image: str | None = None
     digest: str | None = None
     reason: str | None = None
     started_at: datetime
     finished_at: datetime | None = None
     seconds: float | None = None
-
-
-PACKER_NOISE = (
-    "Provisioning step had errors",
-    "Killing the container",
-    "Script exited with non-zero exit status",
-    "Build 'docker' errored",
-    "Builds finished",
-    "Some builds didn't complete",
-    "Wait completed",
-    "Running the cleanup provisioner",
-    "-----> ",
-)
-
-
-def failure_reason(lines: list[str]) -> str:
-    """The most telling line of a failed build's output, without Packer's own lines."""
-    cleaned = [PACKER_PREFIX.sub("", line).strip() for line in lines]
-    cleaned = [c for c in cleaned if c and not any(noise in c for noise in PACKER_NOISE)]
-    recent = cleaned[-40:]
-    for line in reversed(recent):  # what the build itself called an error
-        if line.lower().startswith("error:") or line.startswith("ERROR:") or "Error:" in line:
-            return line
-    for line in reversed(recent):
-        if ERROR_HINTS.search(line):
-            return line
-    return recent[-1] if recent else "the build failed"
 
 
 def _quiet(_line: str) -> None:
@@ -103,6 +73,7 @@ class Builder:
         *,
         on_finished: Callable[[BuildRecord], None] | None = None,  # monitoring: build durations
         protected_images: ProtectedImages | None = None,  # the live releases' images (system.py)
+        recipes: Sequence[ImageRecipe] = (),  # besides Packer's: the Dockerfile recipe (system.py)
     ) -> None:
         self.settings = settings
         self.packer = packer
@@ -111,7 +82,10 @@ class Builder:
         self.on_finished = on_finished
         self.protected_images: ProtectedImages = protected_images or (lambda _app: set())
         self._slots = threading.BoundedSemaphore(settings.build_concurrency)
-        self._base_lock = threading.Lock()
+        self.packer_images = PackerImages(settings, packer, docker)
+        self.recipes: dict[str, ImageRecipe] = {self.packer_images.name: self.packer_images}
+        for recipe in recipes:
+            self.recipes[recipe.name] = recipe
         self._active: set[tuple[str, str]] = set()  # (app, sha) being built by this process
         self._active_lock = threading.Lock()
 
@@ -139,63 +113,14 @@ class Builder:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(record.model_dump_json(indent=2))
 
-    # -- language base images ---------------------------------------------
     def language_image(self, language: str, log: LogLine) -> str:
-        spec = load_versions(self.settings.versions_file)["languages"]
-        if language not in spec or language == "recipe":
-            raise InvalidInput(f"no base image recipe for {language!r}")
-        base = base_image_tag(self.settings)
-        tag = f"{spec['recipe']}-{base.rsplit(':', 1)[1]}"
-        ref = f"billowin/{language}:{tag}"
-        with self._base_lock:
-            if not self.docker.image_exists(ref):
-                log(f"-----> Building the {language} base image {ref} (once)")
-                self._packer(
-                    "base.json",
-                    {
-                        "from_image": base,
-                        "repository": f"billowin/{language}",
-                        "tag": tag,
-                        "packages": " ".join(spec[language]),
-                        "ca_bundle": str(self.settings.ca_bundle),
-                    },
-                    log,
-                )
-        return ref
-
-    def _limits(self, build_id: str) -> dict[str, str]:
-        """Packer variables that bound a build container, put it on the builds network and
-        label it as this control plane's, and as this build's."""
-        return {
-            "memory_mb": str(self.settings.build_memory_mb),
-            "pids_limit": str(self.settings.build_pids_limit),
-            # A quarter of Docker's default CPU weight: when the box is busy, a build waits for
-            # the API (webhook replies), the router and the apps, never the other way round.
-            "cpu_shares": "256",
-            "network": self.settings.build_network,
-            "owner": self.owner,
-            "build_id": build_id,
-        }
-
-    def _packer(self, template: str, variables: dict[str, str], log: LogLine) -> None:
-        """Run Packer in a bounded container; a container a killed Packer left is removed."""
-        build_id = uuid.uuid4().hex
-        try:
-            self.packer.build(
-                template,
-                {**variables, **self._limits(build_id)},
-                log=log,
-                timeout=self.settings.build_timeout,
-            )
-        except BuildFailed:
-            with contextlib.suppress(BillowinError):
-                self.docker.remove_containers(label=f"billowin.build.id={build_id}")
-            raise
+        """The base image ``language``'s apps build on (built once; ``billowin setup`` warms it)."""
+        return self.packer_images.language_image(language, log)[0]
 
     @property
     def owner(self) -> str:
         """Which control plane's builds these are: Docker may be shared by several stacks."""
-        return hashlib.sha256(str(self.settings.state_dir.resolve()).encode()).hexdigest()[:16]
+        return build_owner(self.settings)
 
     # -- one build ---------------------------------------------------------
     def build(
@@ -247,43 +172,31 @@ class Builder:
         src = fetch(
             repository, sha, work, token=token, allow_private=self.settings.allow_private_repositories
         )
+        scratch = scratch_dir(work)
         try:
             spec: AppSpec = detect(src)
-            record.language, record.processes = spec.language, spec.processes
-            log(f"-----> {spec.language} app; process types: {', '.join(spec.processes)}")
-            base = self.language_image(spec.language, log)
-            cache = self.settings.build_cache / app
-            hygiene.mark_cache_used(cache)
-            ref = f"{self.settings.registry}/{app}:{sha}"
-            default_cmd = spec.processes.get("web") or next(iter(spec.processes.values()))
-            variables = {
-                "from_image": base,
-                "repository": f"{self.settings.registry}/{app}",
-                "tag": sha,
-                "source_dir": str(src),
-                "cache_dir": str(cache),
-                "ca_bundle": str(self.settings.ca_bundle),
-                "language": spec.language,
-                "stage": "full",
-                "cmd": json.dumps(["sh", "-c", default_cmd]),
-                "app": app,
-                "sha": sha,
-                "pip_index_url": self.settings.pip_index_url,
-                "npm_registry": self.settings.npm_registry,
-                "goproxy": self.settings.goproxy,
-                "rubygems_mirror": self.settings.rubygems_mirror,
-            }
-            try:
-                files = deps.dependency_files(src, spec.language)
-                if files is not None:
-                    image = self._dependencies(app, files, variables, work.with_suffix(".deps"), log)
-                    variables |= {"from_image": image, "stage": "app"}
-                self._packer("app.json", variables, log)
-            except BuildFailed as exc:
-                reason = self._failure_reason(exc)
-                raise BuildFailed(
-                    f"build of {app} {sha[:12]} failed: {reason}", log_tail=exc.log_tail
-                ) from exc
+            recipe = self.recipes.get(spec.builder)
+            if recipe is None:
+                raise InvalidInput(f"this Billowin has no {spec.builder} builder")
+            record.language, record.processes, record.builder = spec.language, spec.processes, recipe.name
+            log(f"-----> {spec.language} app; process types: {', '.join(spec.processes) or 'from the image'}")
+            record.manifest = spec.manifest
+            for warning in spec.manifest.warnings if spec.manifest else []:
+                log(f"-----> Warning: {warning}")
+            job = ImageJob(
+                app=app,
+                sha=sha,
+                src=src,
+                spec=spec,
+                repository=f"{self.settings.registry}/{app}",
+                tag=sha,
+                cache=self.settings.build_cache / app,
+                scratch=scratch,
+            )
+            built = recipe.build_image(job, log)
+            record.runtime, record.runtime_source = built.runtime, built.runtime_source
+            record.port = built.port
+            ref = job.ref
             log(f"-----> Pushing {ref}")
             record.digest = self.docker.push(ref)
             record.image = ref
@@ -291,38 +204,7 @@ class Builder:
             log(f"-----> Pushed {ref}@{record.digest}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(work.with_suffix(".deps"), ignore_errors=True)
-
-    def _dependencies(
-        self, app: str, files: dict[str, bytes], variables: dict[str, str], scratch: Path, log: LogLine
-    ) -> str:
-        """The app's dependency image for ``files`` (``build/deps.py``): reused when it exists,
-        else built from the dependency files alone; the app's previous one is then removed."""
-        script = (self.settings.packer_dir / "scripts" / "build-app.sh").read_bytes()
-        key = deps.dependency_key(
-            files,
-            language=variables["language"],
-            base_image=variables["from_image"],
-            extra=[hashlib.sha256(script).hexdigest(), variables["pip_index_url"], variables["npm_registry"]],
-        )
-        image = f"{deps.REPOSITORY}/{app}:{key}"
-        if self.docker.image_exists(image):
-            log(f"-----> Dependencies unchanged ({', '.join(sorted(files))}): reusing them")
-            return image
-        log(f"-----> Installing dependencies from {', '.join(sorted(files))} (reused until they change)")
-        source = deps.write_dependency_files(files, scratch)
-        step = {"repository": f"{deps.REPOSITORY}/{app}", "tag": key, "source_dir": str(source)}
-        step["stage"] = "deps"
-        self._packer("app.json", variables | step, log)
-        marker = self.settings.build_cache / app / "deps-image"
-        with contextlib.suppress(OSError):
-            previous = marker.read_text().strip()
-            if previous and previous != image:
-                with contextlib.suppress(BillowinError):  # an app image built on it keeps its layers
-                    self.docker.remove_image(previous)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(image)
-        return image
+            shutil.rmtree(scratch, ignore_errors=True)
 
     # -- disk hygiene --------------------------------------------------------
     def remove_stale_build_containers(self) -> int:
@@ -333,20 +215,7 @@ class Builder:
         return self.docker.remove_containers(label=f"billowin.build.owner={self.owner}")
 
     def _failure_reason(self, exc: BuildFailed) -> str:
-        if "timed out" in exc.message:
-            return (
-                f"it ran longer than its {self.settings.build_timeout:.0f}s limit (BILLOWIN_BUILD_TIMEOUT) "
-                "and was stopped"
-            )
-        log_tail = exc.log_tail
-        reason = failure_reason(log_tail.splitlines())
-        if "exit status: 137" in log_tail and "limit" not in reason:
-            # SIGKILLed before build-app.sh could say why: the kernel's OOM killer, almost always.
-            reason = (
-                f"the build was killed (exit 137), most likely for using more than its "
-                f"{self.settings.build_memory_mb} MB memory limit (BILLOWIN_BUILD_MEMORY_MB)"
-            )
-        return reason
+        return self.packer_images.failure_reason(exc)
 
     def tidy(self, app: str, *, log: LogLine = _quiet) -> None:
         """After a build: collect old images, prune old records, logs and caches. Never raises:

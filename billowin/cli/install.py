@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from billowin.build.detect import LANGUAGES
+from billowin.build.detect import LANGUAGES, detect
 from billowin.cli.main import app
 from billowin.cli.output import err, fail, out
 from billowin.errors import BillowinError, InstallError, ServiceError
@@ -215,13 +215,26 @@ def docker_host(host: str) -> Iterator[None]:
             os.environ["DOCKER_HOST"] = before
 
 
-def base_images(installer: Installer, settings: Settings, ensure_engine: Callable[[], None]) -> None:
-    """The base image and one image per language, as every build starts from them."""
+def base_images(
+    installer: Installer,
+    settings: Settings,
+    ensure_engine: Callable[[], None],
+    runtimes_for: Sequence[Path] = (),
+) -> None:
+    """The base image and each language's default runtime image, as builds start from them;
+    and the runtime images the source trees ``runtimes_for`` ask for (their version files)."""
     installer.base_image(ensure_engine)
-    builder = System(settings).builder
+    images = System(settings).builder.packer_images
     for language in LANGUAGES:
-        with installer.step(f"{language} base image (Packer)"):
-            builder.language_image(language, log=installer.log_line)
+        with installer.step(f"{language} base image, the default runtime (Packer)"):
+            images.language_image(language, installer.log_line)
+    for src in runtimes_for:
+        language = detect(src).language
+        if language not in LANGUAGES:
+            continue  # a Dockerfile app brings its own runtime
+        with installer.step(f"{language} base image for {src}"):
+            ref, chosen = images.language_image(language, installer.log_line, src)
+            installer.log_line(f"{src}: {ref} ({chosen.asked})")
 
 
 def dns_records(box: ProductionBox) -> list[tuple[str, str]]:

@@ -69,6 +69,16 @@ def _ensure_engine(settings: Settings) -> None:
 @app.command("setup")
 def setup(
     skip_image: Annotated[bool, typer.Option(help="Do not build the base Docker image.")] = False,
+    runtimes_for: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--runtimes-for",
+            help="An app's source directory: also build the runtime its version files ask for "
+            "(.python-version, engines.node, go.mod…), so its first build starts warm. Repeatable.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Install Docker, HAProxy, Packer, the registry, Nomad, Consul, consul-template and the base image."""
     settings = Settings()
@@ -77,7 +87,7 @@ def setup(
         installer.system_packages()
         installer.hashicorp_tools()
         if not skip_image:
-            base_images(installer, settings, lambda: _ensure_engine(settings))
+            base_images(installer, settings, lambda: _ensure_engine(settings), runtimes_for or [])
     except BillowinError as exc:
         fail(exc)
     err.print(f"[bold green]Setup complete.[/] Cache: {settings.cache_dir}. Next: [bold]make up[/]")

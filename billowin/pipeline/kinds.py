@@ -5,6 +5,7 @@ Every kind ends in the same call, ``Deployer.deploy`` (a rollback through
 decides *what* to roll out, as a ``Rollout``.
 
     build     build the commit, then roll out the new image with the Procfile's process types
+              (and app.json's: a first deploy's formation, predeploy/postdeploy, the web check)
     image     roll out an image that is already built, with the current process types
     config    the running release again, with the app's newest config vars
     domains   the running release again, with the app's domains
@@ -19,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from billowin.apps.store import App
+from billowin.build.appjson import AppManifest
 from billowin.errors import InvalidInput
 from billowin.names import is_process_name
 from billowin.pipeline.jobs import Job, JobKind, JobState, JobStore, Step
 from billowin.pipeline.reporting import JobOutput, Reporter
 from billowin.ports import AppBuilder
-from billowin.release.deploy import Deployer
+from billowin.release.deploy import Deployer, DeployTask
 from billowin.release.jobspec import Process
 from billowin.release.store import Release
 
@@ -64,11 +66,8 @@ class Rollout:
     cause: str
     sha: str | None = None
     release_command: str | None = None
-
-
-def _current_counts(ctx: Context, app: str) -> dict[str, int]:
-    current = ctx.deployer.releases.current(app)
-    return {p.name: p.count for p in current.processes} if current else {}
+    predeploy: tuple[DeployTask, ...] = ()  # app.json's scripts (Deployer.deploy)
+    postdeploy: tuple[DeployTask, ...] = ()
 
 
 def build(ctx: Context, app: App, job: Job) -> Rollout:
@@ -76,7 +75,10 @@ def build(ctx: Context, app: App, job: Job) -> Rollout:
     record = ctx.builder.build(app.name, app.repository, job.sha, token=app.repository_token)
     assert record.image is not None
     ctx.move(job, JobState.DEPLOYING, f"built {record.image}@{record.digest}; deploying", status="deploying")
-    counts = _current_counts(ctx, app.name)
+    current = ctx.deployer.releases.current(app.name)
+    manifest = record.manifest or AppManifest()
+    # The running scale; app.json's formation only on a first deploy (nothing live yet).
+    counts = {p.name: p.count for p in current.processes} if current else manifest.initial_scale()
     bad = [name for name in record.processes if not is_process_name(name)]
     if bad:
         raise InvalidInput(
@@ -84,7 +86,13 @@ def build(ctx: Context, app: App, job: Job) -> Rollout:
             hint="Use lowercase letters, digits, '-' and '_', starting with a letter (31 at most).",
         )
     processes = [
-        Process(name=name, command=["sh", "-c", cmd], count=counts.get(name, 1 if name == "web" else 0))
+        Process(
+            name=name,
+            command=["sh", "-c", cmd] if cmd else None,  # "": the image's own CMD (a Dockerfile app's)
+            count=counts.get(name, 1 if name == "web" else 0),
+            port=record.port if name == "web" else None,  # a Dockerfile's EXPOSE; None: Nomad's pick
+            **(manifest.web_check_settings() if name == "web" else {}),
+        )
         for name, cmd in record.processes.items()
         if name != "release"
     ]
@@ -94,6 +102,8 @@ def build(ctx: Context, app: App, job: Job) -> Rollout:
         cause=f"{job.source} {job.sha[:7]}",
         sha=job.sha,
         release_command=record.processes.get("release"),
+        predeploy=tuple(manifest.predeploy()),
+        postdeploy=tuple(manifest.postdeploy(first_deploy=current is None)),
     )
 
 
@@ -162,4 +172,6 @@ def execute(ctx: Context, app: App, job: Job) -> Release | None:
         sha=planned.sha,
         progress=ctx.progress(job),
         output=ctx.output.writer(job),
+        predeploy=planned.predeploy,
+        postdeploy=planned.postdeploy,
     )

@@ -4,12 +4,20 @@ Every deploy goes through ``Deployer.deploy``: render the jobspec, let Nomad
 parse and plan it, register it with check-and-set on the job modify index,
 then follow the deployment with blocking queries and record the outcome on
 the release.
+
+A deploy may run commands in one-offs of the new release (its image and config vars),
+``DeployTask``s: before the rollout, app.json's ``scripts.dokku.predeploy`` then the
+Procfile ``release`` phase (Dokku's order), where a failure rolls nothing out; once the
+release is live, app.json's postdeploy scripts, where a failure fails the deploy but rolls
+nothing back (the release stays live, as on Dokku).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,30 +54,51 @@ def _placement_failures(plan: dict[str, Any]) -> str:
 
 RELEASE_PROGRESS_LINES = 500  # release-phase lines shown as job steps; the rest only in the log
 RELEASE_BATCH_SECONDS = 1.0
+TAIL_LINES = 3  # a failed postdeploy's last lines, in the job's reason
+TAIL_CHARS = 200
+
+
+@dataclass(frozen=True)
+class DeployTask:
+    """A command a deploy runs in a one-off of the new release: app.json scripts, the Procfile release."""
+
+    name: str  # what the job's steps call it: predeploy, release, postdeploy
+    command: str
+    source: str  # where the user wrote it, for the hint: "app.json scripts.dokku.predeploy"
+    again: str = "deploy again"  # how it runs again once fixed, for the hint
+
+
+RELEASE_SOURCE = "the Procfile `release:` command"
 
 
 class ReleasePhase:
-    """Release-command output on its way to the job: every line to ``output``, batches to ``progress``.
+    """A deploy task's output on its way to the job: every line to ``output``, batches to ``progress``.
 
     Each progress call rewrites the job record, so one call per line would make a chatty
     migration quadratic (and could outgrow Consul's value limit): lines are sent at most once
-    a second, and only the first ``RELEASE_PROGRESS_LINES`` of them.
+    a second, and only the first ``RELEASE_PROGRESS_LINES`` of them. The last few are kept
+    (``tail``) for a failure's reason.
     """
 
-    def __init__(self, release: Release, command: str, progress: Progress, output: Progress) -> None:
+    def __init__(
+        self, release: Release, command: str, progress: Progress, output: Progress, name: str = "release"
+    ) -> None:
         self.release = release
         self.command = command
         self.progress = progress
         self.output = output
+        self.name = name
         self.batch: list[str] = []
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.shown = self.total = 0
         self.last = time.monotonic()
 
     def line(self, text: str) -> None:
         self.total += 1
         self.output(text)
+        self.tail.append(text[:TAIL_CHARS])
         if self.shown + len(self.batch) < RELEASE_PROGRESS_LINES:
-            self.batch.append(f"  release: {text}")
+            self.batch.append(f"  {self.name}: {text}")
         if time.monotonic() - self.last >= RELEASE_BATCH_SECONDS:
             self.flush()
 
@@ -80,7 +109,7 @@ class ReleasePhase:
             self.batch = []
         self.last = time.monotonic()
         if final and self.total > self.shown:
-            self.progress(f"  release: … {self.total - self.shown} more lines in the deploy's log")
+            self.progress(f"  {self.name}: … {self.total - self.shown} more lines in the deploy's log")
 
 
 class Deployer:
@@ -149,6 +178,8 @@ class Deployer:
         cause: str = "",
         sha: str | None = None,
         output: Progress = _quiet,
+        predeploy: Sequence[DeployTask] = (),
+        postdeploy: Sequence[DeployTask] = (),
     ) -> Release:
         """Deploy ``image`` as a new release of ``app``; returns the release with its outcome.
 
@@ -159,6 +190,10 @@ class Deployer:
         ``release_command``: the Procfile ``release`` phase, run once before the rollout;
         if it fails, nothing is rolled out. Its every line goes to ``output``; ``progress``
         gets them in batches, and only the first ``RELEASE_PROGRESS_LINES``.
+        ``predeploy``: deploy tasks run, in order, ahead of the release command (app.json's
+        ``scripts.dokku.predeploy``); the same rules. ``postdeploy``: deploy tasks run, in order,
+        once the release is live (app.json's postdeploy scripts); the first that fails raises
+        ``InvalidInput`` with its last lines, and the release stays live.
         """
         if config_version is None:
             config_version = self._latest_config(app)
@@ -176,9 +211,17 @@ class Deployer:
         )
         try:
             config_template, policies = self.config_template(app, config_version)
-            if release_command:
-                phase = ReleasePhase(release, release_command, progress, output)
-                self._release_phase(phase, config_template, policies)
+            tasks = [
+                *predeploy,
+                *([DeployTask("release", release_command, RELEASE_SOURCE)] if release_command else []),
+            ]
+            for task in tasks:
+                code, _ = self._run_task(task, release, progress, output, config_template, policies)
+                if code != 0:
+                    raise InvalidInput(
+                        f"the {task.name} command failed (exit {code}); nothing was rolled out",
+                        hint=f"Fix {task.source} (see its output above) and deploy again.",
+                    )
             progress(f"{app} {release.name}: rendering and validating the job")
             self._register(release, processes, config_template, policies, keep_scale, deadlines)
         except Exception as exc:
@@ -199,6 +242,16 @@ class Deployer:
                 release.reverted_to_version = after.get("Version")
             self._finish(release, ReleaseStatus.FAILED, result.description or result.status)
         progress(f"{app} {release.name}: {release.status.value} ({release.description})")
+        if release.status == ReleaseStatus.LIVE:
+            for task in postdeploy:
+                code, tail = self._run_task(task, release, progress, output, config_template, policies)
+                if code != 0:
+                    said = f": {' / '.join(tail)}" if tail else ""
+                    raise InvalidInput(
+                        f"{release.name} is live, but its {task.name} command failed (exit {code}){said}",
+                        hint=f"Fix {task.source} and {task.again}; {release.name} keeps running "
+                        "(a failed postdeploy rolls nothing back).",
+                    )
         return release
 
     def rollback(
@@ -299,16 +352,26 @@ class Deployer:
         counts = {g["Name"]: g["Count"] for g in (current or {}).get("TaskGroups") or []}
         return [p.model_copy(update={"count": counts[p.name]}) if p.name in counts else p for p in processes]
 
-    def _release_phase(self, phase: ReleasePhase, config_template: str | None, policies: list[str]) -> None:
-        release, command = phase.release, phase.command
+    def _run_task(
+        self,
+        task: DeployTask,
+        release: Release,
+        progress: Progress,
+        output: Progress,
+        config_template: str | None,
+        policies: list[str],
+    ) -> tuple[int, list[str]]:
+        """Run one deploy task in a one-off of ``release``; its exit code and last lines."""
         if self.runner is None:
-            raise InvalidInput(f"{release.app} has a release command but this deployer cannot run it")
-        phase.progress(f"{release.app} {release.name}: running the release command: {command}")
+            raise InvalidInput(f"{release.app} has a {task.name} command but this deployer cannot run it")
+        progress(f"{release.app} {release.name}: running the {task.name} command: {task.command}")
+        output(f"-----> {task.name} ({task.source}): {task.command}")
+        phase = ReleasePhase(release, task.command, progress, output, name=task.name)
         spec = self.runner.spec(
             release.app,
             release.name,
             release.image,
-            command,
+            task.command,
             kind="release",
             config_template=config_template,
             vault_policies=policies,
@@ -320,11 +383,7 @@ class Deployer:
             else:
                 phase.line(event.text)
         phase.flush(final=True)
-        if code != 0:
-            raise InvalidInput(
-                f"the release command failed (exit {code}); nothing was rolled out",
-                hint="Fix the Procfile `release:` command (see its output above) and deploy again.",
-            )
+        return code, list(phase.tail)
 
     def _finish(self, release: Release, status: ReleaseStatus, description: str) -> None:
         release.status = status

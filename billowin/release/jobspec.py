@@ -8,6 +8,7 @@ variable is an error rather than an empty string.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jinja2
@@ -16,6 +17,9 @@ from pydantic import BaseModel, Field, field_validator
 from billowin.errors import InvalidInput
 from billowin.names import APP_NAME_RULE, PROCESS, is_app_name, is_domain
 
+# The web check's path: no query string, nothing HCL or Consul would read as syntax.
+HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+
 
 class Process(BaseModel):
     name: str = Field(pattern=PROCESS.pattern)
@@ -23,7 +27,16 @@ class Process(BaseModel):
     count: int = Field(1, ge=0, le=100)
     cpu: int = Field(100, ge=20)
     memory: int = Field(128, ge=16)
-    health_path: str = Field("/", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    health_path: str = Field("/", pattern=HEALTH_PATH.pattern)
+    # The web check's timings in seconds, and how many failed checks in a row restart an
+    # instance (None: never), counted after ``health_grace``: app.json ``healthchecks``.
+    health_interval: int = Field(2, ge=1, le=600)
+    health_timeout: int = Field(2, ge=1, le=600)
+    health_restart_after: int | None = Field(None, ge=1, le=100)
+    health_grace: int = Field(1, ge=0, le=600)
+    # web: the port the container listens on (a Dockerfile's EXPOSE), mapped to the router's port
+    # and given as $PORT; None: Nomad picks one, the same inside and out.
+    port: int | None = Field(None, ge=1, le=65535)
 
     @property
     def web(self) -> bool:

@@ -265,9 +265,15 @@ class Installer:
         return tree, substitutes
 
     # -- 3. base image -------------------------------------------------------
-    def base_image(self, ensure_engine: Callable[[], None]) -> str:
-        spec = load_versions(self.settings.versions_file)["base-image"]
-        tag = base_image_tag(self.settings)
+    def base_image(self, ensure_engine: Callable[[], None], suite: str | None = None) -> str:
+        """The base image of ``suite`` (the default suite when None): debootstrapped once,
+        imported into Docker; language images build on it."""
+        spec = dict(load_versions(self.settings.versions_file)["base-image"])
+        if suite is not None:
+            spec["suite"] = suite
+            table = load_versions(self.settings.versions_file).get("runtimes", {}).get("debian", {})
+            spec["script"] = table.get(suite, {}).get("script", "")
+        tag = base_image_tag(self.settings, suite)
         rootfs_tar = self.settings.cache_dir / "images" / f"base-{spec['suite']}-r{spec['recipe']}.tar"
         ensure_engine()
         with self.step("Docker networks for apps and builds"):
@@ -301,6 +307,7 @@ class Installer:
         rootfs = Path(tempfile.mkdtemp(prefix="billowin-rootfs-", dir=out.parent))
         try:
             packages = ",".join(str(p) for p in spec["packages"])  # type: ignore[attr-defined]
+            script = str(spec.get("script") or "")  # a suite newer than this debootstrap knows
             self.run(
                 [
                     "debootstrap",
@@ -308,7 +315,8 @@ class Installer:
                     f"--include={packages}",
                     str(spec["suite"]),
                     str(rootfs),
-                    debian_mirror(self.settings, str(spec["suite"])),
+                    debian_mirror(self.settings, str(spec["suite"]), fallback=base_suite(self.settings)),
+                    *([f"/usr/share/debootstrap/scripts/{script}"] if script else []),
                 ],
                 what="debootstrap of the base image",
                 hint="Check that this machine reaches its Debian mirror (or set BILLOWIN_DEBIAN_MIRROR).",
@@ -330,8 +338,9 @@ class Installer:
 APT_SOURCES = Path("/etc/apt")
 
 
-def debian_mirror(settings: Settings, suite: str, apt_dir: Path = APT_SOURCES) -> str:
-    """The Debian mirror to debootstrap from: the setting, else the one this machine's apt uses."""
+def debian_mirror(settings: Settings, suite: str, apt_dir: Path = APT_SOURCES, fallback: str = "") -> str:
+    """The Debian mirror to debootstrap from: the setting, else the one this machine's apt uses
+    for ``suite``, else the one it uses for ``fallback`` (any Debian mirror serves every suite)."""
     if settings.debian_mirror:
         return settings.debian_mirror
     for path in sorted(apt_dir.glob("sources.list.d/*.sources")):
@@ -350,15 +359,21 @@ def debian_mirror(settings: Settings, suite: str, apt_dir: Path = APT_SOURCES) -
             parts = [p for p in line.split() if not p.startswith("[")]
             if len(parts) >= 3 and parts[0] == "deb" and parts[2] == suite:
                 return parts[1]
+    if fallback and fallback != suite:
+        return debian_mirror(settings, fallback, apt_dir)
     raise InstallError(
         f"cannot tell which Debian mirror to use for {suite}",
         hint="Set BILLOWIN_DEBIAN_MIRROR to your Debian mirror's URL.",
     )
 
 
-def base_image_tag(settings: Settings) -> str:
+def base_suite(settings: Settings) -> str:
+    return str(load_versions(settings.versions_file)["base-image"]["suite"])
+
+
+def base_image_tag(settings: Settings, suite: str | None = None) -> str:
     spec = load_versions(settings.versions_file)["base-image"]
-    return f"billowin/base:{spec['suite']}-r{spec['recipe']}"
+    return f"billowin/base:{suite or spec['suite']}-r{spec['recipe']}"
 
 
 def docker_image_exists(tag: str) -> bool:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from billowin.build.builder import failure_reason
 from billowin.build.detect import detect, parse_procfile
+from billowin.build.packer_images import failure_reason
 from billowin.errors import InvalidInput
 
 APPS = Path(__file__).resolve().parents[1] / "fixtures" / "apps"
