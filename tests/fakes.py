@@ -598,6 +598,8 @@ class FakeBuilder:
             sha=sha,
             status="succeeded",
             language="python",
+            runtime="python 3.14.7 (debian forky)",
+            runtime_source=".python-version",
             processes=dict(self.processes),
             image=f"{self.registry}/{app}:{sha}",
             digest=f"sha256:{(sha * 2)[:64]}",
@@ -669,6 +671,7 @@ class FakeDeployer:
         release_command: str | None = None,
         cause: str = "",
         sha: str | None = None,
+        runtime: str | None = None,
         output: Callable[[str], None] = _quiet,
         predeploy: Sequence[Any] = (),
         postdeploy: Sequence[Any] = (),
@@ -702,6 +705,7 @@ class FakeDeployer:
             config_version=config_version,
             cause=cause,
             sha=sha,
+            runtime=runtime,
         )
         progress(f"{app} {release.name}: rolling out")
         if self.unhealthy is not None:

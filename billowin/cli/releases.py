@@ -28,16 +28,17 @@ def _cause(release: dict[str, Any]) -> str:
 
 @app.command("releases")
 def releases(name: AppArg, as_json: JsonOpt = False) -> None:
-    """The app's releases, newest first: SHA, image, config version, status, when and why."""
+    """The app's releases, newest first: SHA, runtime, image, config version, status, when and why."""
     found = api_call(lambda c: c.get(f"/apps/{name}/releases"))
     if as_json:
         return print_json(found)
-    table = Table("release", "status", "sha", "image", "config", "when", "cause")
+    table = Table("release", "status", "sha", "runtime", "image", "config", "when", "cause")
     for r in reversed(found):
         table.add_row(
             f"v{r['number']}",
             r["status"],
             (r.get("sha") or "")[:7],
+            r.get("runtime") or "-",
             r["image"],
             f"v{r['config_version']}" if r.get("config_version") else "-",
             when(r["created_at"]),

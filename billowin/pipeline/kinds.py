@@ -66,6 +66,7 @@ class Rollout:
     cause: str
     sha: str | None = None
     release_command: str | None = None
+    runtime: str | None = None  # what the build chose (BuildRecord.runtime), kept by the release
     predeploy: tuple[DeployTask, ...] = ()  # app.json's scripts (Deployer.deploy)
     postdeploy: tuple[DeployTask, ...] = ()
 
@@ -102,6 +103,7 @@ def build(ctx: Context, app: App, job: Job) -> Rollout:
         cause=f"{job.source} {job.sha[:7]}",
         sha=job.sha,
         release_command=record.processes.get("release"),
+        runtime=record.runtime,
         predeploy=tuple(manifest.predeploy()),
         postdeploy=tuple(manifest.postdeploy(first_deploy=current is None)),
     )
@@ -119,7 +121,13 @@ def same_release(ctx: Context, app: App, job: Job) -> Rollout | None:
     current = ctx.deployer.releases.current(app.name)
     if current is None:
         return None
-    return Rollout(current.image, current.processes, cause=job.note or job.kind.value, sha=current.sha)
+    return Rollout(
+        current.image,
+        current.processes,
+        cause=job.note or job.kind.value,
+        sha=current.sha,
+        runtime=current.runtime,
+    )
 
 
 def deploying(ctx: Context, job: Job) -> None:
@@ -170,6 +178,7 @@ def execute(ctx: Context, app: App, job: Job) -> Release | None:
         release_command=planned.release_command,
         cause=planned.cause,
         sha=planned.sha,
+        runtime=planned.runtime,
         progress=ctx.progress(job),
         output=ctx.output.writer(job),
         predeploy=planned.predeploy,

@@ -177,6 +177,7 @@ class Deployer:
         release_command: str | None = None,
         cause: str = "",
         sha: str | None = None,
+        runtime: str | None = None,
         output: Progress = _quiet,
         predeploy: Sequence[DeployTask] = (),
         postdeploy: Sequence[DeployTask] = (),
@@ -208,6 +209,7 @@ class Deployer:
             config_version=config_version,
             cause=cause,
             sha=sha,
+            runtime=runtime,
         )
         try:
             config_template, policies = self.config_template(app, config_version)
@@ -293,6 +295,7 @@ class Deployer:
             config_version=target.config_version,
             cause=f"rollback to {target.name}",
             sha=target.sha,
+            runtime=target.runtime,
         )
 
     def _register(

@@ -40,6 +40,7 @@ class Release(BaseModel):
     domains: list[str] = Field(default_factory=list)
     config_version: int = 0  # the app's config-var version this release runs (0: none)
     sha: str | None = None  # the commit it was built from, when built by Billowin
+    runtime: str | None = None  # "python 3.14.7 (debian forky)", when Billowin built it with Packer
     cause: str = ""  # what made it: "push abc1234", "config:set GREETING", "rollback to v2"…
     status: ReleaseStatus = ReleaseStatus.DEPLOYING
     description: str = ""

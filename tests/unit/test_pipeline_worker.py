@@ -130,6 +130,16 @@ def test_a_build_is_built_from_the_apps_repository_then_deployed_with_its_procfi
     assert any("rolling out" in s.message for s in done.steps), "the deployer's progress is on the job"
 
 
+def test_the_release_keeps_the_runtime_its_build_chose_and_a_config_change_keeps_it_too(p: Pipeline) -> None:
+    p.build(SHA2)
+    p.worker.run_app("shop")
+    (release,) = p.deployer.releases.list("shop")
+    assert release.runtime == "python 3.14.7 (debian forky)"
+    p.worker.jobs.create("shop", kind=JobKind.CONFIG)
+    p.worker.run_app("shop")
+    assert [r.runtime for r in p.deployer.releases.list("shop")] == ["python 3.14.7 (debian forky)"] * 2
+
+
 def test_a_build_keeps_the_scale_of_the_running_release(p: Pipeline) -> None:
     p.live_release(processes=[Process(name="web", count=3), Process(name="worker", count=2)])
     p.build(SHA2)
