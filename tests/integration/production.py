@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from billowin.settings import Settings
+from billowin.stack.acl import nomad_client
 from billowin.stack.production import ProductionBox
 from billowin.stack.single_box import Ports
 from billowin.stack.tools import Toolset
@@ -250,10 +251,39 @@ def all_serving(world: World) -> bool:
 
 
 def wait_all_serving(world: World, timeout: float) -> float:
-    """Seconds until every app answers through the router (fails after ``timeout``)."""
+    """Seconds until every app answers through the router; after ``timeout``, fails with what
+    each app answered and what Nomad says of its instances."""
     start = time.monotonic()
-    wait_for(lambda: all_serving(world), timeout, "every app to answer through the router")
+    try:
+        wait_for(lambda: all_serving(world), timeout, "every app to answer through the router")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{serving_report(world)}") from None
     return time.monotonic() - start
+
+
+def serving_report(world: World) -> str:
+    """What each app answers through the router, and its allocations' states, for a failure."""
+    lines = []
+    with router_client(world.box) as router:
+        for app, host in world.hosts().items():
+            lines.append(f"  {app} ({host}): {page(router, host)[:200]!r}")
+    try:
+        box = world.box
+        nomad = nomad_client(f"http://127.0.0.1:{box.ports.nomad_http}", box.secrets.get("nomad-bootstrap"))
+        for app in world.hosts():
+            for alloc in nomad.job.get_allocations(app):
+                events = [
+                    e.get("DisplayMessage", "")
+                    for state in (alloc.get("TaskStates") or {}).values()
+                    for e in (state.get("Events") or [])[-3:]
+                ]
+                lines.append(
+                    f"  {app} alloc {alloc['ID'][:8]}: {alloc['ClientStatus']} "
+                    f"(desired {alloc['DesiredStatus']}); last events: {events}"
+                )
+    except Exception as exc:  # the report must not hide the failure it reports
+        lines.append(f"  (Nomad's allocations unreadable: {exc})")
+    return "\n".join(lines)
 
 
 # -- a power cut ----------------------------------------------------------------------
