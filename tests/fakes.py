@@ -929,6 +929,12 @@ class FakeBuildKit:
         self.output = list(output)
         self.error: BillowinError | None = None
         self.calls: list[BuildKitCall] = []
+        self.bounds: list[dict[str, int]] = []
+        self.unbounded: str | None = None  # what ``bound`` answers: why the limits were not set
+
+    def bound(self, *, memory_mb: int, pids: int, cpu_shares: int) -> str | None:
+        self.bounds.append({"memory_mb": memory_mb, "pids": pids, "cpu_shares": cpu_shares})
+        return self.unbounded
 
     def build(self, context: Any, *, dockerfile: Any, tag: str, labels: dict[str, str], log: Any) -> None:
         files = tuple(sorted(p.name for p in context.iterdir()))

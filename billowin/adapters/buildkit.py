@@ -126,6 +126,10 @@ class BuildKit:
                 raise BuildFailed(f"docker build timed out after {self._timeout:.0f}s", log_tail=tail)
             raise BuildFailed(f"docker build exited {code}", log_tail=tail)
 
+    def bound(self, *, memory_mb: int, pids: int, cpu_shares: int) -> str | None:
+        """Bound every BuildKit step of the Engine together (``bound_builds``); why not, or None."""
+        return bound_builds(memory_mb=memory_mb, pids=pids, cpu_shares=cpu_shares, docker_host=self._host)
+
     def inspect(self, ref: str) -> dict[str, Any]:
         """The image's ``Config`` (``ExposedPorts``, ``Env``, ``Cmd``, ``Entrypoint``…), as Docker says it."""
         proc = self._popen(
@@ -153,3 +157,50 @@ class BuildKit:
 def _kill_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
+
+
+# -- bounds ------------------------------------------------------------------------------
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+BUILDKIT_CGROUP = "docker/buildkit"  # the parent of every BuildKit step of a cgroupfs dockerd
+
+
+def bound_builds(
+    *, memory_mb: int, pids: int, cpu_shares: int, docker_host: str, root: Path = CGROUP_ROOT
+) -> str | None:
+    """Bound every BuildKit step of the local Engine together: ``RUN`` steps run in children
+    of its ``docker/buildkit`` cgroup, whatever ``docker build`` is asked, so the limits go on
+    that parent (memory, processes, CPU weight). Returns why they could not be set, or None.
+
+    cgroup v1 and v2 (the unified hierarchy) both; an Engine elsewhere (a TCP ``DOCKER_HOST``)
+    or one with the systemd cgroup driver keeps its own limits, and the caller says so."""
+    if not docker_host.startswith("unix://"):
+        return f"the Docker Engine at {docker_host} is not on this machine"
+    unified = (root / "cgroup.controllers").is_file()
+    if unified:
+        weight = 1 + ((max(cpu_shares, 2) - 2) * 9999) // 262142  # runc's shares → weight
+        where = {
+            root / BUILDKIT_CGROUP: [
+                ("memory.max", memory_mb * 1024 * 1024),
+                ("pids.max", pids),
+                ("cpu.weight", weight),
+            ]
+        }
+    else:
+        where = {
+            root / "memory" / BUILDKIT_CGROUP: [("memory.limit_in_bytes", memory_mb * 1024 * 1024)],
+            root / "pids" / BUILDKIT_CGROUP: [("pids.max", pids)],
+            root / "cpu" / BUILDKIT_CGROUP: [("cpu.shares", cpu_shares)],
+        }
+    try:
+        for directory, files in where.items():
+            if not directory.parent.is_dir():
+                return f"{directory.parent} does not exist (an Engine with another cgroup driver or parent)"
+            if unified:
+                with contextlib.suppress(OSError):  # the controllers the children may use
+                    (directory.parent / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+            directory.mkdir(exist_ok=True)
+            for name, value in files:
+                (directory / name).write_text(str(value))
+    except OSError as exc:
+        return f"cannot write the Engine's BuildKit cgroup: {exc}"
+    return None

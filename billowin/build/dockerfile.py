@@ -22,20 +22,19 @@ old app images (``Builder.collect_garbage``) leaves it alone. Its size is theref
 business, not ``BILLOWIN_BUILD_CACHE_MAX_MB``'s: the builder GC of ``daemon.json``
 (``"builder": {"gc": {...}}``) where it is enabled, or ``docker builder prune``.
 
-**Limits: what BuildKit in dockerd 20.10 does not bound.** Only the time limit
-(``BILLOWIN_BUILD_TIMEOUT``) holds: the CLI is killed, and the Engine cancels the build. The
-memory, process and CPU limits of Packer builds (``BILLOWIN_BUILD_MEMORY_MB``,
-``BILLOWIN_BUILD_PIDS_LIMIT``, a quarter CPU weight) and their network (``BILLOWIN_BUILD_NETWORK``)
-do **not** apply: every ``RUN`` step runs in the Engine's own cgroup ``docker/buildkit/<id>``
-whatever the client asks. Measured on this Engine: ``--memory``, ``--cpu-shares``,
-``--cpuset-cpus``, ``--cgroup-parent`` and ``--ulimit`` are accepted and ignored
-(``memory.limit_in_bytes`` unlimited, ``pids.max`` ``max``, ``cpu.shares`` 1024 inside the step);
-``--pids-limit`` does not exist for ``build``; ``--network`` takes only ``default`` (Docker's
-default bridge, inter-container traffic on), ``host`` or ``none`` (a user network is refused:
-"network mode … not supported by buildkit"). What remains is the build concurrency limit
-(``BILLOWIN_BUILD_CONCURRENCY``), and, for an operator, limits on the shared parent cgroup
-``docker/buildkit`` (every BuildKit build of the Engine together; Billowin does not set them),
-or a BuildKit of its own in a bounded container (buildx's ``docker-container`` driver).
+**Limits.** BuildKit in dockerd 20.10 takes no per-build limits: ``--memory``, ``--cpu-shares``,
+``--cgroup-parent`` and ``--ulimit`` are accepted and ignored, ``--pids-limit`` does not exist,
+and every ``RUN`` step runs in a child of the Engine's own ``docker/buildkit`` cgroup. So the
+limits go on that parent (``DockerfileBuildTool.bound``, before each build): memory
+``BILLOWIN_BUILD_MEMORY_MB``, processes ``BILLOWIN_BUILD_PIDS_LIMIT``, a quarter of the CPU
+weight — shared by every BuildKit build of the Engine at once (at most
+``BILLOWIN_BUILD_CONCURRENCY`` of them are Billowin's), where a Packer build has them to itself.
+A step killed for memory fails the build saying so. An Engine elsewhere, or with the systemd
+cgroup driver, keeps its own limits, and the build log says so. The time limit
+(``BILLOWIN_BUILD_TIMEOUT``) holds: the CLI is killed and the Engine cancels the build.
+**Network:** ``--network`` takes only ``default`` (Docker's default bridge), ``host`` or
+``none`` (a user network is refused: "network mode … not supported by buildkit"), so ``RUN``
+steps use the default bridge, not ``BILLOWIN_BUILD_NETWORK``.
 """
 
 from __future__ import annotations
@@ -69,6 +68,8 @@ class DockerfileBuildTool(Protocol):
     ) -> None: ...
 
     def inspect(self, ref: str) -> dict[str, Any]: ...
+
+    def bound(self, *, memory_mb: int, pids: int, cpu_shares: int) -> str | None: ...
 
 
 def dockerfile_path(src: Path, name: str = DEFAULT_DOCKERFILE) -> Path:
@@ -228,6 +229,13 @@ class DockerfileImages:
         git = job.src / ".git"
         if git.is_dir() and not git.is_symlink():  # the fetch's, not the app's: not in the context
             shutil.rmtree(git)
+        unbounded = self.buildkit.bound(
+            memory_mb=self.settings.build_memory_mb,
+            pids=self.settings.build_pids_limit,
+            cpu_shares=256,  # a quarter of the default weight, as Packer builds have
+        )
+        if unbounded is not None:
+            log(f"-----> Warning: this build's memory and processes are not bounded: {unbounded}")
         log(f"-----> Building {relative} with BuildKit")
         lines: list[str] = []
 
@@ -263,7 +271,13 @@ class DockerfileImages:
                 f"it ran longer than its {self.settings.build_timeout:.0f}s limit (BILLOWIN_BUILD_TIMEOUT) "
                 "and was stopped"
             )
-        return failure_reason(lines or exc.log_tail.splitlines())
+        reason = failure_reason(lines or exc.log_tail.splitlines())
+        if "exit code: 137" in "\n".join(lines[-20:]) and "limit" not in reason:
+            return (
+                f"a step was killed (exit 137), most likely for using more than the "
+                f"{self.settings.build_memory_mb} MB memory limit (BILLOWIN_BUILD_MEMORY_MB): {reason}"
+            )
+        return reason
 
     @staticmethod
     def _hint(lines: list[str]) -> str:

@@ -94,6 +94,12 @@ def test_a_dockerfile_app_builds_with_buildkit_serves_its_exposed_port_and_rebui
     assert re.search(r"^#\d+ \[internal\] load build definition from Dockerfile$", log, re.MULTILINE), log
     assert re.search(r"^#\d+ naming to .*/" + app_name + ":" + sha, log, re.MULTILINE), log
     assert "listens on port 8080 (EXPOSE 8080)" in log
+    assert "not bounded" not in log
+    # The build's steps ran under the Engine's BuildKit cgroup, which now carries the build limits.
+    limits = Path("/sys/fs/cgroup/memory/docker/buildkit/memory.limit_in_bytes")
+    if not limits.exists():  # the unified hierarchy
+        limits = Path("/sys/fs/cgroup/docker/buildkit/memory.max")
+    assert int(limits.read_text()) == stack.settings.build_memory_mb * 1024 * 1024
 
     # Served through the router; inside, the container listens on 8080 and $PORT says so.
     served = wait_for(lambda: page(router, app_name), 30, "the app to be served")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from billowin.adapters import buildkit as buildkit_adapter
-from billowin.adapters.buildkit import BuildKit
+from billowin.adapters.buildkit import BuildKit, bound_builds
 from billowin.apps.store import App, AppStore
 from billowin.build.builder import Builder, BuildRecord
 from billowin.build.detect import detect
@@ -492,3 +492,68 @@ def test_a_build_rolls_out_the_images_port_on_web_and_the_images_cmd_where_no_co
         ("web", None, 8080, 1),
         ("worker", ["sh", "-c", "./work"], None, 0),
     ]
+
+
+# -- limits: BuildKit's own cgroup ------------------------------------------------------------
+def test_buildkit_steps_are_bounded_through_the_engines_buildkit_cgroup_v1(tmp_path: Path) -> None:
+    for controller in ("memory", "pids", "cpu"):
+        (tmp_path / controller / "docker").mkdir(parents=True)
+    why = bound_builds(
+        memory_mb=512, pids=128, cpu_shares=256, docker_host="unix:///var/run/docker.sock", root=tmp_path
+    )
+    assert why is None
+    group = "docker/buildkit"
+    assert (tmp_path / "memory" / group / "memory.limit_in_bytes").read_text() == str(512 * 1024 * 1024)
+    assert (tmp_path / "pids" / group / "pids.max").read_text() == "128"
+    assert (tmp_path / "cpu" / group / "cpu.shares").read_text() == "256"
+
+
+def test_buildkit_steps_are_bounded_on_the_unified_hierarchy_too(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "docker").mkdir()
+    assert (
+        bound_builds(memory_mb=256, pids=64, cpu_shares=256, docker_host="unix:///x.sock", root=tmp_path)
+        is None
+    )
+    group = tmp_path / "docker" / "buildkit"
+    assert (group / "memory.max").read_text() == str(256 * 1024 * 1024)
+    assert (group / "pids.max").read_text() == "64"
+    assert (group / "cpu.weight").read_text() == "10"
+
+
+def test_an_engine_elsewhere_is_not_bounded_and_the_build_log_says_so(tmp_path: Path) -> None:
+    why = bound_builds(
+        memory_mb=256, pids=64, cpu_shares=256, docker_host="tcp://10.0.0.5:2375", root=tmp_path
+    )
+    assert why == "the Docker Engine at tcp://10.0.0.5:2375 is not on this machine"
+    missing = bound_builds(
+        memory_mb=256, pids=64, cpu_shares=256, docker_host="unix:///x.sock", root=tmp_path
+    )
+    assert missing is not None and "does not exist" in missing
+
+
+def test_a_dockerfile_build_is_bounded_first_and_a_step_killed_for_memory_says_so(tmp_path: Path) -> None:
+    src = tree(tmp_path / "src", {"Dockerfile": "FROM x\nRUN make\n"})
+    buildkit = FakeBuildKit(
+        output=[
+            "#5 [2/2] RUN make",
+            "#5 0.270 Killed",
+            "#5 ERROR: executor failed running [/bin/sh -c make]: exit code: 137",
+        ]
+    )
+    buildkit.error = BuildFailed("docker build exited 1")
+    with pytest.raises(BuildFailed, match=r"more than the 4096 MB memory limit \(BILLOWIN_BUILD_MEMORY_MB\)"):
+        DockerfileImages(settings(tmp_path), buildkit).build_image(image_job(tmp_path, src), lambda _: None)
+    assert buildkit.bounds == [{"memory_mb": 4096, "pids": 4096, "cpu_shares": 256}]
+
+
+def test_an_engine_that_cannot_be_bounded_is_named_in_the_build_log(tmp_path: Path) -> None:
+    src = tree(tmp_path / "src", {"Dockerfile": "FROM x\n"})
+    buildkit = FakeBuildKit()
+    buildkit.unbounded = "the Docker Engine at tcp://10.0.0.5:2375 is not on this machine"
+    lines: list[str] = []
+    DockerfileImages(settings(tmp_path), buildkit).build_image(image_job(tmp_path, src), lines.append)
+    assert lines[0] == (
+        "-----> Warning: this build's memory and processes are not bounded: "
+        "the Docker Engine at tcp://10.0.0.5:2375 is not on this machine"
+    )
