@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import re
 import threading
 import uuid
@@ -33,6 +34,7 @@ from billowin.stack.install import Installer, base_image_tag
 from billowin.stack.tools import load_versions
 
 LogLine = Callable[[str], None]
+RUNTIME_SAID = re.compile(r"^\s*(?:docker: )?(python|node|go|ruby) (\d+\.\d+\.\d+)\s*$")
 PACKER_PREFIX = re.compile(r"^\s*(?:==> )?docker(?: \([a-z-]+\))?: ?")
 ERROR_HINTS = re.compile(
     r"(error|cannot|could not|not found|no matching|failed|unable|missing|undefined)", re.IGNORECASE
@@ -87,7 +89,7 @@ class PackerImages:
         self.runtimes = runtimes or runtimes_from(settings)
         self._base_lock = threading.Lock()
         self._known: dict[tuple[str, str, str], str] = {}  # (language, version, provider) -> image
-        self._labels: dict[str, str] = {}  # image -> where its runtime came from
+        self._runtimes_file = settings.cache_dir / "runtimes" / "images.json"  # image -> its runtime
 
     # -- language base images ---------------------------------------------
     def language_image(self, language: str, log: LogLine, src: Path | None = None) -> tuple[str, Chosen]:
@@ -107,6 +109,12 @@ class PackerImages:
             ref = f"billowin/{language}:{tag}"
             if not self.docker.image_exists(ref):
                 log(f"-----> Building the {language} {chosen.version} base image {ref} (once)")
+                said: list[str] = []
+
+                def tee(line: str) -> None:
+                    said.append(line)
+                    log(line)
+
                 base = self.base_image(files.suite, log)
                 empty = self.settings.cache_dir / "runtimes" / "empty"
                 empty.mkdir(parents=True, exist_ok=True)
@@ -122,14 +130,32 @@ class PackerImages:
                         "expect_version": chosen.version,
                         "ca_bundle": str(self.settings.ca_bundle),
                     },
-                    log,
+                    tee,
                 )
+                # install-runtime.sh says what the image really has: Debian's patch releases
+                # move on from the table's.
+                found = [m.group(2) for m in map(RUNTIME_SAID.match, said) if m and m.group(1) == language]
+                self._remember(ref, f"{found[-1] if found else chosen.version} ({files.label})")
             self._known[(language, chosen.version, provider.name)] = ref
-            self._labels[ref] = files.label
         return ref, chosen
 
-    def runtime_label(self, ref: str) -> str:
-        return self._labels.get(ref, "")
+    def runtime_label(self, ref: str, chosen: Chosen) -> str:
+        """``"3.14.8 (debian forky)"``: the runtime in the image ``ref``, as its build said."""
+        with contextlib.suppress(OSError, ValueError):
+            known = json.loads(self._runtimes_file.read_text()).get(ref)
+            if known:
+                return str(known)
+        return f"{chosen.version} ({chosen.provider.name})"
+
+    def _remember(self, ref: str, label: str) -> None:
+        found: dict[str, str] = {}
+        with contextlib.suppress(OSError, ValueError):
+            found = json.loads(self._runtimes_file.read_text())
+        found[ref] = label
+        self._runtimes_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._runtimes_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(found, indent=1))
+        os.replace(tmp, self._runtimes_file)
 
     def base_image(self, suite: str, log: LogLine) -> str:
         """The Debian base image of ``suite``: ``billowin setup`` makes the default one; another
@@ -177,7 +203,7 @@ class PackerImages:
     def build_image(self, job: ImageJob, log: LogLine) -> BuiltImage:
         spec = job.spec
         base, chosen = self.language_image(spec.language, log, job.src)
-        runtime = f"{spec.language} {chosen.version} ({self.runtime_label(base) or chosen.provider.name})"
+        runtime = f"{spec.language} {self.runtime_label(base, chosen)}"
         log(f"-----> Runtime: {runtime}; {chosen.asked}")
         hygiene.mark_cache_used(job.cache)
         default_cmd = spec.processes.get("web") or next(iter(spec.processes.values()))
