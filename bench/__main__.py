@@ -6,6 +6,9 @@ Starts its own stack on free ports (as the integration tests do), then:
   warm one (code-only change); the baseline is a plain ``docker build`` of an
   equivalent hand-written Dockerfile, timed in the same run.
 - ``deploy``: job registered -> new release serving through HAProxy.
+- ``push_to_live``: signed push -> the release answering through HAProxy, cold and warm, per
+  language, beside a hand-written Dockerfile built and run by hand; ``dockerfile_push_to_live``:
+  the same for the Dockerfile app (BuildKit), beside `docker build` with BuildKit by hand.
 - ``webhook_ack``: reply times of 50 concurrent signed deliveries, on the idle box and while
   the API's own pipeline builds an app (a signed push of an app it follows).
 - ``recovery``: ``docker kill`` of the instance -> requests succeed again.
@@ -245,8 +248,6 @@ def signed_push(api: str, github_repo: str, sha: str, delivery: str) -> httpx.Re
 
 def bench_push_to_live(box: SingleBox, builder: Builder, languages: list[str], work: Path) -> dict[str, Any]:
     """Signed push accepted -> the new release answering through HAProxy, cold then warm."""
-    api = f"http://127.0.0.1:{box.ports.api}"
-    router = f"http://127.0.0.1:{box.ports.router_http}/"
     apps = System(box.settings).apps
     auth = {"Authorization": f"Bearer {System(box.settings).tokens.create('bench')}"}
     out: dict[str, Any] = {}
@@ -255,34 +256,7 @@ def bench_push_to_live(box: SingleBox, builder: Builder, languages: list[str], w
         repo = work / name
         shutil.copytree(APPS / language, repo)
         apps.create(App(name=name, repository=str(repo), github_repo=f"bench/{name}"))
-        figures: dict[str, Any] = {}
-        warm_runs: list[float] = []
-        for run in ("cold", "warm", "warm"):
-            marker = f"{run}-{uuid.uuid4().hex[:8]}"
-            (repo / "VERSION").write_text(marker)
-            sha = commit(repo, run)
-            started = time.monotonic()
-            with httpx.Client() as client:
-                resp = client.send(signed_push(api, f"bench/{name}", sha, str(uuid.uuid4())))
-            resp.raise_for_status()
-            job_id = resp.json()["jobs"][0]["id"]
-
-            def live(job: str = job_id, app_name: str = name) -> bool:
-                found = httpx.get(f"{api}/pipeline/{app_name}/jobs/{job}", headers=auth, timeout=5).json()
-                if found["state"] == "failed":
-                    raise RuntimeError(f"push-to-live job {job} of {app_name} failed: {found['reason']}")
-                return found["state"] == "live" and answers(router, f"{app_name}.{box.settings.domain}")
-
-            wait_for(live, 600)
-            seconds = round(time.monotonic() - started, 2)
-            done = httpx.get(f"{api}/pipeline/{name}/jobs/{job_id}", headers=auth, timeout=5).json()
-            figures.setdefault("stages_s", []).append(stages(done["steps"], seconds))
-            if run == "cold":
-                figures["cold_s"] = seconds
-            else:
-                warm_runs.append(seconds)
-        figures["warm_s"] = round(statistics.median(warm_runs), 2)
-        figures["warm_runs_s"] = warm_runs
+        figures = push_cold_then_warm(box, auth, name, repo)
         System(box.settings).nomad.stop(name)
         # The same by hand: docker build of a hand-written Dockerfile, `nomad job run`, wait healthy.
         base = builder.language_image(language, log=lambda _l: None)
@@ -300,6 +274,79 @@ def bench_push_to_live(box: SingleBox, builder: Builder, languages: list[str], w
         )
         out[language] = figures
     return out
+
+
+def push_cold_then_warm(box: SingleBox, auth: dict[str, str], name: str, repo: Path) -> dict[str, Any]:
+    """A signed push of ``repo`` (the app's first, so cold), then two code-only ones (warm):
+    seconds from each push to its release answering through HAProxy, and where they went."""
+    api = f"http://127.0.0.1:{box.ports.api}"
+    router = f"http://127.0.0.1:{box.ports.router_http}/"
+    figures: dict[str, Any] = {}
+    warm_runs: list[float] = []
+    for run in ("cold", "warm", "warm"):
+        marker = f"{run}-{uuid.uuid4().hex[:8]}"
+        (repo / "VERSION").write_text(marker)
+        sha = commit(repo, run)
+        started = time.monotonic()
+        with httpx.Client() as client:
+            resp = client.send(signed_push(api, f"bench/{name}", sha, str(uuid.uuid4())))
+        resp.raise_for_status()
+        job_id = resp.json()["jobs"][0]["id"]
+
+        def live(job: str = job_id) -> bool:
+            found = httpx.get(f"{api}/pipeline/{name}/jobs/{job}", headers=auth, timeout=5).json()
+            if found["state"] == "failed":
+                raise RuntimeError(f"push-to-live job {job} of {name} failed: {found['reason']}")
+            return found["state"] == "live" and answers(router, f"{name}.{box.settings.domain}")
+
+        wait_for(live, 600)
+        seconds = round(time.monotonic() - started, 2)
+        done = httpx.get(f"{api}/pipeline/{name}/jobs/{job_id}", headers=auth, timeout=5).json()
+        figures.setdefault("stages_s", []).append(stages(done["steps"], seconds))
+        if run == "cold":
+            figures["cold_s"] = seconds
+        else:
+            warm_runs.append(seconds)
+    figures["warm_s"] = round(statistics.median(warm_runs), 2)
+    figures["warm_runs_s"] = warm_runs
+    return figures
+
+
+def bench_dockerfile_push_to_live(box: SingleBox, work: Path) -> dict[str, Any]:
+    """The Dockerfile app (BuildKit): signed push -> live, cold then warm, beside the same
+    Dockerfile built by hand (`docker build` with BuildKit, push, `nomad job run`), same run.
+
+    Cold means no layer of it in BuildKit's cache: an ``ENV`` line of its own, right after
+    ``FROM``, makes every later step new to the cache, for Billowin's copy and the hand one."""
+    apps = System(box.settings).apps
+    auth = {"Authorization": f"Bearer {System(box.settings).tokens.create('bench')}"}
+    name = f"pdocker{uuid.uuid4().hex[:6]}"
+
+    def copy(to: Path) -> Path:
+        shutil.copytree(APPS / "dockerfile", to)
+        dockerfile = to / "Dockerfile"
+        lines = dockerfile.read_text().splitlines()
+        at = next(i for i, line in enumerate(lines) if line.startswith("FROM ")) + 1
+        lines.insert(at, f"ENV BENCH_RUN={uuid.uuid4().hex}")
+        dockerfile.write_text("\n".join(lines) + "\n")
+        return to
+
+    repo = copy(work / name)
+    apps.create(App(name=name, repository=str(repo), github_repo=f"bench/{name}"))
+    figures = push_cold_then_warm(box, auth, name, repo)
+    System(box.settings).nomad.stop(name)
+    hand = copy(work / f"{name}-hand")
+    by_hand = [hand_deploy(box, hand, f"h{name}", first=True, buildkit=True)]
+    (hand / "VERSION").write_text(uuid.uuid4().hex)  # a code-only change, as in the warm push
+    by_hand.append(hand_deploy(box, hand, f"h{name}", buildkit=True))
+    figures["by_hand_cold_s"], figures["by_hand_warm_s"] = by_hand
+    figures["warm_over_by_hand"] = round(figures["warm_s"] / by_hand[1], 3)
+    figures["cold_over_by_hand"] = round(figures["cold_s"] / by_hand[0], 3)
+    console.print(
+        f"  push -> live dockerfile: cold {figures['cold_s']}s, warm {figures['warm_s']}s; "
+        f"by hand cold {by_hand[0]}s, warm {by_hand[1]}s"
+    )
+    return figures
 
 
 def stages(steps: list[dict[str, Any]], total: float) -> dict[str, float]:
@@ -428,6 +475,7 @@ def run_figures(box: SingleBox, work: Path, langs: list[str], only: str, out: Pa
         ("rolling_deploy", lambda: bench_rolling_deploy(box, work)),
         ("webhook_ack", lambda: bench_webhook_ack(box, work)),
         ("push_to_live", lambda: bench_push_to_live(box, builder, langs, work)),
+        ("dockerfile_push_to_live", lambda: bench_dockerfile_push_to_live(box, work)),
         ("build", lambda: bench_build(box, builder, langs, work)),
         ("deploy_recovery_router", lambda: bench_deploy_and_recovery(box, builder, work)),
         ("density", lambda: bench_density(box, work)),
@@ -490,6 +538,14 @@ def summary_table(results: dict[str, Any]) -> Table:
                 f"cold {p['cold_s']}s, warm {p['warm_s']}s",
                 f"by hand cold {p['by_hand_cold_s']}s, warm {p['by_hand_warm_s']}s",
                 f"{p['warm_over_by_hand']}x (warm)",
+            )
+        d = results.get("dockerfile_push_to_live")
+        if d and "error" not in d:
+            table.add_row(
+                "push -> live dockerfile",
+                f"cold {d['cold_s']}s, warm {d['warm_s']}s",
+                f"docker build by hand cold {d['by_hand_cold_s']}s, warm {d['by_hand_warm_s']}s",
+                f"{d['cold_over_by_hand']}x cold, {d['warm_over_by_hand']}x warm",
             )
         c = results["config_rollback"]
         table.add_row("config -> live", f"{c['config_to_live_s']}s", "", "")

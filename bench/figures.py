@@ -319,8 +319,9 @@ def _container_memory(apps: list[str]) -> dict[str, float]:
     return {"mean": round(statistics.mean(usage), 2), "max": round(max(usage), 2), "containers": len(usage)}
 
 
-def hand_deploy(box: SingleBox, src: Path, app: str, *, first: bool = False) -> float:
-    """docker build of ``src``'s Dockerfile, push, `nomad job run` of a hand jobspec, wait until routed."""
+def hand_deploy(box: SingleBox, src: Path, app: str, *, first: bool = False, buildkit: bool = False) -> float:
+    """docker build of ``src``'s Dockerfile (the Engine's classic builder, or BuildKit through
+    the docker CLI as a user types it), push, `nomad job run` of a hand jobspec, wait until routed."""
     settings = box.settings
     ref = f"{settings.registry}/{app}:hand-{uuid.uuid4().hex[:6]}"
     jobspec = src.parent / f"{app}.nomad.hcl"
@@ -328,7 +329,15 @@ def hand_deploy(box: SingleBox, src: Path, app: str, *, first: bool = False) -> 
     started = time.monotonic()
     engine = docker.from_env()
     try:
-        engine.images.build(path=str(src), tag=ref, rm=True)
+        if buildkit:
+            subprocess.run(
+                [settings.docker_cli, "build", "-t", ref, str(src)],
+                check=True,
+                capture_output=True,
+                env={"DOCKER_BUILDKIT": "1", "DOCKER_HOST": settings.docker_host, "PATH": "/usr/bin:/bin"},
+            )
+        else:
+            engine.images.build(path=str(src), tag=ref, rm=True)
         for _ in engine.images.push(ref, stream=True, decode=True):
             pass
     finally:
