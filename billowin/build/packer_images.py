@@ -145,7 +145,10 @@ class PackerImages:
             known = json.loads(self._runtimes_file.read_text()).get(ref)
             if known:
                 return str(known)
-        return f"{chosen.version} ({chosen.provider.name})"
+        # An image built before this record was kept: its tag says the provider and the suite.
+        suite = ref.rsplit(":", 1)[1].split("-")[-2]
+        where = {"npm": "npm registry", "goproxy": "Go module proxy", "debian": f"debian {suite}"}
+        return f"{chosen.version} ({where.get(chosen.provider.name, chosen.provider.name)})"
 
     def _remember(self, ref: str, label: str) -> None:
         found: dict[str, str] = {}
