@@ -11,7 +11,7 @@ step left:
 - ``pnpm``: Node.js 22 (``engines.node``; not a version Debian ships: the npm registry's),
   pnpm through corepack at packageManager's version; the ``build`` script renders its page with
   a devDependency, which is then pruned from node_modules.
-- ``govendor``: Go 1.25 (``go.mod``; the Go proxy's toolchain), a vendor/ directory (no module
+- ``govendor``: Go 1.25 (``go.mod``; the Go proxy's toolchain), a vendor/ directory (its own module, no
   download) and two main packages, one binary each; the Procfile runs each.
 - ``rack``: Ruby 3.1 (``.ruby-version``; Debian bookworm's), Bundler frozen to Gemfile.lock with
   the base image's gems, without the development group; ``rake assets:precompile`` writes a
