@@ -389,6 +389,8 @@ class RuntimeProvider(Protocol):
 
     def defaults(self, language: str) -> list[str]: ...  # the versions fit to be a default
 
+    def suite(self, language: str, version: str) -> str: ...  # the Debian base it goes on
+
     def fetch(self, language: str, version: str, log: Callable[[str], None]) -> RuntimeFiles: ...
 
 

@@ -104,11 +104,12 @@ class PackerImages:
             known = self._known.get((language, chosen.version, provider.name))
             if known is not None and self.docker.image_exists(known):
                 return known, chosen
-            files = provider.fetch(language, chosen.version, log)
-            tag = f"{chosen.version}-{provider.name}-{files.suite}-r{spec['recipe']}"
+            suite = provider.suite(language, chosen.version)
+            tag = f"{chosen.version}-{provider.name}-{suite}-r{spec['recipe']}"
             ref = f"billowin/{language}:{tag}"
-            if not self.docker.image_exists(ref):
+            if not self.docker.image_exists(ref):  # only then is anything downloaded
                 log(f"-----> Building the {language} {chosen.version} base image {ref} (once)")
+                files = provider.fetch(language, chosen.version, log)
                 said: list[str] = []
 
                 def tee(line: str) -> None:

@@ -156,3 +156,21 @@ def test_go_dirhash_is_the_sum_over_sorted_file_hashes() -> None:
     )
     expected = "h1:" + base64.b64encode(hashlib.sha256(lines.encode()).digest()).decode()
     assert go_dirhash(buf.getvalue()) == expected
+
+
+def test_a_server_that_did_not_answer_is_not_asked_again_for_ten_minutes_by_any_build(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def down() -> list[str]:
+        asked.append("asked")
+        raise fetch.Unreachable("raw.githubusercontent.com is unreachable: no route")
+
+    for _ in range(3):  # three builds, each its own process: only the disk remembers
+        with pytest.raises(fetch.Unreachable, match=r"raw\.githubusercontent\.com is unreachable"):
+            fetch.cached_offer(tmp_path, "python", down)
+    assert asked == ["asked"]
+    import os
+
+    os.utime(tmp_path / "python.down", (0, 0))  # ten minutes later
+    assert fetch.cached_offer(tmp_path, "python", lambda: ["3.14.2"]) == ["3.14.2"]
+    assert not (tmp_path / "python.down").exists()

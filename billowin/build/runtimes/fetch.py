@@ -70,17 +70,28 @@ def get_bytes(url: str, *, headers: dict[str, str] | None = None) -> bytes:
 
 def cached_offer(cache: Path, name: str, load: Any) -> Any:
     """``load()``'s answer, kept in ``cache/<name>.json`` for ``OFFER_TTL``; when the server is
-    down, the last answer however old (offers only grow; an install then fails plainly)."""
+    down, the last answer however old (offers only grow; an install then fails plainly). A
+    server that did not answer is not asked again for ``DOWN_FOR``, by any process."""
     path = cache / f"{name}.json"
+    down = cache / f"{name}.down"  # when the server last failed: each build is its own process
     with contextlib.suppress(OSError, ValueError):
         if time.time() - path.stat().st_mtime < OFFER_TTL:
             return json.loads(path.read_text())
     try:
+        with contextlib.suppress(OSError):
+            if time.time() - down.stat().st_mtime < DOWN_FOR:
+                raise Unreachable(
+                    f"{down.read_text().strip()} (asked again after {DOWN_FOR / 60:.0f} minutes)"
+                )
         value = load()
-    except Unreachable:
+    except Unreachable as exc:
+        if not down.is_file() or time.time() - down.stat().st_mtime >= DOWN_FOR:
+            cache.mkdir(parents=True, exist_ok=True)
+            down.write_text(exc.message)
         with contextlib.suppress(OSError, ValueError):
             return json.loads(path.read_text())
         raise
+    down.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(value))

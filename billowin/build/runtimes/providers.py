@@ -95,12 +95,15 @@ class DebianSuites:
     def defaults(self, language: str) -> list[str]:
         return [v for v, _ in self._versions(language, stable_only=True)]
 
-    def fetch(self, language: str, version: str, log: LogLine) -> RuntimeFiles:
+    def suite(self, language: str, version: str) -> str:
         stable = [s for v, s in self._versions(language, stable_only=True) if v == version]
         suites = stable or [s for v, s in self._versions(language, stable_only=False) if v == version]
         if not suites:
             raise InvalidInput(f"no Debian suite here ships {language} {version}")
-        suite = suites[-1]  # the newest (stable, if any) suite with it: the newest libraries around it
+        return suites[-1]  # the newest (stable, if any) suite with it: the newest libraries around it
+
+    def fetch(self, language: str, version: str, log: LogLine) -> RuntimeFiles:
+        suite = self.suite(language, version)
         return RuntimeFiles(suite=suite, packages=tuple(self.packages[language]), label=f"debian {suite}")
 
 
@@ -114,7 +117,7 @@ class NodeFromNpm:
     def __init__(self, registry: str, cache: Path, suite: str) -> None:
         self.registry = (registry or NPM_REGISTRY).rstrip("/")
         self.cache = cache / "npm"
-        self.suite = suite
+        self._suite = suite
 
     def _packument(self, package: str) -> dict[str, Any]:
         def load() -> dict[str, Any]:
@@ -132,6 +135,9 @@ class NodeFromNpm:
 
     def defaults(self, language: str) -> list[str]:
         return self.offered(language)
+
+    def suite(self, language: str, version: str) -> str:
+        return self._suite
 
     def _newest_for(self, package: str, node: str) -> tuple[str, dict[str, Any]]:
         versions = self._packument(package)
@@ -172,7 +178,7 @@ class NodeFromNpm:
             path = tree / junk
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         # Node.js 26's official binary links libatomic, which a minimal Debian lacks.
-        return RuntimeFiles(suite=self.suite, packages=NODE_LIBRARIES, tree=tree, label="npm registry")
+        return RuntimeFiles(suite=self._suite, packages=NODE_LIBRARIES, tree=tree, label="npm registry")
 
 
 def _semver(version: str) -> Any:
@@ -209,7 +215,7 @@ class GoFromProxy:
         proxies = [p for p in (goproxy or GO_PROXY).split(",") if p.startswith(("http://", "https://"))]
         self.proxy = (proxies[0] if proxies else GO_PROXY).rstrip("/")
         self.cache = cache / "goproxy"
-        self.suite = suite
+        self._suite = suite
 
     def offered(self, language: str) -> list[str]:
         if language != "go":
@@ -223,6 +229,9 @@ class GoFromProxy:
 
     def defaults(self, language: str) -> list[str]:
         return self.offered(language)
+
+    def suite(self, language: str, version: str) -> str:
+        return self._suite
 
     def fetch(self, language: str, version: str, log: LogLine) -> RuntimeFiles:
         module = f"v0.0.1-go{version}.linux-amd64"
@@ -268,7 +277,7 @@ class GoFromProxy:
                     os.chmod(target, 0o755)  # noqa: S103 - toolchain binaries
         _link(tree, "go", "../go/bin/go")
         _link(tree, "gofmt", "../go/bin/gofmt")
-        return RuntimeFiles(suite=self.suite, packages=("git",), tree=tree, label="Go module proxy")
+        return RuntimeFiles(suite=self._suite, packages=("git",), tree=tree, label="Go module proxy")
 
 
 # -- the publishers' own sites ---------------------------------------------------------------
@@ -288,7 +297,7 @@ class Upstream:
 
     def __init__(self, cache: Path, suite: str) -> None:
         self.cache = cache / "upstream"
-        self.suite = suite
+        self._suite = suite
 
     def _index(self, language: str) -> dict[str, dict[str, str]]:
         """version -> {"url", "sha256"}."""
@@ -338,6 +347,9 @@ class Upstream:
     def defaults(self, language: str) -> list[str]:
         return self.offered(language)
 
+    def suite(self, language: str, version: str) -> str:
+        return self._suite
+
     def fetch(self, language: str, version: str, log: LogLine) -> RuntimeFiles:
         entry = self._index(language)[version]
         url = entry["url"]
@@ -358,8 +370,8 @@ class Upstream:
             _untar(archive, tree / "go", strip=1)
             _link(tree, "go", "../go/bin/go")
             _link(tree, "gofmt", "../go/bin/gofmt")
-            return RuntimeFiles(suite=self.suite, packages=("git",), tree=tree, label="go.dev")
+            return RuntimeFiles(suite=self._suite, packages=("git",), tree=tree, label="go.dev")
         _untar(archive, tree, strip=1)  # node-v…/ and python/ hold bin/, lib/ …
         if language == "node":
-            return RuntimeFiles(suite=self.suite, packages=NODE_LIBRARIES, tree=tree, label="nodejs.org")
-        return RuntimeFiles(suite=self.suite, tree=tree, label="python-build-standalone")
+            return RuntimeFiles(suite=self._suite, packages=NODE_LIBRARIES, tree=tree, label="nodejs.org")
+        return RuntimeFiles(suite=self._suite, tree=tree, label="python-build-standalone")
