@@ -11,6 +11,8 @@ nothing here ever skips.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from billowin.stack.install import base_image_tag, docker_image_exists
 from billowin.stack.single_box import Ports, SingleBox, VaultDev
 from billowin.stack.tools import Toolset
 from billowin.system import System
+from tests.gitrepo import commit
 
 from . import alert_receiver as alert_receiver_server
 from . import fake_github as fake_github_server
@@ -231,6 +234,71 @@ class Load:
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=60)
         self.result = json.loads(out.strip().splitlines()[-1])
+
+
+class Cli:
+    """Runs ``billowin`` like a user's shell would, with its own login in a private config dir."""
+
+    def __init__(self, stack: SingleBox, config_home: Path) -> None:
+        self.settings = stack.settings
+        self.token = System(stack.settings).tokens.create("cli tests")
+        self.api = f"http://127.0.0.1:{stack.ports.api}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("BILLOWIN_", "NOMAD_", "CONSUL_"))},
+            "XDG_CONFIG_HOME": str(config_home),
+            "COLUMNS": "200",
+        }
+        self("login", "--api-url", self.api, "--token", self.token)
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "billowin.cli", *args]
+
+    def __call__(self, *args: str, ok: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            self.argv(*args), env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+        )
+        if ok:
+            assert done.returncode == 0, f"billowin {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+
+@pytest.fixture
+def cli(stack: SingleBox, tmp_path: Path) -> Cli:
+    return Cli(stack, tmp_path / "config")
+
+
+@pytest.fixture
+def destroy_after(cli: Cli) -> Iterator[list[str]]:
+    """Apps the test creates: destroyed afterwards, with the CLI, whatever the outcome."""
+    apps: list[str] = []
+    yield apps
+    for app in apps:
+        cli("apps:destroy", app, "--confirm", app, ok=False)
+
+
+def deploy_sample(
+    cli: Cli, sample: Path, repo: Path, app: str, destroy_after: list[str]
+) -> tuple[dict[str, Any], str]:
+    """``sample`` committed as the repository ``repo``, created as ``app`` and deployed with
+    ``billowin deploy --wait``: the job, and its build log (``billowin builds:output``)."""
+    shutil.copytree(sample, repo)
+    sha = commit(repo)
+    destroy_after.append(app)
+    cli.json("apps:create", app, "--repository", str(repo))
+    job = json.loads(cli("deploy", app, "--sha", sha, "--wait", "--json", ok=False).stdout)
+    return job, cli("builds:output", app, job["id"]).stdout
+
+
+def routed(router: httpx.Client, app: str, path: str = "") -> str | None:
+    """``app``'s page at ``/path`` through the router, or None while it does not answer 200."""
+    try:
+        resp = router.get(f"/{path}", headers={"Host": f"{app}.localhost"})
+    except httpx.TransportError:
+        return None
+    return resp.text if resp.status_code == 200 else None
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -9,43 +9,17 @@ rolls it out on Nomad, whose service check Consul runs.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from billowin.stack.single_box import SingleBox
 from billowin.system import System
-from tests.gitrepo import commit
 
-from .conftest import REPO, wait_for
-from .test_apps_cli import Cli
+from .conftest import REPO, Cli, deploy_sample, routed, wait_for
 
 FIXTURE = REPO / "tests" / "fixtures" / "apps" / "appjson"
 SECOND = 1_000_000_000  # Nomad's durations are nanoseconds
-
-
-@pytest.fixture
-def cli(stack: SingleBox, tmp_path: Path) -> Cli:
-    return Cli(stack, tmp_path / "config")
-
-
-@pytest.fixture
-def destroy_after(cli: Cli) -> Iterator[list[str]]:
-    apps: list[str] = []
-    yield apps
-    for app in apps:
-        cli("apps:destroy", app, "--confirm", app, ok=False)
-
-
-def page(router: httpx.Client, app: str) -> str | None:
-    try:
-        resp = router.get("/", headers={"Host": f"{app}.localhost"})
-    except httpx.TransportError:
-        return None
-    return resp.text if resp.status_code == 200 else None
 
 
 def test_app_json_scales_runs_its_scripts_around_the_rollout_and_sets_the_web_check(
@@ -56,16 +30,10 @@ def test_app_json_scales_runs_its_scripts_around_the_rollout_and_sets_the_web_ch
     tmp_path: Path,
     destroy_after: list[str],
 ) -> None:
-    repo = tmp_path / "repo"
-    shutil.copytree(FIXTURE, repo)
-    sha = commit(repo)
-    destroy_after.append(app_name)
-    cli.json("apps:create", app_name, "--repository", str(repo))
-    job = cli.json("deploy", app_name, "--sha", sha, "--wait")
-    assert job["state"] == "live", job
+    job, log = deploy_sample(cli, FIXTURE, tmp_path / "repo", app_name, destroy_after)
+    assert job["state"] == "live", f"{job}\n{log}"
 
     # The scripts ran in one-offs of v1, in Dokku's order around the rollout: the job's steps.
-    log = cli("builds:output", app_name, job["id"]).stdout
     steps = log.split("--- build log ---")[0]
     order = [
         "predeploy: appjson-predeploy for v1",
@@ -92,6 +60,6 @@ def test_app_json_scales_runs_its_scripts_around_the_rollout_and_sets_the_web_ch
     (check,) = web["Services"][0]["Checks"]
     assert (check["Path"], check["Interval"], check["Timeout"]) == ("/health", 2 * SECOND, 3 * SECOND)
     assert (check["CheckRestart"]["Limit"], check["CheckRestart"]["Grace"]) == (5, 2 * SECOND)
-    assert wait_for(lambda: page(router, app_name), 30, "the app to be served") == (
+    assert wait_for(lambda: routed(router, app_name), 30, "the app to be served") == (
         "Hello from app.json on Billowin\n"
     )

@@ -8,16 +8,12 @@ again) → logs --tail from both instances → run → destroy.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import shutil
 import subprocess
-import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +22,7 @@ from billowin.stack.single_box import SingleBox
 from billowin.system import System
 from tests.gitrepo import commit
 
-from .conftest import REPO, wait_for
+from .conftest import REPO, Cli, wait_for
 
 APP_PY = """
 import os
@@ -61,40 +57,6 @@ PROCFILE = (
 )
 
 
-class Cli:
-    """Runs ``billowin`` like a user's shell would, with its own login in a private config dir."""
-
-    def __init__(self, stack: SingleBox, config_home: Path) -> None:
-        self.settings = stack.settings
-        self.token = System(stack.settings).tokens.create("cli tests")
-        self.api = f"http://127.0.0.1:{stack.ports.api}"
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("BILLOWIN_", "NOMAD_", "CONSUL_"))},
-            "XDG_CONFIG_HOME": str(config_home),
-            "COLUMNS": "200",
-        }
-        self("login", "--api-url", self.api, "--token", self.token)
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "billowin.cli", *args]
-
-    def __call__(self, *args: str, ok: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            self.argv(*args), env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout
-        )
-        if ok:
-            assert done.returncode == 0, f"billowin {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-        return done
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "--json").stdout)
-
-
-@pytest.fixture
-def cli(stack: SingleBox, tmp_path: Path) -> Cli:
-    return Cli(stack, tmp_path / "config")
-
-
 @pytest.fixture
 def sample_repo(tmp_path: Path) -> tuple[Path, str]:
     repo = tmp_path / "repo"
@@ -115,14 +77,6 @@ def greeting(router: httpx.Client, app: str) -> str:
 def served(router: httpx.Client, app: str, text: str) -> bool:
     # Several reads, so that no instance still serves another value (both, once scaled).
     return all(greeting(router, app) == text for _ in range(6))
-
-
-@pytest.fixture
-def destroy_after(cli: Cli) -> Iterator[list[str]]:
-    apps: list[str] = []
-    yield apps
-    for app in apps:
-        cli("apps:destroy", app, "--confirm", app, ok=False)
 
 
 def test_a_user_manages_an_app_through_the_cli(

@@ -11,36 +11,19 @@ of builder, which must reuse the steps before the source (``CACHED``).
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from billowin.stack.install import docker_image_exists
 from billowin.stack.single_box import SingleBox
 from billowin.system import System
 from tests.gitrepo import commit
 
-from .conftest import REPO, wait_for
-from .test_apps_cli import Cli
+from .conftest import REPO, Cli, deploy_sample, routed, wait_for
 
 FIXTURE = REPO / "tests" / "fixtures" / "apps" / "dockerfile"
 GREETING = "Hello from a Dockerfile on Billowin"
-
-
-@pytest.fixture
-def cli(stack: SingleBox, tmp_path: Path) -> Cli:
-    return Cli(stack, tmp_path / "config")
-
-
-@pytest.fixture
-def destroy_after(cli: Cli) -> Iterator[list[str]]:
-    apps: list[str] = []
-    yield apps
-    for app in apps:
-        cli("apps:destroy", app, "--confirm", app, ok=False)
 
 
 def from_image() -> str:
@@ -48,14 +31,6 @@ def from_image() -> str:
         if line.upper().startswith("FROM "):
             return line.split()[1]
     raise AssertionError(f"{FIXTURE / 'Dockerfile'} has no FROM line")
-
-
-def page(router: httpx.Client, app: str) -> str | None:
-    try:
-        resp = router.get("/", headers={"Host": f"{app}.localhost"})
-    except httpx.TransportError:
-        return None
-    return resp.text if resp.status_code == 200 else None
 
 
 def step_ids(lines: list[str], title: str) -> set[str]:
@@ -80,16 +55,11 @@ def test_a_dockerfile_app_builds_with_buildkit_serves_its_exposed_port_and_rebui
         "tests/fixtures/apps/dockerfile/Dockerfile to the tag Builder.language_image('python') gives now "
         "(`docker images billowin/python`)."
     )
-    repo = tmp_path / "repo"
-    shutil.copytree(FIXTURE, repo)
-    sha = commit(repo)
-    destroy_after.append(app_name)
-    cli.json("apps:create", app_name, "--repository", str(repo))
-
     # Through the real pipeline: BuildKit's own lines are in the build log, as it streamed them.
-    job = cli.json("deploy", app_name, "--sha", sha, "--wait")
-    assert job["state"] == "live", job
-    log = cli("builds:output", app_name, job["id"]).stdout
+    repo = tmp_path / "repo"
+    job, log = deploy_sample(cli, FIXTURE, repo, app_name, destroy_after)
+    assert job["state"] == "live", f"{job}\n{log}"
+    sha = job["sha"]
     assert "Building Dockerfile with BuildKit" in log
     assert re.search(r"^#\d+ \[internal\] load build definition from Dockerfile$", log, re.MULTILINE), log
     assert re.search(r"^#\d+ naming to .*/" + app_name + ":" + sha, log, re.MULTILINE), log
@@ -102,7 +72,7 @@ def test_a_dockerfile_app_builds_with_buildkit_serves_its_exposed_port_and_rebui
     assert int(limits.read_text()) == stack.settings.build_memory_mb * 1024 * 1024
 
     # Served through the router; inside, the container listens on 8080 and $PORT says so.
-    served = wait_for(lambda: page(router, app_name), 30, "the app to be served")
+    served = wait_for(lambda: routed(router, app_name), 30, "the app to be served")
     assert served == f"{GREETING} port=8080 release=v1\n"
     system = System(stack.settings)
     spec = system.nomad.current(app_name)

@@ -22,9 +22,7 @@ And an app whose ``.python-version`` no provider satisfies fails its build at on
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -35,9 +33,8 @@ from billowin.build.builder import Builder
 from billowin.stack.single_box import SingleBox
 from tests.gitrepo import commit
 
-from .conftest import REPO, wait_for
-from .test_apps_cli import Cli
-from .test_build import answer, builder, run_image, sample  # noqa: F401 (fixtures)
+from .conftest import REPO, Cli, deploy_sample, routed, wait_for
+from .test_build import APPS, answer, builder, run_image, sample  # noqa: F401 (fixtures)
 
 PAGES = {
     "django": {
@@ -85,27 +82,6 @@ def serves(run: Callable[[str], str], image: str, pages: dict[str, str], what: s
         assert wait_for(lambda p=path: answer(url + p), 90, f"{what} to answer /{path}") == text
 
 
-@pytest.fixture
-def cli(stack: SingleBox, tmp_path: Path) -> Cli:
-    return Cli(stack, tmp_path / "config")
-
-
-@pytest.fixture
-def destroy_after(cli: Cli) -> Iterator[list[str]]:
-    apps: list[str] = []
-    yield apps
-    for app in apps:
-        cli("apps:destroy", app, "--confirm", app, ok=False)
-
-
-def routed(router: httpx.Client, app: str, path: str) -> str | None:
-    try:
-        resp = router.get(f"/{path}", headers={"Host": f"{app}.localhost"})
-    except httpx.TransportError:
-        return None
-    return resp.text if resp.status_code == 200 else None
-
-
 @pytest.mark.parametrize("fixture", ["django", "pnpm", "govendor", "rack"])
 def test_a_real_world_app_gets_its_runtime_and_package_manager_and_serves_through_the_router(
     stack: SingleBox,
@@ -116,12 +92,7 @@ def test_a_real_world_app_gets_its_runtime_and_package_manager_and_serves_throug
     destroy_after: list[str],
     fixture: str,
 ) -> None:
-    repo = sample(tmp_path, fixture)
-    sha = commit(repo)
-    destroy_after.append(app_name)
-    cli.json("apps:create", app_name, "--repository", str(repo))
-    job = cli.json("deploy", app_name, "--sha", sha, "--wait")
-    log = cli("builds:output", app_name, job["id"]).stdout
+    job, log = deploy_sample(cli, APPS / fixture, tmp_path / "repo", app_name, destroy_after)
     assert job["state"] == "live", f"{job}\n{log}"
     for step in STEPS[fixture]:
         assert step in log, f"{step!r} not in the build log:\n{log}"
@@ -155,19 +126,14 @@ def test_a_real_world_app_gets_its_runtime_and_package_manager_and_serves_throug
 def test_a_version_no_provider_offers_fails_the_build_at_once_naming_the_file_and_the_offer(
     cli: Cli, tmp_path: Path, app_name: str, destroy_after: list[str]
 ) -> None:
-    repo = tmp_path / "repo"
-    shutil.copytree(REPO / "tests" / "fixtures" / "unbuildable" / "python-too-old", repo)
-    sha = commit(repo)
-    destroy_after.append(app_name)
-    cli.json("apps:create", app_name, "--repository", str(repo))
-    job = json.loads(cli("deploy", app_name, "--sha", sha, "--wait", "--json", ok=False).stdout)
+    too_old = REPO / "tests" / "fixtures" / "unbuildable" / "python-too-old"
+    job, log = deploy_sample(cli, too_old, tmp_path / "repo", app_name, destroy_after)
     assert job["state"] == "failed", job
     assert (
         ".python-version asks for python '3.9', which no runtime provider offers; on offer: "
         in (job["reason"])
     ), job
     assert "3.13." in job["reason"] and "3.14." in job["reason"], job
-    log = cli("builds:output", app_name, job["id"]).stdout
     assert "packer" not in log.lower(), "it fails before any image is built"
     assert cli.json("releases", app_name) == []
 

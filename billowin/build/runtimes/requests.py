@@ -21,6 +21,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import semantic_version  # type: ignore[import-untyped]
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -105,6 +106,17 @@ def _refuse(source: str, found: str, what: str, language: str) -> InvalidInput:
     )
 
 
+def _parsed(path: Path) -> Any:
+    """A ``pyproject.toml`` or ``package.json``, parsed; invalid syntax is the user's to fix."""
+    syntax = "TOML" if path.suffix == ".toml" else "JSON"
+    try:
+        return tomllib.loads(path.read_text()) if syntax == "TOML" else json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(
+            f"{path.name} is not valid {syntax}: {exc}", hint=f"Fix the {syntax} syntax in {path.name}."
+        ) from exc
+
+
 def _first_line(path: Path) -> str | None:
     for raw in path.read_text().splitlines():
         line = raw.strip()
@@ -133,12 +145,7 @@ def _python(src: Path) -> RuntimeRequest | None:
     path = src / "pyproject.toml"
     if path.is_file():
         source = "pyproject.toml (requires-python)"
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidInput(
-                f"pyproject.toml is not valid TOML: {exc}", hint="Fix the TOML syntax in pyproject.toml."
-            ) from exc
+        data = _parsed(path)
         project = data.get("project")
         wanted = project.get("requires-python") if isinstance(project, dict) else None
         if wanted is None:
@@ -155,12 +162,7 @@ def _node(src: Path) -> RuntimeRequest | None:
     path = src / "package.json"
     if path.is_file():
         source = "package.json (engines.node)"
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(
-                f"package.json is not valid JSON: {exc}", hint="Fix the JSON syntax in package.json."
-            ) from exc
+        data = _parsed(path)
         engines = data.get("engines") if isinstance(data, dict) else None
         wanted = engines.get("node") if isinstance(engines, dict) else None
         if wanted is not None:
