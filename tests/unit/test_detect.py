@@ -105,7 +105,9 @@ def test_a_package_that_fails_to_build_names_its_own_error_not_pips_summary() ->
         "==> docker:       [end of output]",
         "==> docker:   note: This error originates from a subprocess, and is likely not a problem with pip.",
         "==> docker: error: subprocess-exited-with-error",
-        "==> docker: × Getting requirements to build wheel did not run successfully.",
+        "==> docker: \u00d7 Getting requirements to build wheel did not run successfully.",  # pip's own
         "==> docker: note: This error originates from a subprocess, and is likely not a problem with pip.",
     ]
-    assert failure_reason(log) == "SyntaxError: Missing parentheses in call to 'print'. Did you mean print(...)?"
+    assert failure_reason(log) == (
+        "SyntaxError: Missing parentheses in call to 'print'. Did you mean print(...)?"
+    )
