@@ -92,7 +92,6 @@ class PackerImages:
         self.docker = docker
         self.runtimes = runtimes or runtimes_from(settings)
         self._base_lock = threading.Lock()
-        self._known: dict[tuple[str, str, str], str] = {}  # (language, version, provider) -> image
         self._runtimes_file = settings.cache_dir / "runtimes" / "images.json"  # image -> its runtime
 
     # -- language base images ---------------------------------------------
@@ -105,9 +104,6 @@ class PackerImages:
         chosen = self.runtimes.choose(language, src, log)
         provider = chosen.provider
         with self._base_lock:
-            known = self._known.get((language, chosen.version, provider.name))
-            if known is not None and self.docker.image_exists(known):
-                return known, chosen
             suite = provider.suite(language, chosen.version)
             tag = f"{chosen.version}-{provider.name}-{suite}-r{spec['recipe']}"
             ref = f"billowin/{language}:{tag}"
@@ -141,7 +137,6 @@ class PackerImages:
                 # move on from the table's.
                 found = [m.group(2) for m in map(RUNTIME_SAID.match, said) if m and m.group(1) == language]
                 self._remember(ref, f"{found[-1] if found else chosen.version} ({files.label})")
-            self._known[(language, chosen.version, provider.name)] = ref
         return ref, chosen
 
     def runtime_label(self, ref: str, chosen: Chosen) -> str:
