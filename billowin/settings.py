@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         "unix:///var/run/docker.sock", validation_alias=_env("DOCKER_HOST", "DOCKER_HOST")
     )
     registry: str = Field("127.0.0.1:5000", validation_alias=_env("REGISTRY"))
+    # A registry every node of a cluster reaches: HTTPS with this CA (the engines trust it through
+    # /etc/docker/certs.d/<registry>/ca.crt), and basic auth (htpasswd) with this user. Unset, the
+    # registry is plain HTTP on the loopback, as on one box.
+    registry_ca_file: Path | None = Field(None, validation_alias=_env("REGISTRY_CA_FILE"))
+    registry_username: str = Field("", validation_alias=_env("REGISTRY_USERNAME"))
+    registry_password: SecretStr | None = Field(None, validation_alias=_env("REGISTRY_PASSWORD"))
 
     # The router: apps answer at <app>.<domain>.
     domain: str = Field("localhost", validation_alias=_env("DOMAIN"))

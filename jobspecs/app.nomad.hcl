@@ -16,6 +16,12 @@ job "[[ app ]]" {
     # Deregister from Consul first, then wait, then stop: the router drops the
     # instance before it goes away, so in-flight and new requests are not lost.
     shutdown_delay = "[[ shutdown_delay ]]"
+
+    # On a cluster, the instances of a process go to as many nodes as there are: losing a node
+    # loses only its share (on one box this changes nothing).
+    spread {
+      attribute = "${node.unique.id}"
+    }
 [%- if proc.web %]
 
     network {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ class DockerEngine:
     def __init__(self, settings: Settings, *, timeout: int = 600) -> None:
         self._address = settings.docker_host
         self._registry = settings.registry
+        self._auth = registry_auth(settings)
         self._timeout = timeout
         self._client_obj: docker.DockerClient | None = None
         self._streams_obj: docker.DockerClient | None = None
@@ -171,12 +173,22 @@ class DockerEngine:
                 raise ImageInUse(f"{ref} is in use by a container ({cause.explanation})") from cause
             raise
 
+    def _auth_for(self, repository: str) -> dict[str, str] | None:
+        """The registry's credentials, for pushes to that registry only."""
+        return self._auth if self._auth and repository.startswith(f"{self._registry}/") else None
+
     def push(self, ref: str) -> str:
         """Push ``ref`` to its registry and return the pushed ``sha256:`` digest."""
         repository, _, tag = ref.rpartition(":")
         digest = ""
         stream = self._call(
-            f"push of {ref}", self._client.images.push, repository, tag=tag, stream=True, decode=True
+            f"push of {ref}",
+            self._client.images.push,
+            repository,
+            tag=tag,
+            stream=True,
+            decode=True,
+            auth_config=self._auth_for(repository),
         )
         for line in stream:
             if "error" in line:
@@ -224,16 +236,30 @@ class LogStream:
             self._raw.close()
 
 
+def registry_auth(settings: Settings) -> dict[str, str] | None:
+    """The registry's basic-auth credentials as the Engine API takes them, if it has any."""
+    if not settings.registry_username or settings.registry_password is None:
+        return None
+    return {"username": settings.registry_username, "password": settings.registry_password.get_secret_value()}
+
+
 class Registry:
-    """The Docker registry images are pushed to, so any Nomad client can pull them."""
+    """The Docker registry images are pushed to, so any Nomad client can pull them: plain HTTP on
+    one box's loopback, or HTTPS with its own CA and basic auth for a cluster."""
 
     def __init__(self, settings: Settings) -> None:
         self._address = settings.registry
+        tls = settings.registry_ca_file is not None
+        auth = registry_auth(settings)
+        self._http = httpx.Client(
+            base_url=f"{'https' if tls else 'http'}://{self._address}",
+            verify=ssl.create_default_context(cafile=str(settings.registry_ca_file)) if tls else True,
+            auth=(auth["username"], auth["password"]) if auth else None,
+        )
 
     def health(self) -> ComponentHealth:
-        url = f"http://{self._address}/v2/"
         try:
-            resp = httpx.get(url, timeout=3)
+            resp = self._http.get("/v2/", timeout=3)
         except httpx.HTTPError as exc:
             return ComponentHealth("registry", False, address=self._address, error=str(exc))
         version = resp.headers.get("Docker-Distribution-Api-Version")
@@ -242,7 +268,7 @@ class Registry:
     def delete(self, repository: str, digest: str) -> None:
         """Delete a manifest (by digest) so the registry's garbage collector can free it."""
         try:
-            resp = httpx.delete(f"http://{self._address}/v2/{repository}/manifests/{digest}", timeout=10)
+            resp = self._http.delete(f"/v2/{repository}/manifests/{digest}", timeout=10)
         except httpx.HTTPError as exc:
             raise Unreachable("registry", self._address) from exc
         if resp.status_code not in (202, 404):
@@ -250,7 +276,7 @@ class Registry:
 
     def tags(self, repository: str) -> list[str]:
         try:
-            resp = httpx.get(f"http://{self._address}/v2/{repository}/tags/list", timeout=5)
+            resp = self._http.get(f"/v2/{repository}/tags/list", timeout=5)
         except httpx.HTTPError as exc:
             raise Unreachable("registry", self._address) from exc
         if resp.status_code == 404:

@@ -35,6 +35,7 @@ import secrets as pysecrets
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -147,8 +148,8 @@ class ProductionBox(SingleBox):
     def admin_env(self) -> dict[str, str]:
         """The environment for Consul's and Nomad's own CLIs with the bootstrap tokens (backups)."""
         env = {
-            "CONSUL_HTTP_ADDR": f"127.0.0.1:{self.ports.consul_http}",
-            "NOMAD_ADDR": f"http://127.0.0.1:{self.ports.nomad_http}",
+            "CONSUL_HTTP_ADDR": f"{self.host}:{self.ports.consul_http}",
+            "NOMAD_ADDR": f"http://{self.host}:{self.ports.nomad_http}",
         }
         if token := self._token("consul-bootstrap"):
             env["CONSUL_HTTP_TOKEN"] = token
@@ -176,7 +177,7 @@ class ProductionBox(SingleBox):
         shown = super().endpoints()
         port = "" if self.ports.router_http == 80 else f":{self.ports.router_http}"
         shown["Billowin API"] = (
-            f"http://{API_HOSTNAME}.{self.domain}{port} and http://127.0.0.1:{self.ports.api}"
+            f"http://{API_HOSTNAME}.{self.domain}{port} and http://{self.host}:{self.ports.api}"
         )
         shown["Logs and state"] = f"{self.root} (logs in {self.layout.run})"
         shown["Admin tokens"] = f"{self.layout.secrets}/consul-bootstrap.token, nomad-bootstrap.token"
@@ -225,8 +226,12 @@ class ProductionBox(SingleBox):
             write_private(self.settings_file, SETTINGS_FILE_HEADER)
 
     def _write_consul_config(self) -> None:
+        write_private(self.layout.etc / "consul.json", json.dumps(self.consul_config(), indent=2))
+
+    def consul_config(self) -> dict[str, Any]:
+        """Consul's configuration (a cluster node changes its addresses and joins)."""
         p = self.ports
-        config = {
+        return {
             "node_name": "billowin",
             "server": True,
             "bootstrap_expect": 1,
@@ -265,13 +270,14 @@ class ProductionBox(SingleBox):
             "log_level": "INFO",
             "disable_update_check": True,  # a production box does not call home
         }
-        write_private(self.layout.etc / "consul.json", json.dumps(config, indent=2))
 
     def _write_nomad_config(self) -> None:
-        p = self.ports
-        # As on the development stack (single_box.py): Docker keeps the logs, Billowin removes
-        # stopped instances' containers.
-        plugin: dict[str, object] = {
+        write_private(self.layout.etc / "nomad.json", json.dumps(self.nomad_config(), indent=2))
+
+    def docker_plugin_config(self) -> dict[str, Any]:
+        """The docker driver's settings: as on the development stack (single_box.py), Docker
+        keeps the logs and Billowin removes stopped instances' containers."""
+        plugin: dict[str, Any] = {
             "allow_privileged": False,
             "volumes": {"enabled": False},
             "disable_log_collection": True,
@@ -279,7 +285,12 @@ class ProductionBox(SingleBox):
         }
         if self.own_docker:
             plugin["endpoint"] = self.docker_host
-        config = {
+        return plugin
+
+    def nomad_config(self) -> dict[str, Any]:
+        """Nomad's configuration (a cluster node changes its addresses and joins)."""
+        p = self.ports
+        return {
             "name": "billowin",
             "bind_addr": "127.0.0.1",
             "data_dir": str(self.layout.nomad),
@@ -294,26 +305,25 @@ class ProductionBox(SingleBox):
             "client": {"enabled": True, "network_interface": "lo", "gc_max_allocs": 200},
             "acl": {"enabled": True},
             "consul": {"address": f"127.0.0.1:{p.consul_http}", "token": self._token("consul-nomad") or ""},
-            "plugin": {"docker": {"config": plugin}},
+            "plugin": {"docker": {"config": self.docker_plugin_config()}},
             "log_level": "INFO",
             "disable_update_check": True,
         }
-        write_private(self.layout.etc / "nomad.json", json.dumps(config, indent=2))
 
     def _write_registry_config(self) -> None:
-        (self.layout.etc / "registry.yml").write_text(
-            json.dumps(
-                {  # YAML is a superset of JSON
-                    "version": 0.1,
-                    "log": {"level": "info"},
-                    "storage": {
-                        "filesystem": {"rootdirectory": str(self.layout.registry)},
-                        "delete": {"enabled": True},
-                    },
-                    "http": {"addr": f"127.0.0.1:{self.ports.registry}"},
-                }
-            )
-        )
+        # YAML is a superset of JSON
+        write_private(self.layout.etc / "registry.yml", json.dumps(self.registry_config()))
+
+    def registry_config(self) -> dict[str, Any]:
+        return {
+            "version": 0.1,
+            "log": {"level": "info"},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.layout.registry)},
+                "delete": {"enabled": True},
+            },
+            "http": {"addr": f"{self.host}:{self.ports.registry}"},
+        }
 
     def consul_template_config_path(self, *, once: bool) -> Path:
         return self.layout.etc / ("consul-template-once.hcl" if once else "consul-template.hcl")
@@ -337,13 +347,13 @@ class ProductionBox(SingleBox):
             "BILLOWIN_ROUTER_HTTPS_PORT": str(self.ports.router_https),
             "BILLOWIN_ROUTER_CERTS_DIR": str(self.router_dir / "certs"),
             "BILLOWIN_HSTS_MAX_AGE": str(self.hsts_max_age),
-            "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{self.ports.router_stats}",
+            "BILLOWIN_ROUTER_STATS_BIND": f"{self.host}:{self.ports.router_stats}",
             "BILLOWIN_ROUTER_ROUTES_MAP": str(self.router_dir / "routes.map"),
             "BILLOWIN_ROUTER_SERVER_STATE": str(self.router_dir / "servers.state"),
             "BILLOWIN_CONSUL_DNS_PORT": str(self.ports.consul_dns),
             # Instances of one app the router can send to (the first this many DNS answers).
             "BILLOWIN_ROUTER_SLOTS": str(ROUTER_SLOTS),
-            "BILLOWIN_API_BACKEND": f"127.0.0.1:{self.ports.api}",
+            "BILLOWIN_API_BACKEND": f"{self.host}:{self.ports.api}",
             "BILLOWIN_API_HOSTNAME": f"{API_HOSTNAME}.{self.domain}",
         }
         if token := self._token("consul-router"):
@@ -408,17 +418,18 @@ class ProductionBox(SingleBox):
         return self._proc(
             "registry",
             [str(self.tools.docker_registry), "serve", str(self.layout.etc / "registry.yml")],
-            ready=http_ok(
-                f"http://127.0.0.1:{self.ports.registry}/v2/", expect=lambda r: r.status_code == 200
-            ),
+            ready=self.registry_ready,
         )
+
+    def registry_ready(self) -> bool:
+        return http_ok(f"http://{self.host}:{self.ports.registry}/v2/", expect=lambda r: r.status_code == 200)()
 
     def consul(self) -> ManagedProcess:
         return self._proc(
             "consul",
             [str(self.tools.consul), "agent", "-config-file", str(self.layout.etc / "consul.json")],
             ready=http_ok(
-                f"http://127.0.0.1:{self.ports.consul_http}/v1/status/leader",
+                f"http://{self.host}:{self.ports.consul_http}/v1/status/leader",
                 expect=lambda r: r.status_code == 200 and r.json() not in ("", None),
             ),
             stop_signal=signal.SIGINT,  # leave gracefully
@@ -436,7 +447,7 @@ class ProductionBox(SingleBox):
 
     def _nomad_ready(self) -> bool:
         """A leader is elected and, once ACLs are bootstrapped, this node's docker driver is healthy."""
-        base = f"http://127.0.0.1:{self.ports.nomad_http}/v1"
+        base = f"http://{self.host}:{self.ports.nomad_http}/v1"
         if not http_ok(f"{base}/status/leader", expect=lambda r: r.status_code == 200 and r.json() != "")():
             return False
         token = self._token("nomad-bootstrap")
@@ -493,11 +504,11 @@ class ProductionBox(SingleBox):
             self._start(self.registry(), progress, timeout)
             self._start(self.consul(), progress, timeout)
             progress("consul: ACLs and tokens")
-            ensure_consul_acls(f"http://127.0.0.1:{self.ports.consul_http}", self.secrets)
+            ensure_consul_acls(f"http://{self.host}:{self.ports.consul_http}", self.secrets)
             self.write_configs()  # Nomad's and the router's Consul tokens
             self._start(self.nomad(), progress, timeout)
             progress("nomad: ACLs and tokens")
-            ensure_nomad_acls(f"http://127.0.0.1:{self.ports.nomad_http}", self.secrets)
+            ensure_nomad_acls(f"http://{self.host}:{self.ports.nomad_http}", self.secrets)
             self.write_configs()  # the router's and the API's Nomad tokens
             self.nomad().wait_ready(timeout)  # now with a token: until its docker driver is healthy
             # After the first start, HAProxy starts on the last configuration it had.

@@ -174,14 +174,19 @@ class SingleBox:
         self.router_dir = state_dir / "router"
         self.registry_dir = state_dir / "registry"
         self.processes: list[ManagedProcess] = []
+        # Where the control plane's listeners (Consul's and Nomad's HTTP APIs, the registry, the
+        # API, the router's stats) answer. A cluster node's is its private address.
+        self.host = "127.0.0.1"
+        # Put before every command line (a cluster harness's node runs in its network namespace).
+        self.exec_prefix: list[str] = []
 
     # -- what clients need to talk to this stack -------------------------------
     @property
     def settings(self) -> Settings:
         return Settings(
-            nomad_addr=f"http://127.0.0.1:{self.ports.nomad_http}",
-            consul_addr=f"http://127.0.0.1:{self.ports.consul_http}",
-            registry=f"127.0.0.1:{self.ports.registry}",
+            nomad_addr=f"http://{self.host}:{self.ports.nomad_http}",
+            consul_addr=f"http://{self.host}:{self.ports.consul_http}",
+            registry=f"{self.host}:{self.ports.registry}",
             domain=self.domain,
             router_port=self.ports.router_http,
             router_https_port=self.ports.router_https,
@@ -195,12 +200,12 @@ class SingleBox:
     def endpoints(self) -> dict[str, str]:
         p = self.ports
         return {
-            "Billowin API": f"http://127.0.0.1:{p.api}  (docs at /docs, health at /health)",
+            "Billowin API": f"http://{self.host}:{p.api}  (docs at /docs, health at /health)",
             "App router": f"http://<app>.{self.domain}:{p.router_http}, https://<app>.{self.domain}:{p.router_https}",
-            "Router stats": f"http://127.0.0.1:{p.router_stats}/stats  (Prometheus: /metrics)",
-            "Nomad UI/API": f"http://127.0.0.1:{p.nomad_http}",
-            "Consul UI": f"http://127.0.0.1:{p.consul_http}/ui",
-            "Registry": f"127.0.0.1:{p.registry}",
+            "Router stats": f"http://{self.host}:{p.router_stats}/stats  (Prometheus: /metrics)",
+            "Nomad UI/API": f"http://{self.host}:{p.nomad_http}",
+            "Consul UI": f"http://{self.host}:{p.consul_http}/ui",
+            "Registry": f"{self.host}:{p.registry}",
             "Logs and state": str(self.state_dir),
         }
 
@@ -221,6 +226,7 @@ class SingleBox:
 
     # -- the processes -------------------------------------------------------
     def _proc(self, name: str, argv: list[str], ready: Callable[[], bool], **kw: object) -> ManagedProcess:
+        argv = [*self.exec_prefix, *argv]
         return ManagedProcess(name=name, argv=argv, run_dir=self.state_dir, ready=ready, **kw)  # type: ignore[arg-type]
 
     def dockerd(self) -> ManagedProcess:
@@ -241,7 +247,7 @@ class SingleBox:
                     "version": 0.1,
                     "log": {"level": "info"},
                     "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-                    "http": {"addr": f"127.0.0.1:{self.ports.registry}"},
+                    "http": {"addr": f"{self.host}:{self.ports.registry}"},
                 }
             )
         )
@@ -249,7 +255,7 @@ class SingleBox:
             "registry",
             [str(self.tools.docker_registry), "serve", str(cfg)],
             ready=http_ok(
-                f"http://127.0.0.1:{self.ports.registry}/v2/", expect=lambda r: r.status_code == 200
+                f"http://{self.host}:{self.ports.registry}/v2/", expect=lambda r: r.status_code == 200
             ),
         )
 
@@ -286,7 +292,7 @@ class SingleBox:
                 "dns_config { only_passing = true }",
             ],
             ready=http_ok(
-                f"http://127.0.0.1:{p.consul_http}/v1/status/leader",
+                f"http://{self.host}:{p.consul_http}/v1/status/leader",
                 expect=lambda r: r.status_code == 200 and r.json() not in ("", None),
             ),
         )
@@ -331,7 +337,7 @@ plugin "docker" {{
             "nomad",
             [str(self.tools.nomad), "agent", "-dev", "-config", str(cfg)],
             ready=http_ok(
-                f"http://127.0.0.1:{p.nomad_http}/v1/nodes",
+                f"http://{self.host}:{p.nomad_http}/v1/nodes",
                 expect=lambda r: (
                     r.status_code == 200
                     and any(
@@ -359,7 +365,7 @@ plugin "docker" {{
             "BILLOWIN_ROUTER_HTTPS_PORT": str(self.ports.router_https),
             "BILLOWIN_ROUTER_CERTS_DIR": str(self.router_dir / "certs"),
             "BILLOWIN_HSTS_MAX_AGE": str(self.hsts_max_age),
-            "BILLOWIN_ROUTER_STATS_BIND": f"127.0.0.1:{self.ports.router_stats}",
+            "BILLOWIN_ROUTER_STATS_BIND": f"{self.host}:{self.ports.router_stats}",
             "BILLOWIN_ROUTER_ROUTES_MAP": str(self.router_dir / "routes.map"),
             "BILLOWIN_ROUTER_SERVER_STATE": str(self.router_dir / "servers.state"),
             "BILLOWIN_CONSUL_DNS_PORT": str(self.ports.consul_dns),
@@ -367,7 +373,7 @@ plugin "docker" {{
             "BILLOWIN_ROUTER_SLOTS": str(ROUTER_SLOTS),
             # The API answers ACME HTTP-01 challenges on every host; only a production box also
             # serves the API itself at billowin.<domain> (BILLOWIN_API_HOSTNAME).
-            "BILLOWIN_API_BACKEND": f"127.0.0.1:{self.ports.api}",
+            "BILLOWIN_API_BACKEND": f"{self.host}:{self.ports.api}",
         }
 
     def _reload_argv(self) -> list[str]:
@@ -435,7 +441,7 @@ template {{
         self.router_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.consul_template_config(once=True)
         proc = subprocess.run(
-            [str(self.tools.consul_template), "-config", str(cfg), "-once"],
+            [*self.exec_prefix, str(self.tools.consul_template), "-config", str(cfg), "-once"],
             env={**os.environ, **self._router_env()},
             capture_output=True,
             text=True,
@@ -462,7 +468,7 @@ template {{
                 "-S",
                 str(self.router_dir / "master.sock"),
             ],
-            ready=lambda: sock.exists() and http_ok(f"http://127.0.0.1:{self.ports.router_stats}/healthz")(),
+            ready=lambda: sock.exists() and http_ok(f"http://{self.host}:{self.ports.router_stats}/healthz")(),
             stop_signal=signal.SIGUSR1,  # soft stop: finish in-flight requests
             stop_timeout=35,
         )
@@ -484,14 +490,14 @@ template {{
             "billowin.api.app:create_app",
             "--factory",
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.ports.api),
             "--no-access-log",
         ]
 
     def api_ready(self) -> Callable[[], bool]:
-        return http_ok(f"http://127.0.0.1:{self.ports.api}/health", expect=lambda r: r.status_code == 200)
+        return http_ok(f"http://{self.host}:{self.ports.api}/health", expect=lambda r: r.status_code == 200)
 
     def api(self) -> ManagedProcess:
         env = {**self.env(), **API_ALLOCATOR, **self.api_env}
@@ -534,7 +540,7 @@ template {{
             freed = collect_registry_garbage(
                 self.tools.docker_registry,
                 self.registry_dir,
-                address=f"127.0.0.1:{self.ports.registry}",
+                address=f"{self.host}:{self.ports.registry}",
             )
         except ServiceError as exc:
             progress(f"registry garbage collection skipped: {exc.message}")

@@ -211,14 +211,22 @@ class Load:
     """A load generator running in a second process for the length of a ``with`` block."""
 
     def __init__(
-        self, stack: SingleBox, host: str, max_seconds: float = 240, *, https_ca: Path | None = None
+        self,
+        stack: SingleBox | None,
+        host: str,
+        max_seconds: float = 240,
+        *,
+        https_ca: Path | None = None,
+        url: str = "",
     ) -> None:
-        """With ``https_ca``, over HTTPS (SNI ``host``), trusting that CA file only."""
-        url = (
-            f"https://127.0.0.1:{stack.ports.router_https}/"
-            if https_ca
-            else f"http://127.0.0.1:{stack.ports.router_http}/"
-        )
+        """With ``https_ca``, over HTTPS (SNI ``host``), trusting that CA file only. ``url``: a
+        router of one's own (a cluster node's) instead of the stack's."""
+        if stack is not None:
+            url = (
+                f"https://127.0.0.1:{stack.ports.router_https}/"
+                if https_ca
+                else f"http://127.0.0.1:{stack.ports.router_http}/"
+            )
         self.argv = [sys.executable, "-m", "tests.integration.load", url, host, str(max_seconds)]
         if https_ca:
             self.argv.append(str(https_ca))

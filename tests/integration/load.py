@@ -4,7 +4,8 @@ Run as ``python -m tests.integration.load URL HOST MAX_SECONDS [CA_FILE]``. Each
 opens a new connection, as independent visitors do. With ``CA_FILE`` the URL is HTTPS: each
 connection sends ``HOST`` as its SNI and verifies the router's chain against that CA only.
 On SIGTERM (or after MAX_SECONDS, whichever is first) it prints one JSON line: the number of
-requests, the failures with their reasons, and how often each body was seen.
+requests, the failures with their reasons and the (Unix) time each failed request started, and
+how often each body was seen.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     bodies: Counter[str] = Counter()
     failures: Counter[str] = Counter()
+    failed_at: list[float] = []
     total = 0
     deadline = time.monotonic() + max_seconds
     limits = httpx.Limits(max_keepalive_connections=0)
@@ -40,16 +42,20 @@ def main() -> int:
         print("ready", flush=True)
         while not stop and time.monotonic() < deadline:
             total += 1
+            started = time.time()
             try:
                 resp = client.get(url, headers={"Host": host}, extensions=extensions)
             except httpx.HTTPError as exc:
                 failures[type(exc).__name__] += 1
+                failed_at.append(started)
                 continue
             if resp.status_code != 200:
                 failures[f"HTTP {resp.status_code}: {resp.text[:60]}"] += 1
+                failed_at.append(started)
             else:
                 bodies[resp.text.split(" alloc=")[0]] += 1
-    print(json.dumps({"total": total, "failures": dict(failures), "bodies": dict(bodies)}), flush=True)
+    result = {"total": total, "failures": dict(failures), "failed_at": failed_at, "bodies": dict(bodies)}
+    print(json.dumps(result), flush=True)
     return 0
 
 

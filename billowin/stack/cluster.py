@@ -1,0 +1,473 @@
+"""A cluster: production boxes joined together, each with its router.
+
+A ``ClusterNode`` is a production box (:mod:`billowin.stack.production`) that listens on
+its private address and joins the others:
+
+* Consul and Nomad agents bind to the node's private address and ``retry_join`` the
+  servers; the servers expect ``len(servers)`` peers (3 for a highly available control
+  plane: Raft keeps working, and keeps every write, with one of three lost);
+* apps' ports are on the private interface (``network_interface``), so every node's router
+  reaches every instance, and Nomad spreads a process's instances across nodes (the
+  jobspec's ``spread``);
+* every node runs a router (HAProxy and consul-template as host services, like the other
+  agents, not as a Nomad job: the router must come up before Nomad and must keep serving
+  when Nomad is down, and a host service needs no image on each node); so any node
+  answers any app's name, and DNS for ``*.<domain>`` may name any or all of them;
+* the registry runs on the first server, over HTTPS with its own CA, and asks for a password
+  (:mod:`billowin.stack.join`); every node's engine trusts the CA and Nomad pulls with the
+  password;
+* the API runs on the first server, and every router sends ``billowin.<domain>`` to it.
+
+``LocalCluster`` is the test harness: N nodes on this one machine, each in a network
+namespace of its own (:mod:`billowin.stack.netns`) with its own Docker Engine, under the same
+process supervisor as the single box.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import ssl
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from billowin.errors import ServiceError
+from billowin.settings import Settings
+from billowin.stack.acl import ensure_consul_acls, ensure_nomad_acls
+from billowin.stack.install import ensure_docker_networks
+from billowin.stack.join import (
+    REGISTRY_USER,
+    copy_join_secrets,
+    distrust_registry,
+    ensure_registry_password,
+    ensure_registry_tls,
+    trust_registry,
+)
+from billowin.stack.netns import NODE_INTERFACE, Bridge, Namespace, unmount_under
+from billowin.stack.process import ManagedProcess, write_private
+from billowin.stack.production import ProductionBox, clear_stale_docker_pidfiles
+from billowin.stack.single_box import Ports, Progress, docker_ping
+from billowin.stack.tools import Toolset
+
+# How fast Nomad's servers call a silent client down (its allocations lost, and replaced
+# elsewhere): a heartbeat every 5 s at most, and 5 s of grace. Nomad's defaults (10 s + 10 s)
+# leave a dead node's share of an app missing for up to 20 s before replacements even start.
+HEARTBEAT_TTL = "5s"
+HEARTBEAT_GRACE = "5s"
+
+
+class ClusterNode(ProductionBox):
+    """One node of a cluster: agents on ``address``, joined to ``servers`` (their addresses).
+
+    ``server``: also a Consul and Nomad server (one of ``len(servers)``). ``registry``: the
+    cluster registry's ``host:port``; this node runs it when the host is its own address.
+    ``api``: this node runs the API. ``build``: Nomad schedules builds here (meta
+    ``billowin.build``). ``netns``: in the test harness, the namespace every process runs in.
+    """
+
+    def __init__(
+        self,
+        tools: Toolset,
+        root: Path,
+        *,
+        name: str,
+        address: str,
+        servers: list[str],
+        domain: str,
+        registry: str,
+        api_address: str,
+        server: bool = True,
+        api: bool = False,
+        build: bool = False,
+        interface: str = NODE_INTERFACE,
+        netns: Namespace | None = None,
+        api_env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            tools,
+            root,
+            domain=domain,
+            public_address=address,
+            ports=Ports(router_http=80, router_https=443),
+            own_docker=True,
+            api_env=api_env,
+        )
+        self.name = name
+        self.host = address
+        self.servers = servers
+        self.server = server
+        self.runs_api = api
+        self.build = build
+        self.interface = interface
+        self.registry_address = registry
+        self.api_address = api_address
+        self.netns = netns
+        if netns is not None:
+            self.exec_prefix = netns.enter()
+
+    @property
+    def runs_registry(self) -> bool:
+        return self.registry_address.rsplit(":", 1)[0] == self.host
+
+    # -- what clients need ------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        password = self.secrets.get("registry-password")
+        return super().settings.model_copy(
+            update={
+                "registry": self.registry_address,
+                "registry_ca_file": self.secrets.dir / "registry-ca.pem",
+                "registry_username": REGISTRY_USER,
+                "registry_password": SecretStr(password) if password else None,
+            }
+        )
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.update(
+            {
+                "BILLOWIN_REGISTRY": self.registry_address,
+                "BILLOWIN_REGISTRY_CA_FILE": str(self.secrets.dir / "registry-ca.pem"),
+                "BILLOWIN_REGISTRY_USERNAME": REGISTRY_USER,
+            }
+        )
+        if password := self.secrets.get("registry-password"):
+            env["BILLOWIN_REGISTRY_PASSWORD"] = password
+        return env
+
+    # -- configuration ------------------------------------------------------------
+    def consul_config(self) -> dict[str, Any]:
+        config = super().consul_config()
+        config.update(
+            {
+                "node_name": self.name,
+                "bind_addr": self.host,
+                "advertise_addr": self.host,
+                # The local agent for the node's own processes, the private address for the others.
+                "client_addr": f"127.0.0.1 {self.host}",
+                "retry_join": [s for s in self.servers if s != self.host],
+                "server": self.server,
+            }
+        )
+        if self.server:
+            config["bootstrap_expect"] = len(self.servers)
+        else:
+            config.pop("bootstrap_expect", None)
+            config.pop("ui_config", None)
+            config["acl"]["tokens"].pop("initial_management", None)
+        return config
+
+    def nomad_config(self) -> dict[str, Any]:
+        config = super().nomad_config()
+        rpc = [f"{s}:{self.ports.nomad_rpc}" for s in self.servers]
+        config.update(
+            {
+                "name": self.name,
+                "bind_addr": "0.0.0.0",
+                "advertise": {"http": self.host, "rpc": self.host, "serf": self.host},
+            }
+        )
+        client = dict(config["client"])
+        client.update(
+            {
+                # Apps' ports on the private network: every node's router reaches them.
+                "network_interface": self.interface,
+                "servers": rpc,
+                "meta": {"billowin.build": "true" if self.build else "false"},
+            }
+        )
+        config["client"] = client
+        if self.server:
+            config["server"] = {
+                **config["server"],
+                "bootstrap_expect": len(self.servers),
+                "server_join": {"retry_join": [f"{s}:{self.ports.nomad_serf}" for s in self.servers]},
+                "heartbeat_grace": HEARTBEAT_GRACE,
+                "min_heartbeat_ttl": HEARTBEAT_TTL,
+            }
+        else:
+            config["server"] = {"enabled": False}
+        return config
+
+    def docker_plugin_config(self) -> dict[str, Any]:
+        plugin = super().docker_plugin_config()
+        plugin["auth"] = {"config": str(self.layout.etc / "docker-auth.json")}
+        return plugin
+
+    def registry_config(self) -> dict[str, Any]:
+        config = super().registry_config()
+        config["http"] = {
+            "addr": self.registry_address,
+            "tls": {
+                "certificate": str(self.secrets.dir / "registry.pem"),
+                "key": str(self.secrets.dir / "registry-key.pem"),
+            },
+        }
+        config["auth"] = {
+            "htpasswd": {"realm": "billowin", "path": str(self.secrets.dir / "registry.htpasswd")}
+        }
+        return config
+
+    def write_configs(self) -> None:
+        super().write_configs()
+        password = self.secrets.get("registry-password") or ""
+        auth = base64.b64encode(f"{REGISTRY_USER}:{password}".encode()).decode()
+        write_private(
+            self.layout.etc / "docker-auth.json",
+            json.dumps({"auths": {self.registry_address: {"auth": auth}}}),
+        )
+
+    def _router_env(self) -> dict[str, str]:
+        env = super()._router_env()
+        env["BILLOWIN_API_BACKEND"] = f"{self.api_address}:{self.ports.api}"
+        return env
+
+    # -- processes ---------------------------------------------------------------
+    def dockerd(self) -> ManagedProcess:
+        proc = super().dockerd()
+        if self.netns is not None:
+            # Alone in its namespace: the engine's own default bridge and firewall rules.
+            argv = [a for a in proc.argv if a not in ("--iptables=false", "--ip-masq=false")]
+            at = argv.index("--bridge")
+            del argv[at : at + 2]
+            proc.argv = argv
+        return proc
+
+    def _clear_stale_docker_pidfiles(self) -> None:
+        # In its own namespace the engine makes its default bridge itself.
+        clear_stale_docker_pidfiles(self.layout.run / "docker")
+
+    def registry_ready(self) -> bool:
+        try:
+            resp = httpx.get(
+                f"https://{self.registry_address}/v2/",
+                verify=ssl.create_default_context(cafile=str(self.secrets.dir / "registry-ca.pem")),
+                auth=(REGISTRY_USER, self.secrets.get("registry-password") or ""),
+                timeout=2,
+            )
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200
+
+    def plan(self) -> list[ManagedProcess]:
+        return [
+            self.dockerd(),
+            *([self.registry()] if self.runs_registry else []),
+            self.consul(),
+            self.nomad(),
+            self.haproxy(),
+            self.consul_template(),
+            *([self.api()] if self.runs_api else []),
+        ]
+
+
+class LocalCluster:
+    """``size`` nodes on this machine, all servers (Raft over three), each in its own network
+    namespace with its own Docker Engine, Consul, Nomad and router; the first also runs the
+    registry and the API. ``stop()`` leaves nothing behind: processes, mounts, namespaces,
+    veths, the bridge, firewall rules and the registry's trust file."""
+
+    def __init__(
+        self,
+        tools: Toolset,
+        root: Path,
+        *,
+        size: int = 3,
+        domain: str = "cluster.test",
+        api_env: dict[str, str] | None = None,
+    ) -> None:
+        self.tools = tools
+        self.root = root
+        self.size = size
+        self.domain = domain
+        self.api_env = api_env or {}
+        self.bridge = Bridge.new(root.name[-4:].lower().replace("_", "x") or "cl")
+        self.nodes: list[ClusterNode] = []
+
+    @property
+    def first(self) -> ClusterNode:
+        return self.nodes[0]
+
+    @property
+    def settings(self) -> Settings:
+        """How a test (on the host) talks to the cluster: through the first node."""
+        return self.first.settings
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.first.host}:{self.first.ports.api}"
+
+    def node(self, name: str) -> ClusterNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def start(self, progress: Progress = lambda _msg: None, *, timeout: float = 180) -> None:
+        try:
+            self._start(progress, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, progress: Progress, timeout: float) -> None:
+        namespaces = self.bridge.up(self.size)
+        addresses = [ns.address for ns in namespaces]
+        registry = f"{addresses[0]}:5000"
+        for i, ns in enumerate(namespaces, start=1):
+            self.nodes.append(
+                ClusterNode(
+                    self.tools,
+                    self.root / f"n{i}",
+                    name=f"n{i}",
+                    address=ns.address,
+                    servers=addresses,
+                    domain=self.domain,
+                    registry=registry,
+                    api_address=addresses[0],
+                    api=i == 1,
+                    build=i == 1,
+                    netns=ns,
+                    api_env=self.api_env,
+                )
+            )
+        progress(f"network: {self.bridge.name} {self.bridge.subnet}, nodes {', '.join(addresses)}")
+        first = self.first
+        first.root.mkdir(parents=True, exist_ok=True)
+        first.write_configs()  # the first server makes the secrets
+        ensure_registry_tls(first.secrets, first.host)
+        ensure_registry_password(first.secrets)
+        for node in self.nodes:
+            node.root.mkdir(parents=True, exist_ok=True)
+            if node is not first:
+                copy_join_secrets(first.secrets, node.secrets, server=node.server)
+            node._write_manifest()
+            node.write_configs()
+        trust_registry(first.secrets.dir / "registry-ca.pem", registry)
+        self._each(
+            progress, timeout, lambda n: n.dockerd(), before=lambda n: n._clear_stale_docker_pidfiles()
+        )
+        for node in self.nodes:
+            ensure_docker_networks(node.settings)
+        first._start(first.registry(), progress, timeout)
+        self._each(progress, timeout, lambda n: n.consul())
+        progress("consul: ACLs and tokens")
+        ensure_consul_acls(f"http://{first.host}:{first.ports.consul_http}", first.secrets)
+        self._share_and_render()
+        self._each(progress, timeout, lambda n: n.nomad())
+        progress("nomad: ACLs and tokens")
+        ensure_nomad_acls(f"http://{first.host}:{first.ports.nomad_http}", first.secrets)
+        self._share_and_render()
+        self.wait_nodes_ready(self.size, timeout)
+        for node in self.nodes:
+            node._start_router_and_api(progress, timeout, render=True) if node.runs_api else self._router(
+                node, progress, timeout
+            )
+
+    def _router(self, node: ClusterNode, progress: Progress, timeout: float) -> None:
+        progress(f"{node.name} router: first render from Consul")
+        node.render_initial_router_config()
+        node._start(node.haproxy(), progress, timeout)
+        node._start(node.consul_template(), progress, timeout)
+
+    def _share_and_render(self) -> None:
+        for node in self.nodes[1:]:
+            copy_join_secrets(self.first.secrets, node.secrets, server=node.server)
+        for node in self.nodes:
+            node.write_configs()
+
+    def _each(self, progress: Progress, timeout: float, make: Any, before: Any = None) -> None:
+        """Start one process on every node, then wait for all (servers elect a leader only
+        once enough of them are up)."""
+        started = []
+        for node in self.nodes:
+            if before is not None:
+                before(node)
+            proc = make(node)
+            progress(f"{node.name} {proc.name}: starting")
+            proc.start()
+            node.processes.append(proc)
+            started.append((node, proc))
+        for node, proc in started:
+            proc.wait_ready(timeout)
+            progress(f"{node.name} {proc.name}: ready")
+
+    def nomad_nodes(self) -> list[dict[str, Any]]:
+        token = self.first.secrets.get("nomad-bootstrap") or ""
+        for node in self.nodes:
+            try:
+                resp = httpx.get(
+                    f"http://{node.host}:{node.ports.nomad_http}/v1/nodes",
+                    headers={"X-Nomad-Token": token},
+                    timeout=3,
+                )
+                if resp.status_code == 200:
+                    return list(resp.json())
+            except httpx.HTTPError:
+                continue
+        return []
+
+    def wait_nodes_ready(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        seen: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            seen = self.nomad_nodes()
+            ready = [
+                n
+                for n in seen
+                if n.get("Status") == "ready" and (n.get("Drivers") or {}).get("docker", {}).get("Healthy")
+            ]
+            if len(ready) >= count:
+                return
+            time.sleep(0.5)
+        states = [(n.get("Name"), n.get("Status")) for n in seen]
+        raise ServiceError("nomad", f"{count} nodes not ready after {timeout:.0f}s: {states}")
+
+    def kill(self, name: str) -> list[int]:
+        """Power off one node: every process of it killed at once, and its cable pulled."""
+        node = self.node(name)
+        assert node.netns is not None
+        node.netns.unplug()
+        pids = node.netns.kill_all()
+        for proc in node.processes:
+            proc.reap()
+        node.processes.clear()
+        return pids
+
+    def stop(self) -> None:
+        """Stop each kind of process on every node at once, newest kind first. Agents get
+        SIGTERM, which shuts them down without leaving the cluster: all servers leaving at once
+        would wait for a quorum that is going away."""
+        for name in ("api", "consul-template", "haproxy", "nomad", "consul", "registry", "dockerd"):
+            procs = []
+            for node in self.nodes:
+                proc = next((p for p in node.processes if p.name == name), None) or node._pidfile(name)
+                if name in ("nomad", "consul"):
+                    proc.stop_signal = signal.SIGTERM
+                procs.append(proc)
+            with ThreadPoolExecutor(len(procs) or 1) as pool:
+                list(pool.map(lambda p: p.stop(), procs))
+        for node in self.nodes:
+            node.processes.clear()
+        self.bridge.down()  # kills whatever a stop left in the namespaces
+        for node in self.nodes:
+            unmount_under(node.root)
+        if self.nodes:
+            distrust_registry(self.first.registry_address)
+
+    @contextmanager
+    def running(self, progress: Progress = lambda _msg: None) -> Iterator[LocalCluster]:
+        self.start(progress)
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+def docker_ready(node: ClusterNode) -> bool:
+    return docker_ping(node.layout.docker_socket)

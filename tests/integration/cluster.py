@@ -1,0 +1,145 @@
+"""A three-node cluster for the tests that need one (``LocalCluster``, billowin/stack/cluster.py).
+
+Each node is a network namespace with its own Docker Engine, Consul and Nomad servers and a
+router; the first also runs the registry and the API. App images are built with the session's
+engine and pushed to the cluster's registry (HTTPS with the cluster's CA, with its password),
+so no node needs a base image. ``Fleet`` drives the cluster the way a user would: through the
+API with an admin token, and through each node's router.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from billowin.settings import Settings
+from billowin.stack.cluster import LocalCluster
+from billowin.stack.tools import Toolset
+from billowin.system import System
+
+from .conftest import STARTS, wait_for
+from .production import finished, page
+
+DOMAIN = "cluster.test"
+
+
+def new_cluster(root: Path, **api_env: str) -> LocalCluster:
+    tools = Toolset.resolve(Settings())  # fails (never skips) when a binary is missing
+    return LocalCluster(
+        tools,
+        root,
+        domain=DOMAIN,
+        api_env={
+            "BILLOWIN_DEPLOY_TIMEOUT": "120",
+            "BILLOWIN_METRICS_INTERVAL": "2",
+            "BILLOWIN_ACME_AUTO": "false",
+            **api_env,
+        },
+    )
+
+
+@contextlib.contextmanager
+def running(cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """The cluster, started; then torn down whole, even when the test failed."""
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@dataclass
+class Fleet:
+    """The cluster as its admin sees it."""
+
+    cluster: LocalCluster
+    session_settings: Settings
+    base_image: str
+    work: Path
+    token: str
+
+    @classmethod
+    def of(cls, cluster: LocalCluster, session_settings: Settings, base_image: str, work: Path) -> Fleet:
+        token = System(cluster.settings).tokens.create("cluster tests admin")
+        return cls(cluster, session_settings, base_image, work, token)
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.cluster.api_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+        )
+
+    def router(self, node: str) -> httpx.Client:
+        return httpx.Client(base_url=f"http://{self.cluster.node(node).host}", timeout=5)
+
+    def push(self, app: str, tag: str, greeting: str = "hello") -> str:
+        """A sample release built with the session's engine, pushed to the cluster's registry."""
+        settings = self.cluster.settings.model_copy(update={"docker_host": self.session_settings.docker_host})
+        docker = System(settings).docker
+        context = self.work / f"{app}-{tag}"
+        context.mkdir(parents=True, exist_ok=True)
+        (context / "Dockerfile").write_text(
+            f"FROM {self.base_image}\nRUN mkdir -p /srv/www\nENV GREETING={greeting}\n"
+            f"CMD {json.dumps(['sh', '-c', STARTS['ok']])}\n"
+        )
+        ref = f"{settings.registry}/{app}:{tag}"
+        docker.build(context, ref)
+        docker.push(ref)
+        return ref
+
+    def deploy(self, app: str, ref: str, *, web: int = 2) -> None:
+        """Create ``app``, deploy ``ref``, and scale web to ``web`` instances, all running."""
+        with self.api() as api:
+            made = api.post("/apps", json={"name": app, "repository": "/nonexistent"})
+            assert made.status_code == 201, made.text
+            queued = api.post(f"/apps/{app}/deploys", json={"image": ref})
+            assert queued.status_code == 202, queued.text
+            done = finished(api, app, queued.json())
+            assert done["state"] == "live", (done["reason"], done["steps"][-3:])
+            if web != 1:
+                scaled = api.post(f"/apps/{app}/ps/scale", json={"counts": {"web": web}})
+                assert scaled.status_code == 200, scaled.text
+        wait_for(lambda: len(self.placements(app)) == web, 90, f"{web} running instances of {app}")
+
+    def placements(self, app: str) -> list[str]:
+        """The node of each running, healthy instance of ``app``'s web process (Nomad's view)."""
+        with self.api() as api:
+            resp = api.get(f"/apps/{app}/ps")
+        if resp.status_code != 200:
+            return []
+        return sorted(i["node"] for i in resp.json() if i["process"] == "web" and i["state"] == "running")
+
+    def serves(self, node: str, app: str) -> str:
+        with self.router(node) as router:
+            return page(router, f"{app}.{DOMAIN}")
+
+    def consul_members(self) -> dict[str, int]:
+        """Each Consul member's status as the first node's agent sees it (1 alive, 4 failed)."""
+        settings = self.cluster.settings
+        token = settings.consul_token.get_secret_value() if settings.consul_token else ""
+        resp = httpx.get(
+            f"{settings.consul_addr}/v1/agent/members", headers={"X-Consul-Token": token}, timeout=3
+        )
+        return {m["Name"]: m["Status"] for m in resp.json()} if resp.status_code == 200 else {}
+
+
+def wait_consul_failed(fleet: Fleet, node: str, timeout: float = 60) -> float:
+    """The Unix time at which the first node's Consul agent first sees ``node`` failed."""
+    wait_for(
+        lambda: fleet.consul_members().get(node) not in (None, 1), timeout, f"Consul to mark {node} failed"
+    )
+    return time.time()
+
+
+def all_failures(results: list[dict[str, Any]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for result in results:
+        for reason, count in result["failures"].items():
+            merged[reason] = merged.get(reason, 0) + count
+    return merged
