@@ -1,4 +1,4 @@
-"""The names users give things (apps, domains, process types), and the KV keys made of them.
+"""The names users give things (apps, domains, process types, cluster nodes), and the KV keys made of them.
 
 Each name becomes part of a URL, a Consul key, a Nomad job id or a file path,
 so every check lives here, once. The ``check_*`` functions raise
@@ -57,6 +57,37 @@ def check_domain(value: object) -> str:
         raise InvalidInput(f"{value!r} is not a valid domain name", hint="Use a name like www.example.com.")
     assert isinstance(value, str)
     return value
+
+
+# -- Cluster nodes ------------------------------------------------------------------------------
+# How a user names a Nomad client node (``nodes:drain NODE``): its name, or a prefix of its id.
+# Node names are host names (Nomad's and Consul's default) or what the agent's config says; the
+# pattern is what Billowin accepts of them: no '/', '?', '%' or space, so one never changes a URL
+# path (``/v1/node/<id>``, ``/v1/agent/force-leave/<name>``).
+NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NODE_RULE = "a node's name, or at least the first 8 characters of its id (as `billowin nodes` shows)"
+# A node id (a UUID); a prefix of one names a node only from this length on (``nodes`` shows
+# this many), so a typo or a stray digit never picks some node by chance.
+NODE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+NODE_ID_PREFIX = re.compile(r"^[0-9a-f]{8}[0-9a-f-]{0,28}$")
+SHORT_NODE_ID = 8
+
+
+def is_node_ref(value: object) -> bool:
+    return isinstance(value, str) and NODE.fullmatch(value) is not None
+
+
+def check_node_ref(value: object) -> str:
+    """``value`` if it may name a node (its name or an id prefix), else ``InvalidInput``."""
+    if not is_node_ref(value):
+        raise InvalidInput(f"{value!r} cannot name a node: use {NODE_RULE}")
+    assert isinstance(value, str)
+    return value
+
+
+def is_node_id_prefix(value: str) -> bool:
+    """Whether ``value`` is long enough, and of the right characters, to pick a node by its id."""
+    return NODE_ID_PREFIX.fullmatch(value) is not None
 
 
 # -- Certificate names --------------------------------------------------------------------------

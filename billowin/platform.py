@@ -51,6 +51,7 @@ class InstanceStatus(BaseModel):
     restarts: int
     started_at: datetime | None
     age_seconds: int | None
+    node: str | None = None  # the Nomad node it runs on (its name; its id's start when it has none)
 
 
 class ProcessSummary(BaseModel):
@@ -392,6 +393,7 @@ class Platform:
                     restarts=int(task.get("Restarts") or 0),
                     started_at=started,
                     age_seconds=age,
+                    node=alloc.get("NodeName") or (alloc.get("NodeID") or "")[:8] or None,
                 )
             )
         return sorted(out, key=lambda i: (i.process, i.name))

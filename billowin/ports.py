@@ -12,8 +12,9 @@ so a system can be swapped, or replaced by an in-memory fake in unit tests
     Sessions           locks that die with their holder (Consul sessions)
     Coordinator        both: what the durable pipeline needs
     ServiceRegistry    where healthy instances are (Consul catalog and checks)
+    ClusterMembers     the agents of the cluster's gossip pool (Consul members: force-leave)
     Router             the HTTP router: health and configuration checks (HAProxy)
-    Scheduler          jobs and allocations (Nomad)
+    Scheduler          jobs, allocations and client nodes (Nomad)
     ConfigStore        apps' config vars as numbered versions (Nomad Variables, Vault)
     ContainerEngine    images, containers and their logs on this machine (Docker Engine)
     ImageRegistry      where images are pushed for Nomad clients to pull (the registry)
@@ -226,6 +227,34 @@ class Scheduler(Probe, Protocol):
         """The allocation's resource usage (``ResourceUsage``: CPU and memory)."""
         ...
 
+    # -- client nodes (billowin/nodes.py) --
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every client node's stub (``ID``, ``Name``, ``Address``, ``Status``, ``Drain``,
+        ``SchedulingEligibility``, ``NodeClass``…); ``node`` has the rest."""
+        ...
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        """One node in full (``Meta``, ``Attributes``, ``DrainStrategy``, ``LastDrain``…), never its
+        ``SecretID``; ``NotFound`` when Nomad does not know it."""
+        ...
+
+    def node_allocations(self, node_id: str) -> list[dict[str, Any]]:
+        """The node's allocations, in any state, with their ``AllocatedResources``."""
+        ...
+
+    def drain_node(self, node_id: str, *, deadline: float, meta: Mapping[str, str] | None = None) -> None:
+        """Start (or update) a drain: the node becomes ineligible, its allocations move elsewhere
+        (system jobs' last), and whatever is left after ``deadline`` seconds is stopped."""
+        ...
+
+    def activate_node(self, node_id: str) -> None:
+        """End any drain and make the node eligible for new allocations again."""
+        ...
+
+    def purge_node(self, node_id: str) -> None:
+        """Forget the node (a live client registers again at its next heartbeat)."""
+        ...
+
 
 class ServiceRegistry(Probe, Protocol):
     """Knows where healthy instances are (Consul)."""
@@ -236,6 +265,15 @@ class ServiceRegistry(Probe, Protocol):
 
     def health_checks(self) -> list[dict[str, Any]]:
         """Every health check in the catalog (``ServiceName``, ``ServiceID``, ``Status``…)."""
+        ...
+
+
+class ClusterMembers(Protocol):
+    """The agents of the cluster's gossip pool (Consul's LAN members)."""
+
+    def force_leave(self, node: str, *, prune: bool = True) -> None:
+        """Move a gone node's agent to "left" (``prune``: out of the member list altogether), so
+        Consul stops trying to reach it; ``NotFound`` when it is no member."""
         ...
 
 

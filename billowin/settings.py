@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # a CLI without buildx refuses BuildKit builds): by absolute path, whatever comes first on PATH.
     docker_cli: str = Field("/usr/bin/docker", validation_alias=_env("DOCKER_CLI"))
     build_concurrency: int = Field(2, ge=1, validation_alias=_env("BUILD_CONCURRENCY"))
+    # Where the pipeline's builds run: a child process of the API on this box (`process`), or a
+    # Nomad batch job on a node marked to build (`nomad`: a cluster; billowin/build/on_nomad.py).
+    build_runner: Literal["process", "nomad"] = Field("process", validation_alias=_env("BUILD_RUNNER"))
     build_timeout: float = Field(900, validation_alias=_env("BUILD_TIMEOUT"))
     keep_images: int = Field(5, ge=1, validation_alias=_env("KEEP_IMAGES"))
     # How long a stopped instance's container (and so what it printed) is kept, in seconds.

@@ -28,12 +28,14 @@ from billowin.build.builder import Builder
 from billowin.build.dockerfile import DockerfileImages
 from billowin.build.hygiene import protected_images
 from billowin.build.isolated import ProcessBuilder
+from billowin.build.on_nomad import NomadBuilder
 from billowin.certs.http01 import Http01Responder
 from billowin.certs.manager import CertificateManager, failing_certificates
 from billowin.certs.service import Certificates
 from billowin.errors import ConfigError
 from billowin.monitoring import Monitoring
 from billowin.monitoring.metrics import BillowinMetrics
+from billowin.nodes import Nodes
 from billowin.pipeline.intake import Intake
 from billowin.pipeline.jobs import JobStore
 from billowin.pipeline.reporting import JobOutput
@@ -44,6 +46,7 @@ from billowin.ports import (
     CertificateAuthority,
     CertificateStore,
     ChallengeSolver,
+    ClusterMembers,
     CommitStatuses,
     ConfigStore,
     ContainerEngine,
@@ -94,6 +97,12 @@ class System:
         """Consul's catalog and health checks: where healthy instances are."""
         catalog: ServiceRegistry = self._consul
         return catalog
+
+    @cached_property
+    def members(self) -> ClusterMembers:
+        """Consul's gossip pool: a node taken out of the cluster is forced to leave it."""
+        members: ClusterMembers = self._consul
+        return members
 
     @cached_property
     def nomad(self) -> Scheduler:
@@ -340,7 +349,11 @@ class System:
     @cached_property
     def pipeline_builder(self) -> AppBuilder:
         """The pipeline's builds, each in a child process at a lower CPU priority
-        (``build/isolated.py``): the API's interpreter stays free for webhooks and requests."""
+        (``build/isolated.py``): the API's interpreter stays free for webhooks and requests; on a
+        cluster (``BILLOWIN_BUILD_RUNNER=nomad``), each a Nomad batch job on a build node
+        (``build/on_nomad.py``), which outlives the API."""
+        if self.settings.build_runner == "nomad":
+            return NomadBuilder(self.settings, self.builder, self.nomad)
         return ProcessBuilder(self.settings, self.builder)
 
     @cached_property
@@ -380,6 +393,11 @@ class System:
             retry_min=s.acme_retry_min,
             retry_max=s.acme_retry_max,
         )
+
+    @cached_property
+    def nodes(self) -> Nodes:
+        """The cluster's Nomad client nodes: list, drain, activate, remove."""
+        return Nodes(self.nomad, lambda: self.members)
 
     @cached_property
     def platform(self) -> Platform:

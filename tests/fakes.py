@@ -5,7 +5,10 @@
   transactions, blocking waits that really block, session locks with
   ``behavior = delete``, and the same key check as the adapter (``billowin.names.check_key``).
 - ``FakeScheduler``: the parts of the ``Scheduler`` port (Nomad) the platform uses:
-  jobs with task groups, scale, restart, stop, and allocations a test sets.
+  jobs with task groups, scale, restart, stop, and allocations a test sets; client nodes
+  (``add_node``) that drain (one allocation told to stop, or gone, per look with
+  ``drain_progress``), become eligible again and are purged.
+- ``FakeMembers``: the ``ClusterMembers`` port (Consul's gossip pool): force-leave, or a failure.
 - ``InMemoryConfig``: the ``ConfigStore`` port: numbered, immutable versions per app.
 - ``RecordingStatuses``: the ``CommitStatuses`` port, remembering every report.
 - ``FakeBuilder`` and ``FakeDeployer``: what the pipeline's worker calls on a builder
@@ -31,7 +34,7 @@ from typing import Any
 from billowin.build.builder import BuildRecord
 from billowin.config.vars import validate_app, validate_values
 from billowin.errors import AccountUnknown, BillowinError, Conflict, InvalidInput, NotFound, ServiceError
-from billowin.names import check_key
+from billowin.names import check_key, check_node_ref
 from billowin.ports import AcmeAccount, ComponentHealth, DeployResult, KVEntry, KVWrite, PendingChallenge
 from billowin.release.jobspec import Process
 from billowin.release.store import Release, ReleaseStatus, ReleaseStore
@@ -340,8 +343,12 @@ def make_alloc(
     restarts: int = 0,
     created_ns: int | None = None,
     alloc_id: str | None = None,
+    node: Mapping[str, Any] | None = None,
+    cpu: int = 100,
+    memory: int = 256,
 ) -> dict[str, Any]:
-    """One allocation as Nomad lists it (``<job>.<group>[<index>]``)."""
+    """One allocation as Nomad lists it (``<job>.<group>[<index>]``), on ``node`` (one of
+    ``make_node``) if given, holding ``cpu`` MHz and ``memory`` MiB."""
     return {
         "ID": alloc_id or str(uuid.uuid4()),
         "JobID": job_id,
@@ -352,7 +359,58 @@ def make_alloc(
         "DesiredStatus": desired,
         "CreateTime": created_ns if created_ns is not None else time.time_ns(),
         "TaskStates": {group: {"State": status, "Restarts": restarts}},
+        "NodeID": node["ID"] if node else "",
+        "NodeName": node["Name"] if node else "",
+        "AllocatedResources": {
+            "Shared": {"DiskMB": 300},
+            "Tasks": {group: {"Cpu": {"CpuShares": cpu}, "Memory": {"MemoryMB": memory, "MemoryMaxMB": 0}}},
+        },
     }
+
+
+def make_node(
+    name: str,
+    *,
+    node_id: str | None = None,
+    status: str = "ready",
+    eligible: bool = True,
+    cpu: int = 4000,
+    memory: int = 7800,
+    reserved_cpu: int = 0,
+    reserved_memory: int = 0,
+    meta: Mapping[str, str] | None = None,
+    address: str = "10.0.0.1",
+    consul_name: str | None = None,
+) -> dict[str, Any]:
+    """One client node as ``GET /v1/node/<id>`` answers it (the parts Billowin reads, and a
+    ``SecretID`` the adapter drops)."""
+    attributes = {"unique.network.ip-address": address, "nomad.version": "1.6.3"}
+    if consul_name is not None:
+        attributes["unique.consul.name"] = consul_name
+    return {
+        "ID": node_id or str(uuid.uuid4()),
+        "Name": name,
+        "Datacenter": "dc1",
+        "NodeClass": "",
+        "NodePool": "default",
+        "Status": status,
+        "SchedulingEligibility": "eligible" if eligible else "ineligible",
+        "Drain": False,
+        "DrainStrategy": None,
+        "LastDrain": None,
+        "Attributes": attributes,
+        "Meta": {"connect.log_level": "info", **(meta or {})},
+        "NodeResources": {"Cpu": {"CpuShares": cpu}, "Memory": {"MemoryMB": memory}},
+        "ReservedResources": {"Cpu": {"CpuShares": reserved_cpu}, "Memory": {"MemoryMB": reserved_memory}},
+        "SecretID": str(uuid.uuid4()),
+    }
+
+
+# What ``GET /v1/nodes`` lists of each node (no resources, meta or attributes).
+STUB_FIELDS = (
+    "ID", "Name", "Datacenter", "NodeClass", "NodePool", "Status", "SchedulingEligibility", "Drain",
+    "LastDrain",
+)  # fmt: skip
 
 
 class FakeScheduler:
@@ -366,6 +424,13 @@ class FakeScheduler:
         self.scaled: list[tuple[str, str, int, str]] = []
         self.restarted: list[tuple[str, str | None, int]] = []
         self.stopped: list[tuple[str, bool]] = []
+        self.client_nodes: dict[str, dict[str, Any]] = {}  # full nodes, by id
+        self.drains: list[tuple[str, float, dict[str, str]]] = []
+        self.activated: list[str] = []
+        self.purged: list[str] = []
+        # Like Nomad's drainer, but one step per look: each ``node`` call of a node that drains
+        # (or whose drain just ended) stops one of its allocations (``_drain_step``).
+        self.drain_progress = False
 
     def _next_index(self) -> int:
         self._modify_index += 1
@@ -476,6 +541,98 @@ class FakeScheduler:
                     return copy.deepcopy(alloc)
         raise NotFound(f"Nomad has no allocation {alloc_id!r}")
 
+    # -- client nodes --------------------------------------------------------------------------
+    def add_node(self, name: str, **options: Any) -> dict[str, Any]:
+        """Register a client node (``make_node``'s options); returns it, for ``make_alloc(node=…)``."""
+        node = make_node(name, **options)
+        with self._lock:
+            self.client_nodes[node["ID"]] = node
+        return copy.deepcopy(node)
+
+    def _client_node(self, node_id: str) -> dict[str, Any]:
+        node = self.client_nodes.get(node_id)
+        if node is None:
+            raise NotFound(f"Nomad has no node {node_id}")
+        return node
+
+    def nodes(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {
+                    **{k: copy.deepcopy(n[k]) for k in STUB_FIELDS},
+                    "Address": n["Attributes"]["unique.network.ip-address"],
+                }
+                for n in self.client_nodes.values()
+            ]
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        with self._lock:
+            node = self._client_node(node_id)
+            drained = (node["LastDrain"] or {}).get("Status") == "complete"
+            if self.drain_progress and (node["Drain"] or drained):
+                self._drain_step(node)
+            found = copy.deepcopy(node)
+        found.pop("SecretID", None)
+        return found
+
+    def _drain_step(self, node: dict[str, Any]) -> None:
+        """Tell one allocation to stop, or else let one that was told go; like Nomad's drainer,
+        the drain is over once every allocation was told, not once every one has gone."""
+        live = [a for a in self.allocs if a.get("NodeID") == node["ID"] and a["ClientStatus"] in LIVE]
+        running = [a for a in live if a["DesiredStatus"] == "run"]
+        if running:
+            running[0].update(DesiredStatus="stop", DesiredTransition={"Migrate": True})
+        elif live:
+            live[0]["ClientStatus"] = "complete"
+        if len(running) <= 1:
+            node.update(Drain=False, DrainStrategy=None)
+            node["LastDrain"]["Status"] = "complete"
+
+    def node_allocations(self, node_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            self._client_node(node_id)
+            return [copy.deepcopy(a) for a in self.allocs if a.get("NodeID") == node_id]
+
+    def drain_node(self, node_id: str, *, deadline: float, meta: Mapping[str, str] | None = None) -> None:
+        with self._lock:
+            node = self._client_node(node_id)
+            force = datetime.now(UTC) + timedelta(seconds=deadline)
+            node.update(
+                Drain=True,
+                SchedulingEligibility="ineligible",
+                DrainStrategy={
+                    "Deadline": int(deadline * 1e9),
+                    "ForceDeadline": force.isoformat().replace("+00:00", "Z"),
+                    "IgnoreSystemJobs": False,
+                },
+                LastDrain={"Status": "draining", "Meta": dict(meta or {})},
+            )
+            self.drains.append((node_id, deadline, dict(meta or {})))
+
+    def finish_drain(self, node_id: str) -> None:
+        """What Nomad's drainer does in the end: every live allocation stopped, the drain over."""
+        with self._lock:
+            node = self._client_node(node_id)
+            for alloc in self.allocs:
+                if alloc.get("NodeID") == node_id and alloc["ClientStatus"] in LIVE:
+                    alloc.update(ClientStatus="complete", DesiredStatus="stop")
+            node.update(Drain=False, DrainStrategy=None)
+            node["LastDrain"]["Status"] = "complete"
+
+    def activate_node(self, node_id: str) -> None:
+        with self._lock:
+            node = self._client_node(node_id)
+            if node["Drain"]:
+                node["LastDrain"]["Status"] = "canceled"
+            node.update(Drain=False, DrainStrategy=None, SchedulingEligibility="eligible")
+            self.activated.append(node_id)
+
+    def purge_node(self, node_id: str) -> None:
+        with self._lock:
+            self._client_node(node_id)
+            del self.client_nodes[node_id]
+            self.purged.append(node_id)
+
     # -- not needed by the unit tests -------------------------------------------------------
     def parse(self, hcl: str) -> dict[str, Any]:
         raise NotImplementedError("FakeScheduler does not parse HCL")
@@ -490,6 +647,28 @@ class FakeScheduler:
 
     def allocation_stats(self, alloc_id: str) -> dict[str, Any]:
         raise NotImplementedError
+
+
+LIVE = ("pending", "running")
+
+
+class FakeMembers:
+    """The ``ClusterMembers`` port: Consul's gossip pool, by node name; ``error`` makes every
+    force-leave fail (a token without operator:write, say)."""
+
+    def __init__(self, members: Sequence[str] = (), *, error: BillowinError | None = None) -> None:
+        self.members = set(members)
+        self.error = error
+        self.left: list[tuple[str, bool]] = []
+
+    def force_leave(self, node: str, *, prune: bool = True) -> None:
+        check_node_ref(node)
+        if self.error is not None:
+            raise self.error
+        if node not in self.members:
+            raise NotFound(f"Consul has no member {node}")
+        self.members.discard(node)
+        self.left.append((node, prune))
 
 
 # -- config vars ------------------------------------------------------------------------------

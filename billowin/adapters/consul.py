@@ -1,6 +1,8 @@
-"""Consul, through py-consul: KV, sessions, health of the agent and where healthy instances are.
+"""Consul, through py-consul: KV, sessions, health of the agent, where healthy instances are,
+and force-leave for a node taken out of the cluster.
 
-Every key and prefix is checked (``check_key``) before it becomes part of a URL:
+Every key and prefix is checked (``check_key``), and every node name (``check_node_ref``),
+before it becomes part of a URL:
 py-consul puts it in the path as it is, and ``..`` there would reach other
 endpoints (``billowin/deliveries/../../../agent/leave`` is ``PUT /v1/agent/leave``).
 
@@ -24,8 +26,8 @@ import requests
 import requests.adapters
 import requests.utils
 
-from billowin.errors import InvalidInput, ServiceError, Unreachable
-from billowin.names import check_key
+from billowin.errors import InvalidInput, NotFound, ServiceError, Unreachable
+from billowin.names import check_key, check_node_ref
 from billowin.ports import ComponentHealth, Instance, KVEntry, KVWrite
 from billowin.settings import Settings
 
@@ -97,6 +99,8 @@ class ConsulRegistry:
         except requests.RequestException as exc:
             raise Unreachable(SYSTEM, self._address) from exc
         except consul.ConsulException as exc:
+            if "no node found" in str(exc).lower():  # force-leave of a name that is no member
+                raise NotFound(f"Consul has no {what}") from exc
             raise ServiceError(SYSTEM, f"{what} failed: {exc}") from exc
 
     # -- KV: Billowin's own small records ----------------------------------
@@ -197,6 +201,12 @@ class ConsulRegistry:
                 return False
             raise
         return True
+
+    # -- members: the gossip pool ------------------------------------------
+    def force_leave(self, node: str, *, prune: bool = True) -> None:
+        """``consul force-leave [-prune] <node>``: Consul 1.14 takes ``?prune`` (since 1.13)."""
+        check_node_ref(node)  # py-consul puts it in the path as it is
+        self._call(f"member {node}", self._client.agent.force_leave, node, prune=prune)
 
     def health(self) -> ComponentHealth:
         try:

@@ -2,13 +2,16 @@
 
 Jobs are parsed by Nomad itself (``/v1/jobs/parse``), registered with
 check-and-set on the job modify index, and their deployments are followed
-with blocking queries.
+with blocking queries. Client nodes are listed, drained (``/v1/node/<id>/drain``
+with a drain spec), made eligible again and purged; a node's ``SecretID`` is
+dropped here, so it never travels further.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import nomad
@@ -16,6 +19,7 @@ import nomad.api.exceptions as nomad_exc
 import requests
 
 from billowin.errors import BillowinError, Conflict, InvalidInput, NotFound, ServiceError, Unreachable
+from billowin.names import NODE_ID
 from billowin.ports import ComponentHealth, DeployResult
 from billowin.settings import Settings
 
@@ -35,6 +39,14 @@ def _detail(exc: nomad_exc.BaseNomadException) -> str:
     if isinstance(resp, requests.Response):
         return resp.text.strip() or f"HTTP {resp.status_code}"
     return str(resp)
+
+
+def _node_id(node_id: str) -> str:
+    """A full node id (python-nomad puts it in the URL path as it is); a name or a prefix is the
+    caller's to resolve first (``billowin.nodes``)."""
+    if not NODE_ID.fullmatch(node_id):
+        raise InvalidInput(f"{node_id[:80]!r} is not a Nomad node id")
+    return node_id
 
 
 def nomad_client(settings: Settings, *, timeout: int = 10) -> nomad.Nomad:
@@ -58,6 +70,8 @@ def translate_error(exc: nomad_exc.BaseNomadException, what: str, address: str) 
             f"{what}: permission denied ({detail})",
             hint="Check BILLOWIN_NOMAD_TOKEN (or NOMAD_TOKEN).",
         )
+    if "node not found" in detail.lower():  # Nomad answers 500 for an unknown node id
+        return NotFound(f"Nomad has no {what}")
     if "modify index" in detail.lower():
         return Conflict(f"the job changed while this deploy ran: {detail}")
     return ServiceError(SYSTEM, f"{what} failed: {detail}")
@@ -233,3 +247,78 @@ class NomadScheduler:
             f"allocation {alloc_id}", self._client.allocation.get_allocation, alloc_id
         )
         return alloc
+
+    # -- builds on Nomad (billowin/build/on_nomad.py) ------------------------------
+    def put_variable(self, path: str, items: Mapping[str, str]) -> None:
+        """Write the Nomad Variable ``path`` (its values never go in an error)."""
+        body = {"Path": path, "Items": dict(items)}
+        self._call(f"variable {path}", self._client.variable.create_variable, path, body)
+
+    def delete_variable(self, path: str) -> None:
+        try:
+            self._call(f"variable {path}", self._client.variable.delete_variable, path)
+        except NotFound:
+            return
+
+    def task_output(self, alloc_id: str, task: str, stream: str, offset: int) -> bytes:
+        """What ``task`` of the allocation wrote to ``stream`` from byte ``offset`` on, so far
+        (Nomad keeps a raw_exec task's output; it answers wherever the allocation runs)."""
+        text: str = self._call(
+            f"output of allocation {alloc_id}",
+            self._client.client.stream_logs.stream,
+            alloc_id,
+            task,
+            stream,
+            follow=False,
+            offset=offset,
+            origin="start",
+            plain=True,
+        )
+        return text.encode("utf-8", "surrogateescape")
+
+    def allocation_file(self, alloc_id: str, path: str) -> str | None:
+        """The text of ``path`` in the allocation's directory, ``None`` if there is none."""
+        try:
+            text: str = self._call(
+                f"file {path} of allocation {alloc_id}", self._client.client.cat.read_file, alloc_id, path
+            )
+        except (NotFound, InvalidInput):
+            return None
+        return text
+
+    # -- client nodes --------------------------------------------------------
+    def nodes(self) -> list[dict[str, Any]]:
+        nodes: list[dict[str, Any]] = self._call("node list", self._client.nodes.get_nodes)
+        return nodes
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        node: dict[str, Any] = self._call(f"node {node_id}", self._client.node.get_node, _node_id(node_id))
+        node.pop("SecretID", None)  # the client's own credential: nothing of Billowin's needs it
+        return node
+
+    def node_allocations(self, node_id: str) -> list[dict[str, Any]]:
+        allocs: list[dict[str, Any]] = self._call(
+            f"node {node_id}", self._client.node.get_allocations, _node_id(node_id)
+        )
+        return allocs
+
+    def drain_node(self, node_id: str, *, deadline: float, meta: Mapping[str, str] | None = None) -> None:
+        """What ``nomad node drain -enable -deadline …`` does, system jobs included (they stop
+        last), with ``meta`` on the drain (``LastDrain.Meta``: who asked, and why)."""
+        body: dict[str, Any] = {
+            "NodeID": _node_id(node_id),
+            "DrainSpec": {"Deadline": int(deadline * 1e9), "IgnoreSystemJobs": False},
+            "Meta": dict(meta or {}),
+        }
+        # The request itself: python-nomad's ``drain_node_with_spec`` sends no ``Meta``.
+        self._call(f"node {node_id}", self._client.node.request, node_id, "drain", method="post", json=body)
+
+    def activate_node(self, node_id: str) -> None:
+        """``nomad node drain -disable`` and ``nomad node eligibility -enable`` in one update: with
+        no drain spec and ``MarkEligible``, Nomad ends a drain in progress (if any) and marks the
+        node eligible, whether it was draining or only ineligible."""
+        drain = self._client.node.drain_node_with_spec
+        self._call(f"node {node_id}", drain, _node_id(node_id), None, mark_eligible=True)
+
+    def purge_node(self, node_id: str) -> None:
+        self._call(f"node {node_id}", self._client.node.purge_node, _node_id(node_id))

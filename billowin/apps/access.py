@@ -8,7 +8,8 @@ turns it into a FastAPI dependency); ``POLICY`` says what each action needs:
   (``GET /apps``, ``/alerts``, ``/audit``), and an ``?app=`` it names must be one of them;
 - ``READ``: a ``read``, ``deploy`` or ``admin`` token, for that ``{app}``;
 - ``DEPLOY``: a ``deploy`` or ``admin`` token, for that ``{app}``;
-- ``ADMIN``: an ``admin`` token only (apps:create, apps:destroy, tokens, ``/metrics``).
+- ``ADMIN``: an ``admin`` token only (apps:create, apps:destroy, tokens, ``/metrics``, and the
+  cluster's nodes: listing them too, since they are every app's, and show the cluster's addresses).
 
 ``read`` sees an app's records (info, config var *names*, domains, ps, releases,
 deploys and their steps, metrics); config values, app logs, one-off runs and
@@ -83,6 +84,10 @@ class Action(StrEnum):
     TOKENS_CREATE = "tokens:create"
     TOKENS_REVOKE = "tokens:revoke"
     AUDIT = "audit"
+    NODES = "nodes"
+    NODES_DRAIN = "nodes:drain"
+    NODES_ACTIVATE = "nodes:activate"
+    NODES_REMOVE = "nodes:remove"
 
 
 POLICY: dict[Action, Level] = {
@@ -130,6 +135,10 @@ POLICY: dict[Action, Level] = {
     Action.TOKENS: Level.ADMIN,
     Action.TOKENS_CREATE: Level.ADMIN,
     Action.TOKENS_REVOKE: Level.ADMIN,
+    Action.NODES: Level.ADMIN,  # every app's machines; READ is per app, and a node is no app's
+    Action.NODES_DRAIN: Level.ADMIN,
+    Action.NODES_ACTIVATE: Level.ADMIN,
+    Action.NODES_REMOVE: Level.ADMIN,
 }
 
 # Recorded in the audit log although they change nothing: they reveal secrets.

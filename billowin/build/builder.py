@@ -108,6 +108,10 @@ class Builder:
     def record(self, app: str, sha: str) -> BuildRecord:
         return BuildRecord.model_validate_json(self.log_path(app, sha).with_suffix(".json").read_text())
 
+    def save_record(self, record: BuildRecord) -> None:
+        """Keep the record of a build that ran elsewhere (on a build node)."""
+        self._save(record)
+
     def _save(self, record: BuildRecord) -> None:
         path = self.log_path(record.app, record.sha).with_suffix(".json")
         path.parent.mkdir(parents=True, exist_ok=True)

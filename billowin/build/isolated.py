@@ -149,8 +149,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with contextlib.suppress(OSError):
         os.nice(NICE)
+    # On Nomad (billowin/build/on_nomad.py): the request and the result are files of the job.
+    request_file = os.environ.pop("BILLOWIN_BUILD_REQUEST_FILE", "")
+    result_file = os.environ.pop("BILLOWIN_BUILD_RESULT_FILE", "")
     result_fd = int(os.environ.pop("BILLOWIN_RESULT_FD", RESULT_FD))
-    request = json.loads(sys.stdin.read())
+    request = json.loads(Path(request_file).read_text() if request_file else sys.stdin.read())
     from billowin.system import System  # only the child needs every adapter
 
     builder = System(Settings()).builder
@@ -168,8 +171,11 @@ def main() -> int:
         result = {"ok": False, "message": exc.message, "hint": exc.hint, "log_tail": exc.log_tail}
     except BillowinError as exc:
         result = {"ok": False, "message": exc.message, "hint": exc.hint}
-    with os.fdopen(result_fd, "w") as pipe:
-        pipe.write(json.dumps(result))
+    if result_file:
+        Path(result_file).write_text(json.dumps(result))
+    else:
+        with os.fdopen(result_fd, "w") as pipe:
+            pipe.write(json.dumps(result))
     return 0 if result["ok"] else 1
 
 

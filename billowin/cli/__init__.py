@@ -10,7 +10,9 @@ One module per group of commands, each adding its commands to the app in
 - ``session``: ``login``, ``whoami``;
 - ``apps``, ``config``, ``domains``, ``ps``, ``releases``, ``logs``, ``monitoring``:
   the Heroku-style app verbs, spoken over the HTTP API (``billowin.cli.client``);
-- ``audit``: the audit log, over the HTTP API.
+- ``audit``: the audit log, over the HTTP API;
+- ``nodes``: ``nodes``, ``nodes:drain``, ``nodes:activate``, ``nodes:remove``, the cluster's
+  Nomad client nodes, over the HTTP API.
 
 What they print, and how an error is reported, is in ``billowin.cli.output``.
 ``COMMANDS`` is the order ``billowin --help`` lists them in.
@@ -30,6 +32,7 @@ from billowin.cli import (  # noqa: F401 - importing a command module adds its c
     install,
     logs,
     monitoring,
+    nodes,
     platform,
     ps,
     releases,
@@ -52,6 +55,7 @@ COMMANDS = (
     "whoami",
     "alerts",
     "audit",
+    *("nodes", "nodes:drain", "nodes:activate", "nodes:remove"),
 )
 
 

@@ -23,14 +23,20 @@ def _age(seconds: int | None) -> str:
 
 @app.command("ps")
 def ps(name: AppArg, as_json: JsonOpt = False) -> None:
-    """Every instance: its state, release, restarts and age."""
+    """Every instance: its state, release, restarts, age and the node it runs on."""
     found = api_call(lambda c: c.get(f"/apps/{name}/ps"))
     if as_json:
         return print_json(found)
-    table = Table("instance", "state", "release", "restarts", "age", "alloc")
+    table = Table("instance", "state", "release", "restarts", "age", "node", "alloc")
     for i in found:
         table.add_row(
-            i["name"], i["state"], i["release"] or "", str(i["restarts"]), _age(i["age_seconds"]), i["alloc"]
+            i["name"],
+            i["state"],
+            i["release"] or "",
+            str(i["restarts"]),
+            _age(i["age_seconds"]),
+            i.get("node") or "",
+            i["alloc"],
         )
     out.print(table)
     return None

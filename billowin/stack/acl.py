@@ -68,6 +68,8 @@ CONSUL_POLICIES: dict[str, dict[str, Any]] = {
         "service_prefix": {"": _READ},
         "node_prefix": {"": _READ},
         "agent_prefix": {"": _READ},
+        # `nodes:remove` makes a gone node's agent leave (force-leave needs operator:write).
+        "operator": "write",
     },
 }
 # token file name -> the Consul policy it carries

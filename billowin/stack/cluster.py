@@ -52,7 +52,7 @@ from billowin.stack.join import (
     trust_registry,
 )
 from billowin.stack.netns import NODE_INTERFACE, Bridge, Namespace, unmount_under
-from billowin.stack.process import ManagedProcess, write_private
+from billowin.stack.process import ManagedProcess, write_env_file, write_private
 from billowin.stack.production import ProductionBox, clear_stale_docker_pidfiles
 from billowin.stack.single_box import Ports, Progress, docker_ping
 from billowin.stack.tools import Toolset
@@ -90,6 +90,7 @@ class ClusterNode(ProductionBox):
         interface: str = NODE_INTERFACE,
         netns: Namespace | None = None,
         api_env: dict[str, str] | None = None,
+        build_docker_host: str | None = None,
     ) -> None:
         super().__init__(
             tools,
@@ -110,6 +111,9 @@ class ClusterNode(ProductionBox):
         self.registry_address = registry
         self.api_address = api_address
         self.netns = netns
+        # The engine builds use (the node's own unless told otherwise: a test harness builds
+        # with the machine's engine, which has the language base images already).
+        self.build_docker_host = build_docker_host or self.docker_host
         if netns is not None:
             self.exec_prefix = netns.enter()
 
@@ -181,10 +185,21 @@ class ClusterNode(ProductionBox):
                 # Apps' ports on the private network: every node's router reaches them.
                 "network_interface": self.interface,
                 "servers": rpc,
-                "meta": {"billowin.build": "true" if self.build else "false"},
+                "meta": {
+                    "billowin.build": "true" if self.build else "false",
+                    # What a build job runs with on this node (jobspecs/build.nomad.hcl).
+                    "billowin.build_settings": str(self.build_settings_file),
+                },
             }
         )
+        if self.build:
+            # Marks the node for builds too: a build job asks for this volume.
+            client["host_volume"] = {"billowin-build-cache": {"path": str(self.layout.cache)}}
         config["client"] = client
+        if self.build:
+            # Builds run Billowin's own build process on the node (never an app's code: that
+            # runs in its build container); only Billowin's management token submits jobs.
+            config["plugin"] = {**config["plugin"], "raw_exec": {"config": {"enabled": True}}}
         if self.server:
             config["server"] = {
                 **config["server"],
@@ -224,6 +239,31 @@ class ClusterNode(ProductionBox):
             self.layout.etc / "docker-auth.json",
             json.dumps({"auths": {self.registry_address: {"auth": auth}}}),
         )
+        if self.build:
+            write_env_file(self.build_settings_file, self.build_env())
+
+    @property
+    def build_settings_file(self) -> Path:
+        return self.layout.etc / "build.env"
+
+    def build_env(self) -> dict[str, str]:
+        """The settings of a build job on this node: its engine, the registry and its
+        credentials, and its own state and cache directories (no Consul or Nomad token: a
+        build needs none, and its tidy-up keeps what it cannot check)."""
+        env = {
+            "BILLOWIN_DOCKER_HOST": self.build_docker_host,
+            "DOCKER_HOST": self.build_docker_host,
+            "BILLOWIN_REGISTRY": self.registry_address,
+            "BILLOWIN_REGISTRY_CA_FILE": str(self.secrets.dir / "registry-ca.pem"),
+            "BILLOWIN_REGISTRY_USERNAME": REGISTRY_USER,
+            "BILLOWIN_STATE_DIR": str(self.root / "build-state"),
+            "BILLOWIN_BUILD_CACHE_DIR": str(self.layout.cache),
+            "BILLOWIN_CONSUL_ADDR": f"http://127.0.0.1:{self.ports.consul_http}",
+            "BILLOWIN_NOMAD_ADDR": f"http://127.0.0.1:{self.ports.nomad_http}",
+        }
+        if password := self.secrets.get("registry-password"):
+            env["BILLOWIN_REGISTRY_PASSWORD"] = password
+        return env
 
     def _router_env(self) -> dict[str, str]:
         env = super()._router_env()
@@ -283,7 +323,9 @@ class LocalCluster:
         size: int = 3,
         domain: str = "cluster.test",
         api_env: dict[str, str] | None = None,
+        build_docker_host: str | None = None,
     ) -> None:
+        self.build_docker_host = build_docker_host
         self.tools = tools
         self.root = root
         self.size = size
@@ -334,6 +376,7 @@ class LocalCluster:
                     build=i == 1,
                     netns=ns,
                     api_env=self.api_env,
+                    build_docker_host=self.build_docker_host,
                 )
             )
         progress(f"network: {self.bridge.name} {self.bridge.subnet}, nodes {', '.join(addresses)}")

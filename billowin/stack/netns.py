@@ -38,7 +38,7 @@ def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, check=False)
 
 
-def taken_networks() -> list[ipaddress.IPv4Network]:
+def taken_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """The IPv4 networks of the host's interfaces (a test subnet must not overlap any)."""
     out = _ip("-4", "-o", "addr", "show").stdout
     nets = []
@@ -53,7 +53,7 @@ def free_subnet(prefix: str = "10.213") -> ipaddress.IPv4Network:
     taken = taken_networks()
     start = os.getpid() % 200
     for k in [*range(start, 250), *range(0, start)]:
-        net = ipaddress.ip_network(f"{prefix}.{k}.0/24")
+        net = ipaddress.IPv4Network(f"{prefix}.{k}.0/24")
         if not any(net.overlaps(t) for t in taken):
             return net
     raise ServiceError("netns", f"no free /24 under {prefix}.0.0/16")

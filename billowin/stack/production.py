@@ -422,7 +422,8 @@ class ProductionBox(SingleBox):
         )
 
     def registry_ready(self) -> bool:
-        return http_ok(f"http://{self.host}:{self.ports.registry}/v2/", expect=lambda r: r.status_code == 200)()
+        url = f"http://{self.host}:{self.ports.registry}/v2/"
+        return http_ok(url, expect=lambda r: r.status_code == 200)()
 
     def consul(self) -> ManagedProcess:
         return self._proc(

@@ -30,7 +30,7 @@ from .production import finished, page
 DOMAIN = "cluster.test"
 
 
-def new_cluster(root: Path, **api_env: str) -> LocalCluster:
+def new_cluster(root: Path, *, build_docker_host: str | None = None, **api_env: str) -> LocalCluster:
     tools = Toolset.resolve(Settings())  # fails (never skips) when a binary is missing
     return LocalCluster(
         tools,
@@ -42,6 +42,7 @@ def new_cluster(root: Path, **api_env: str) -> LocalCluster:
             "BILLOWIN_ACME_AUTO": "false",
             **api_env,
         },
+        build_docker_host=build_docker_host,
     )
 
 
@@ -74,6 +75,10 @@ class Fleet:
         return httpx.Client(
             base_url=self.cluster.api_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
         )
+
+    def nomad(self) -> Any:
+        """Nomad through Billowin's own adapter, as the API sees it."""
+        return System(self.cluster.settings).nomad
 
     def router(self, node: str) -> httpx.Client:
         return httpx.Client(base_url=f"http://{self.cluster.node(node).host}", timeout=5)
@@ -118,6 +123,17 @@ class Fleet:
     def serves(self, node: str, app: str) -> str:
         with self.router(node) as router:
             return page(router, f"{app}.{DOMAIN}")
+
+    def leaders(self) -> dict[str, str]:
+        """The node each Raft leader (Consul's, Nomad's) runs on."""
+        by_address = {n.host: n.name for n in self.cluster.nodes}
+        settings = self.cluster.settings
+        consul = httpx.get(f"{settings.consul_addr}/v1/status/leader", timeout=3).json()
+        nomad = httpx.get(f"{settings.nomad_addr}/v1/status/leader", timeout=3).json()
+        return {
+            "consul": by_address.get(consul.rsplit(":", 1)[0], ""),
+            "nomad": by_address.get(nomad.rsplit(":", 1)[0], ""),
+        }
 
     def consul_members(self) -> dict[str, int]:
         """Each Consul member's status as the first node's agent sees it (1 alive, 4 failed)."""

@@ -247,10 +247,13 @@ class Load:
 class Cli:
     """Runs ``billowin`` like a user's shell would, with its own login in a private config dir."""
 
-    def __init__(self, stack: SingleBox, config_home: Path) -> None:
-        self.settings = stack.settings
-        self.token = System(stack.settings).tokens.create("cli tests")
-        self.api = f"http://127.0.0.1:{stack.ports.api}"
+    def __init__(self, stack: SingleBox | None, config_home: Path, *, api: str = "", token: str = "") -> None:
+        """Logged in to ``stack``'s API with a new admin token, or to ``api`` with ``token``."""
+        if stack is not None:
+            token = System(stack.settings).tokens.create("cli tests")
+            api = f"http://127.0.0.1:{stack.ports.api}"
+        self.token = token
+        self.api = api
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("BILLOWIN_", "NOMAD_", "CONSUL_"))},
             "XDG_CONFIG_HOME": str(config_home),

@@ -213,7 +213,7 @@ def check_logs_from_both_instances(cli: Cli, router: httpx.Client, app: str) -> 
 
 
 def test_deploy_wait_exits_non_zero_when_the_release_fails(
-    cli: Cli, app_name: str, sample_repo: tuple[Path, str], destroy_after: list[str]
+    stack: SingleBox, cli: Cli, app_name: str, sample_repo: tuple[Path, str], destroy_after: list[str]
 ) -> None:
     repo, _ = sample_repo
     destroy_after.append(app_name)
@@ -224,7 +224,7 @@ def test_deploy_wait_exits_non_zero_when_the_release_fails(
     assert done.returncode == 1
     assert "release command failed (exit 7)" in done.stderr
     # Nothing was rolled out.
-    assert System(cli.settings).nomad.current(app_name) is None
+    assert System(stack.settings).nomad.current(app_name) is None
 
 
 def test_every_app_endpoint_refuses_calls_without_a_valid_token(stack: SingleBox, cli: Cli) -> None:

@@ -14,6 +14,7 @@ from billowin.stack.single_box import SingleBox
 
 from .cluster import DOMAIN, Fleet, all_failures, new_cluster, running, wait_consul_failed
 from .conftest import Load, wait_for
+from .production import finished
 
 
 def _name(prefix: str) -> str:
@@ -79,3 +80,34 @@ def test_losing_a_node_under_load_fails_no_request_once_consul_knows(fleet: Flee
     )
     for node in survivors:
         assert fleet.serves(node, app).startswith("hello release=v1")
+
+
+def test_losing_one_of_three_servers_keeps_deploys_working_and_loses_nothing(fleet: Fleet) -> None:
+    before = _name("kept")
+    fleet.deploy(before, fleet.push(before, "v1"), web=2)
+    with fleet.api() as api:
+        changed = api.patch(f"/apps/{before}/config", json={"set": {"GREETING": "bonjour"}})
+        assert changed.status_code == 202, changed.text
+        assert finished(api, before, changed.json()["job"])["state"] == "live"
+    # The Raft leader if it is not the first node (that one holds the API the test talks to).
+    leaders = fleet.leaders()
+    victim = next((n for n in (leaders["nomad"], leaders["consul"]) if n != "n1"), "n2")
+    fleet.cluster.kill(victim)
+    wait_consul_failed(fleet, victim)
+
+    after = _name("after")
+    fleet.deploy(after, fleet.push(after, "v1"), web=1)
+    with fleet.api() as api:
+        changed = api.patch(f"/apps/{before}/config", json={"set": {"GREETING": "hola"}})
+        assert changed.status_code == 202, changed.text
+        assert finished(api, before, changed.json()["job"])["state"] == "live"
+        releases = api.get(f"/apps/{before}/releases").json()
+        apps = {a["name"] for a in api.get("/apps").json()}
+        config = api.get(f"/apps/{before}/config", params={"reveal": "true"}).json()["values"]
+    assert sorted(r["number"] for r in releases) == [1, 2, 3], releases
+    assert {before, after} <= apps
+    assert config["GREETING"] == "hola"
+    survivors = [n.name for n in fleet.cluster.nodes if n.name != victim]
+    for node in survivors:
+        assert wait_for(lambda n=node: fleet.serves(n, before).startswith("hola"), 60, f"{before} on {node}")
+        assert wait_for(lambda n=node: fleet.serves(n, after).startswith("hello"), 60, f"{after} on {node}")

@@ -37,6 +37,7 @@ DEPLOY_MAY = READ_MAY | {
 ADMIN_ONLY = {
     Action.HEALTH_DETAIL, Action.APPS_CREATE, Action.APPS_DESTROY, Action.METRICS,
     Action.TOKENS, Action.TOKENS_CREATE, Action.TOKENS_REVOKE,
+    Action.NODES, Action.NODES_DRAIN, Action.NODES_ACTIVATE, Action.NODES_REMOVE,
 }  # fmt: skip
 
 

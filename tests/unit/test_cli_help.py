@@ -20,6 +20,7 @@ ORDER = [
     *("ps", "ps:scale", "ps:restart"),
     *("releases", "rollback", "deploy", "deploy:status", "builds", "builds:output"),
     *("logs", "run", "whoami", "alerts", "audit"),
+    *("nodes", "nodes:drain", "nodes:activate", "nodes:remove"),
 ]
 
 
