@@ -62,6 +62,10 @@ from billowin.stack.tools import Toolset
 # leave a dead node's share of an app missing for up to 20 s before replacements even start.
 HEARTBEAT_TTL = "5s"
 HEARTBEAT_GRACE = "5s"
+# After a leader election, the new leader gives every client this long to heartbeat to it before
+# calling it down (Nomad's default, 5 minutes, is for clusters of thousands of clients): when the
+# node that died was the leader, its share of the apps would be missing for that long.
+FAILOVER_HEARTBEAT_TTL = "10s"
 
 
 class ClusterNode(ProductionBox):
@@ -207,6 +211,7 @@ class ClusterNode(ProductionBox):
                 "server_join": {"retry_join": [f"{s}:{self.ports.nomad_serf}" for s in self.servers]},
                 "heartbeat_grace": HEARTBEAT_GRACE,
                 "min_heartbeat_ttl": HEARTBEAT_TTL,
+                "failover_heartbeat_ttl": FAILOVER_HEARTBEAT_TTL,
             }
         else:
             config["server"] = {"enabled": False}
