@@ -20,6 +20,9 @@ Starts its own stack on free ports (as the integration tests do), then:
 - ``power_cut_to_serving``: a production box with three apps, every process SIGKILLed at
   once, then started again: seconds until all three serve, against a clean restart of the
   same box (``bench/production.py``).
+- ``node_loss``: a three-node cluster of its own; one node with an instance powered off under
+  load (``node_loss_failed_requests``, ``node_loss_to_capacity_s``), beside draining a node with
+  ``nodes:drain`` (``bench/cluster.py``).
 - ``domain_to_https``: ``domains:add`` -> the first verified HTTPS 200 for that domain through
   HAProxy, against the bare certificate order from the same ACME CA (pebble); and
   ``router_tls``: requests/s and latency through HAProxy over HTTPS with ``wrk``, against plain
@@ -65,6 +68,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench.cluster import bench_node_loss
 from bench.figures import (
     bench_config_and_rollback,
     bench_density,
@@ -481,6 +485,8 @@ def run_figures(box: SingleBox, work: Path, langs: list[str], only: str, out: Pa
         ("density", lambda: bench_density(box, work)),
         ("monitoring", lambda: bench_monitoring_overhead(box, work)),
         ("power_cut_to_serving", lambda: bench_power_cut(box, work)),
+        # a three-node cluster of its own: a node powered off under load, beside a drain
+        ("node_loss", lambda: bench_node_loss(box, work)),
         # domain_to_https and router_tls, on a box of their own (ACME on would redirect every app)
         ("https", lambda: bench_https(box.tools, work)),
         # on the main box; each leaves it as it found it (services deregistered, apps destroyed)
@@ -596,6 +602,14 @@ def summary_table(results: dict[str, Any]) -> Table:
         )
     except (KeyError, TypeError, AttributeError) as exc:  # a figure that failed
         console.print(f"[yellow]table incomplete:[/] missing {exc}")
+    if (nl := results.get("node_loss")) and "error" not in nl:  # a run of --only node_loss has it alone
+        table.add_row(
+            "node powered off under load (3 nodes)",
+            f"{nl['node_loss_failed_requests']} failed of {nl['node_loss_requests']}, "
+            f"capacity in {nl['node_loss_to_capacity_s']}s",
+            f"nodes:drain {nl['drain_failed_requests']} failed, {nl['drain_to_capacity_s']}s",
+            f"{nl['loss_over_drain_s']}x",
+        )
     https_rows(table, results)  # on their own box: a run of --only https has these alone
     router_rows(table, results)  # a run of --only router_scale,router_reloads has these alone
     memory_rows(table, results)  # and --only platform_idle_mb,instance_overhead_mb,apps_in_1gib

@@ -37,6 +37,7 @@ from billowin.errors import BillowinError, Conflict, InvalidInput
 from billowin.settings import Settings
 from billowin.stack.install import Installer
 from billowin.stack.machine import box_options, production_box, systemd_running, unit_active
+from billowin.stack.nomad_ui import served_ui, ui_note
 from billowin.stack.production import DEFAULT_ROOT, MANIFEST, ProductionBox
 from billowin.stack.single_box import Ports, SingleBox, docker_ping
 from billowin.stack.tools import Toolset
@@ -207,6 +208,9 @@ def status() -> None:
             comp.get("error") or comp.get("address") or "",
         )
     out.print(table)
+    # Whether the Nomad the API uses serves its web UI (a Nomad built from source may not).
+    nomad_addr = data["components"].get("nomad", {}).get("address") or settings.nomad_addr
+    out.print(f"Nomad {nomad_addr}: {ui_note(served_ui(nomad_addr))}", highlight=False)
     raise typer.Exit(0 if data["ok"] else 1)
 
 

@@ -65,7 +65,7 @@ HEARTBEAT_GRACE = "5s"
 # After a leader election, the new leader gives every client this long to heartbeat to it before
 # calling it down (Nomad's default, 5 minutes, is for clusters of thousands of clients): when the
 # node that died was the leader, its share of the apps would be missing for that long.
-FAILOVER_HEARTBEAT_TTL = "10s"
+FAILOVER_HEARTBEAT_TTL = "8s"
 
 
 class ClusterNode(ProductionBox):

@@ -5,7 +5,9 @@ Steps, each skipped when its result is already cached:
 1. Debian packages: Docker Engine, HAProxy, Packer, the Docker registry, debootstrap.
 2. Nomad, Consul, consul-template and Vault at the versions pinned in ``versions.toml``:
    from HashiCorp's release archives (SHA256SUMS-verified), or built from their
-   Go modules when the archives are unreachable or ``BILLOWIN_INSTALL_METHOD=go``.
+   Go modules when the archives are unreachable or ``BILLOWIN_INSTALL_METHOD=go``;
+   Nomad then with its web UI, built from the module's ``ui/`` (``nomad_ui.py``), or
+   without it, and a warning, when that build fails.
 3. The base Docker image, made without any registry: ``debootstrap`` a Debian
    root filesystem, then ``docker import`` it; and the Docker networks apps and
    builds run on (``ensure_docker_networks``: bridges with inter-container traffic off).
@@ -36,6 +38,18 @@ from rich.console import Console
 
 from billowin.errors import InstallError
 from billowin.settings import Settings
+from billowin.stack.nomad_ui import (
+    NICE,
+    UiBuild,
+    UiPlan,
+    UiRecord,
+    UiSpec,
+    binary_has_ui,
+    failure_warning,
+    load_record,
+    plan_ui,
+    save_record,
+)
 from billowin.stack.tools import (
     SYSTEM_PACKAGES,
     PinnedTool,
@@ -80,11 +94,16 @@ class Installer:
         env: dict[str, str] | None = None,
         what: str,
         hint: str | None = None,
+        log: Path | None = None,
     ) -> str:
-        """Run a command (never through a shell), logging its output; fail with its tail."""
-        with self.log_path.open("a") as log:
-            log.write(f"\n$ {' '.join(argv)}\n")
-            log.flush()
+        """Run a command (never through a shell), logging its output; fail with its tail.
+
+        ``log``: another log than setup's, for a step whose output would drown it (the UI build).
+        """
+        log_path = log or self.log_path
+        with log_path.open("a") as written:
+            written.write(f"\n$ {' '.join(argv)}\n")
+            written.flush()
             proc = subprocess.run(
                 list(argv),
                 cwd=cwd,
@@ -94,11 +113,11 @@ class Installer:
                 text=True,
                 check=False,
             )
-            log.write(proc.stdout)
+            written.write(proc.stdout)
         if proc.returncode != 0:
             last = "\n".join(proc.stdout.strip().splitlines()[-15:])
             raise InstallError(
-                f"{what} failed (exit {proc.returncode}):\n{last}\n(full log: {self.log_path})",
+                f"{what} failed (exit {proc.returncode}):\n{last}\n(full log: {log_path})",
                 hint=hint,
             )
         return proc.stdout
@@ -134,6 +153,9 @@ class Installer:
         for tool in pinned_tools(self.settings):
             target = cached_binary(self.settings, tool)
             if target.is_file():
+                if tool.name == "nomad" and self.ui_spec() is not None:
+                    self.cached_nomad_ui(tool, target)
+                    continue
                 with self.step(f"{tool.name} {tool.version}: cached"):
                     pass
                 continue
@@ -154,7 +176,9 @@ class Installer:
             with self.step(
                 f"{tool.name} {tool.version}: building from Go module {tool.module} (once per machine)"
             ):
-                self.from_go_module(tool, target)
+                record = self.from_go_module(tool, target)
+            if record is not None and not record.ui:
+                self.warn(failure_warning(record, target))
 
     def from_release(self, tool: PinnedTool, target: Path) -> None:
         base = f"{self.settings.releases_url}/{tool.name}/{tool.version}"
@@ -169,8 +193,13 @@ class Installer:
             url = exc.request.url if isinstance(exc, httpx.RequestError | httpx.HTTPStatusError) else base
             raise InstallError(f"cannot download {url}: {exc}") from exc
         install_from_archive(data.content, sums.text, archive, tool.name, target)
+        if tool.name == "nomad":  # HashiCorp builds its releases with the UI
+            save_record(target, UiRecord(ui=binary_has_ui(target), source="release"))
 
-    def from_go_module(self, tool: PinnedTool, target: Path) -> None:
+    def from_go_module(self, tool: PinnedTool, target: Path) -> UiRecord | None:
+        """Build ``tool`` from its Go module into ``target``; Nomad with its web UI when that
+        builds (``nomad_ui.py``), else without. Returns what became of Nomad's UI (None for
+        the other tools)."""
         go = system_binary("go")
         if go is None:
             raise InstallError(
@@ -189,6 +218,7 @@ class Installer:
             )
             shutil.move(str(gobin / tool.name), tmp)
             shutil.rmtree(gobin, ignore_errors=True)
+            record = None
         else:
             src, substitutes = self.module_tree(str(go), tool)
             hint = None
@@ -201,15 +231,157 @@ class Installer:
                     f"versions under [{tool.name}.submodules] in versions.toml, or pin a release "
                     f"whose go.mod requires versions that match."
                 )
-            self.run(
-                [str(go), "build", "-trimpath", "-o", str(tmp), "."],
-                cwd=src,
-                env=env,
-                what=f"go build of {tool.module}",
-                hint=hint,
-            )
+            ui = self.ui_spec() if tool.name == "nomad" else None
+            record = self.build_nomad_ui(tool, src, str(go), ui) if ui is not None else None
+            if ui is not None and record is not None and record.ui:
+                try:
+                    self.go_build(str(go), src, tmp, env, tool, hint, tags=("ui",))
+                except InstallError as exc:
+                    record = self.ui_failed(ui, f"go build -tags ui failed: {first_line(exc)}", record)
+            if record is None or not record.ui:
+                self.go_build(str(go), src, tmp, env, tool, hint)
         tmp.chmod(0o755)
-        os.replace(tmp, target)
+        os.replace(tmp, target)  # atomic: running Nomads keep the binary they started with
+        if record is not None:
+            save_record(target, record)
+        return record
+
+    def go_build(
+        self,
+        go: str,
+        src: Path,
+        out: Path,
+        env: dict[str, str],
+        tool: PinnedTool,
+        hint: str | None,
+        tags: Sequence[str] = (),
+    ) -> None:
+        argv = [*NICE, go, "build", "-trimpath", *(["-tags", ",".join(tags)] if tags else []), "-o", str(out)]
+        self.run(
+            [*argv, "."],
+            cwd=src,
+            env=env,
+            what=f"go build{' -tags ' + ','.join(tags) if tags else ''} of {tool.module}",
+            hint=hint,
+        )
+
+    # -- 2b. the Nomad web UI (billowin/stack/nomad_ui.py) ---------------------
+    def ui_spec(self) -> UiSpec | None:
+        return UiSpec.from_versions(load_versions(self.settings.versions_file))
+
+    @property
+    def ui_log(self) -> Path:
+        return self.log_path.with_name("nomad-ui.log")
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"  [yellow]warning:[/] {message}", highlight=False)
+        self.log_line(f"warning: {message}")
+
+    def ui_failed(self, spec: UiSpec, failed: str, record: UiRecord | None = None) -> UiRecord:
+        return UiRecord(
+            ui=False,
+            source="go-module",
+            recipe=spec.recipe,
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            seconds=record.seconds if record else None,
+            failed=failed,
+            log=str(self.ui_log),
+            substitutes=record.substitutes if record else (),
+        )
+
+    def build_nomad_ui(self, tool: PinnedTool, tree: Path, go: str, spec: UiSpec) -> UiRecord:
+        """Build the web UI into the module tree ``tree``; never raises: a failure is recorded.
+
+        The caller builds Nomad with ``-tags ui`` when the record says ``ui``, else without.
+        """
+        self.ui_log.write_text(f"Nomad {tool.version} web UI, recipe {spec.recipe}\n")
+        started = time.monotonic()
+        build = UiBuild(
+            spec=spec,
+            go=go,
+            tools_dir=self.settings.cache_dir / "tools",
+            work_dir=self.settings.cache_dir / "build",
+            log=self.ui_log,
+            run=self.run,
+            note=lambda line: self.console.print(f"  [dim]Nomad web UI: {line}[/]", highlight=False),
+        )
+        try:
+            substitutes = build.build(tree)
+        except InstallError as exc:
+            return self.ui_failed(spec, first_line(exc))
+        except OSError as exc:  # a full disk, a vanished file: still only the UI is lost
+            return self.ui_failed(spec, f"{type(exc).__name__}: {exc}")
+        seconds = round(time.monotonic() - started, 1)
+        for line in substitutes:
+            self.log_line(f"Nomad web UI: not in the registry at its locked version: {line}")
+        return UiRecord(
+            ui=True,
+            source="go-module",
+            recipe=spec.recipe,
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            seconds=seconds,
+            log=str(self.ui_log),
+            substitutes=tuple(substitutes),
+        )
+
+    def cached_nomad_ui(self, tool: PinnedTool, target: Path) -> None:
+        """A cached Nomad: keep it, or rebuild it once with the web UI (a binary cached before
+        the UI build existed). Never fails setup over the UI."""
+        spec = self.ui_spec()
+        assert spec is not None
+        label = f"{tool.name} {tool.version}"
+        go = system_binary("go")
+        can_build = self.settings.install_method != "release" and go is not None
+        with ui_lock(self.settings):  # a second setup at the same time waits, then finds it built
+            record = load_record(target)
+            plan = plan_ui(record, spec.recipe, lambda: binary_has_ui(target), can_build)
+            if plan is UiPlan.RECORD:
+                save_record(target, UiRecord(ui=True, source="found"))
+            if plan in (UiPlan.KEEP, UiPlan.RECORD):
+                with self.step(f"{label}: cached, with the web UI"):
+                    pass
+                return
+            if plan is UiPlan.WITHOUT:
+                with self.step(f"{label}: cached, without the web UI (BILLOWIN_INSTALL_METHOD=release)"):
+                    pass
+                return
+            if plan is UiPlan.FAILED:
+                assert record is not None
+                with self.step(f"{label}: cached, without the web UI"):
+                    pass
+                self.warn(failure_warning(record, target))
+                return
+            assert go is not None
+            started = time.monotonic()
+            with self.console.status(f"[bold]{label}: adding the web UI, built from the module's ui/[/]…"):
+                record = self.rebuild_with_ui(tool, target, str(go), spec)
+            took = f"[dim]({time.monotonic() - started:.1f}s)[/]"
+            if record.ui:
+                self.console.print(f"[green]✓[/] {label}: rebuilt with the web UI (once per machine) {took}")
+            else:
+                self.console.print(f"[yellow]![/] {label}: cached, without the web UI {took}")
+                self.warn(failure_warning(record, target))
+
+    def rebuild_with_ui(self, tool: PinnedTool, target: Path, go: str, spec: UiSpec) -> UiRecord:
+        """Build the UI, then Nomad with it, replacing the cached binary only when both worked."""
+        try:
+            src, _substitutes = self.module_tree(go, tool)
+        except InstallError as exc:
+            record = self.ui_failed(spec, f"the Go module download failed: {first_line(exc)}")
+        else:
+            record = self.build_nomad_ui(tool, src, go, spec)
+        if record.ui:
+            tmp = target.with_name(target.name + ".tmp")
+            env = {"CGO_ENABLED": "1", "GOFLAGS": "-buildvcs=false"}
+            try:
+                self.go_build(go, src, tmp, env, tool, None, tags=("ui",))
+            except InstallError as exc:
+                record = self.ui_failed(spec, f"go build -tags ui failed: {first_line(exc)}", record)
+            else:
+                tmp.chmod(0o755)
+                os.replace(tmp, target)  # atomic: running Nomads keep the binary they started with
+        save_record(target, record)
+        return record
 
     def go_download(self, go: str, module: str, version: str) -> dict[str, str]:
         out = self.run(
@@ -333,6 +505,29 @@ class Installer:
             os.replace(tmp, out)
         finally:
             shutil.rmtree(rootfs, ignore_errors=True)
+
+
+@contextmanager
+def ui_lock(settings: Settings) -> Iterator[None]:
+    """One Nomad UI build at a time on this machine (it takes minutes and gigabytes)."""
+    path = settings.cache_dir / "build" / "nomad-ui.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def first_line(exc: InstallError) -> str:
+    """What failed, in one line: the message's first line, and the first line of the
+    command's output that says "error" (else its last line)."""
+    lines = [line.strip() for line in exc.message.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    head, output = lines[0], [line for line in lines[1:] if not line.startswith("(full log:")]
+    if not head.endswith(":") or not output:
+        return head
+    said = next((line for line in output if "error" in line.lower()), output[-1])
+    return f"{head} {said}"
 
 
 APT_SOURCES = Path("/etc/apt")

@@ -34,6 +34,7 @@ from billowin.release.logs import ALLOC_LABEL
 from billowin.router.reload import MARKER
 from billowin.settings import PACKAGE_DIR, Settings
 from billowin.stack.install import ensure_docker_networks
+from billowin.stack.nomad_ui import served_ui, ui_note
 from billowin.stack.process import ManagedProcess, free_port, http_ok, pid_alive
 from billowin.stack.tools import Toolset
 from billowin.system import System
@@ -203,7 +204,9 @@ class SingleBox:
             "Billowin API": f"http://{self.host}:{p.api}  (docs at /docs, health at /health)",
             "App router": f"http://<app>.{self.domain}:{p.router_http}, https://<app>.{self.domain}:{p.router_https}",
             "Router stats": f"http://{self.host}:{p.router_stats}/stats  (Prometheus: /metrics)",
-            "Nomad UI/API": f"http://{self.host}:{p.nomad_http}",
+            # Asked of the running Nomad: a source build may lack the UI (`make setup` says why).
+            "Nomad UI/API": f"http://{self.host}:{p.nomad_http}  "
+            f"({ui_note(served_ui(f'http://{self.host}:{p.nomad_http}'))})",
             "Consul UI": f"http://{self.host}:{p.consul_http}/ui",
             "Registry": f"{self.host}:{p.registry}",
             "Logs and state": str(self.state_dir),
@@ -468,7 +471,9 @@ template {{
                 "-S",
                 str(self.router_dir / "master.sock"),
             ],
-            ready=lambda: sock.exists() and http_ok(f"http://{self.host}:{self.ports.router_stats}/healthz")(),
+            ready=lambda: (
+                sock.exists() and http_ok(f"http://{self.host}:{self.ports.router_stats}/healthz")()
+            ),
             stop_signal=signal.SIGUSR1,  # soft stop: finish in-flight requests
             stop_timeout=35,
         )

@@ -24,7 +24,7 @@ from billowin.stack.cluster import LocalCluster
 from billowin.stack.tools import Toolset
 from billowin.system import System
 
-from .conftest import STARTS, wait_for
+from .conftest import STARTS, Cli, Load, wait_for
 from .production import finished, page
 
 DOMAIN = "cluster.test"
@@ -159,3 +159,82 @@ def all_failures(results: list[dict[str, Any]]) -> dict[str, int]:
         for reason, count in result["failures"].items():
             merged[reason] = merged.get(reason, 0) + count
     return merged
+
+
+@dataclass
+class UnderLoad:
+    """What a change of the cluster cost the requests sent meanwhile through the routers."""
+
+    requests: int
+    failures: dict[str, int]
+    failed_at: list[float]
+    to_capacity_s: float
+    output: str = ""
+    consul_failed_after_s: float = 0.0
+    failed_after_consul: int = 0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_at)
+
+
+def _loaded(fleet: Fleet, app: str, routers: list[str]) -> list[Load]:
+    host = f"{app}.{DOMAIN}"
+    return [Load(None, host, url=f"http://{fleet.cluster.node(n).host}/") for n in routers]
+
+
+def _moved_off(fleet: Fleet, app: str, node: str, count: int) -> bool:
+    placed = fleet.placements(app)
+    return len(placed) == count and node not in placed
+
+
+def measure_drain(fleet: Fleet, app: str, node: str, cli: Cli, count: int = 2) -> UnderLoad:
+    """``nodes:drain node`` with the CLI, under load on every node's router, until ``app`` has
+    its ``count`` instances elsewhere."""
+    loads = _loaded(fleet, app, [n.name for n in fleet.cluster.nodes])
+    with contextlib.ExitStack() as stack:
+        for load in loads:
+            stack.enter_context(load)
+        started = time.time()
+        drained = cli("nodes:drain", node, "--deadline", "2m")
+        wait_for(lambda: _moved_off(fleet, app, node, count), 60, f"{app}'s instances off {node}")
+        to_capacity = time.time() - started
+        time.sleep(2)  # load after the move
+    results = [load.result for load in loads]
+    return UnderLoad(
+        requests=sum(r["total"] for r in results),
+        failures=all_failures(results),
+        failed_at=[t for r in results for t in r["failed_at"]],
+        to_capacity_s=round(to_capacity, 2),
+        output=drained.stdout + drained.stderr,
+    )
+
+
+def measure_node_loss(fleet: Fleet, app: str, node: str, count: int = 2) -> UnderLoad:
+    """Power off ``node`` under load on the other nodes' routers; until ``app`` has its ``count``
+    instances on the survivors again (30 s at most, or it fails)."""
+    loads = _loaded(fleet, app, [n.name for n in fleet.cluster.nodes if n.name != node])
+    with contextlib.ExitStack() as stack:
+        for load in loads:
+            stack.enter_context(load)
+        time.sleep(2)  # load before the loss, to compare with
+        killed_at = time.time()
+        fleet.cluster.kill(node)
+        failed_at = wait_consul_failed(fleet, node)
+        wait_for(
+            lambda: _moved_off(fleet, app, node, count),
+            30 + killed_at - time.time(),
+            f"{count} running instances of {app} on the surviving nodes",
+        )
+        to_capacity = time.time() - killed_at
+        time.sleep(3)  # load after full capacity
+    results = [load.result for load in loads]
+    failed = [t for r in results for t in r["failed_at"]]
+    return UnderLoad(
+        requests=sum(r["total"] for r in results),
+        failures=all_failures(results),
+        failed_at=failed,
+        to_capacity_s=round(to_capacity, 2),
+        consul_failed_after_s=round(failed_at - killed_at, 2),
+        failed_after_consul=len([t for t in failed if t > failed_at]),
+    )

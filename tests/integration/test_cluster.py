@@ -10,7 +10,6 @@ machine's Docker Engine, which has the base images); the one that kills a node h
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,8 @@ import pytest
 from billowin.stack.single_box import SingleBox
 from tests.gitrepo import commit
 
-from .cluster import DOMAIN, Fleet, all_failures, new_cluster, running, wait_consul_failed
-from .conftest import Cli, Load, wait_for
+from .cluster import DOMAIN, Fleet, measure_drain, measure_node_loss, new_cluster, running
+from .conftest import Cli, wait_for
 from .production import finished
 
 
@@ -118,27 +117,14 @@ def test_draining_a_node_under_load_fails_no_request(shared: Fleet, tmp_path: Pa
     fleet.deploy(app, fleet.push(app, "v1"), web=2)
     victim = fleet.placements(app)[0]
     cli = Cli(None, tmp_path / "config", api=fleet.cluster.api_url, token=fleet.token)
-    host = f"{app}.{DOMAIN}"
-    loads = [Load(None, host, url=f"http://{n.host}/") for n in fleet.cluster.nodes]
-    for load in loads:
-        load.__enter__()
     try:
-        drained = cli("nodes:drain", victim, "--deadline", "2m")
-        wait_for(
-            lambda: len(fleet.placements(app)) == 2 and victim not in fleet.placements(app),
-            60,
-            f"both instances off {victim}",
-        )
-        time.sleep(2)  # load after the move
+        drain = measure_drain(fleet, app, victim, cli)
     finally:
-        for load in loads:
-            load.__exit__(None, None, None)
         cli("nodes:activate", victim, ok=False)  # the cluster as it was, for the other tests
-    results = [load.result for load in loads]
-    print(f"drain: {sum(r['total'] for r in results)} requests, failures {all_failures(results)}")
-    assert f"{victim} is drained" in drained.stderr + drained.stdout
-    assert all_failures(results) == {}, all_failures(results)
-    assert sum(r["total"] for r in results) > 0
+    print(f"drain: {drain.requests} requests, {drain.to_capacity_s:.1f}s, failures {drain.failures}")
+    assert f"{victim} is drained" in drain.output
+    assert drain.failures == {}, drain.failures
+    assert drain.requests > 0
     listed = {n["name"]: n for n in cli.json("nodes")}
     assert listed[victim]["eligible"] is True, listed[victim]
 
@@ -160,36 +146,16 @@ def test_losing_a_server_node_under_load_fails_no_request_once_consul_knows_and_
     candidates = [n for n in before if n != "n1"]
     leader = fleet.leaders()["nomad"]
     victim = leader if leader in candidates else candidates[0]
-    survivors = [n.name for n in fleet.cluster.nodes if n.name != victim]
-    host = f"{app}.{DOMAIN}"
-    loads = [Load(None, host, url=f"http://{fleet.cluster.node(n).host}/") for n in survivors]
-    for load in loads:
-        load.__enter__()
-    try:
-        time.sleep(2)  # load before the loss, to compare with
-        killed_at = time.time()
-        fleet.cluster.kill(victim)
-        failed_at = wait_consul_failed(fleet, victim)
-        wait_for(
-            lambda: len(fleet.placements(app)) == 2 and victim not in fleet.placements(app),
-            30 + killed_at - time.time(),
-            "two running instances on the surviving nodes",
-        )
-        capacity_s = time.time() - killed_at
-        time.sleep(3)  # load after full capacity
-    finally:
-        for load in loads:
-            load.__exit__(None, None, None)
-    results = [load.result for load in loads]
-    late = [t for r in results for t in r["failed_at"] if t > failed_at]
+    loss = measure_node_loss(fleet, app, victim)
     print(
-        f"killed {victim} (Nomad's leader: {leader}) node_loss_to_capacity_s={capacity_s:.1f} consul_marked_failed_after_s={failed_at - killed_at:.1f} "
-        f"node_loss_failed_requests={sum(len(r['failed_at']) for r in results)} "
-        f"of {sum(r['total'] for r in results)}: {all_failures(results)}"
+        f"killed {victim} (Nomad's leader: {leader}): full capacity after {loss.to_capacity_s:.1f}s, "
+        f"Consul marked it failed after {loss.consul_failed_after_s:.1f}s, "
+        f"{loss.failed} of {loss.requests} requests failed: {loss.failures}"
     )
-    assert late == [], (
-        f"{len(late)} requests failed after Consul marked {victim} failed: {all_failures(results)}"
+    assert loss.failed_after_consul == 0, (
+        f"{loss.failed_after_consul} requests failed after Consul marked {victim} failed: {loss.failures}"
     )
+    survivors = [n.name for n in fleet.cluster.nodes if n.name != victim]
     for node in survivors:
         assert fleet.serves(node, app).startswith("bonjour release=v2")
 
