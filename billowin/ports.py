@@ -227,6 +227,23 @@ class Scheduler(Probe, Protocol):
         """The allocation's resource usage (``ResourceUsage``: CPU and memory)."""
         ...
 
+    # -- builds on Nomad (billowin/build/on_nomad.py) --
+    def put_variable(self, path: str, items: Mapping[str, str]) -> None:
+        """Write the Nomad Variable ``path`` (a job's tasks may read ``nomad/jobs/<job>``)."""
+        ...
+
+    def delete_variable(self, path: str) -> None:
+        """Delete it; nothing when there is none."""
+        ...
+
+    def task_output(self, alloc_id: str, task: str, stream: str, offset: int) -> bytes:
+        """What ``task`` wrote to ``stream`` (``stdout``/``stderr``) from byte ``offset`` on, so far."""
+        ...
+
+    def allocation_file(self, alloc_id: str, path: str) -> str | None:
+        """A file of the allocation's directory (``alloc/…``), ``None`` if there is none."""
+        ...
+
     # -- client nodes (billowin/nodes.py) --
     def nodes(self) -> list[dict[str, Any]]:
         """Every client node's stub (``ID``, ``Name``, ``Address``, ``Status``, ``Drain``,

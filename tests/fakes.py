@@ -428,6 +428,10 @@ class FakeScheduler:
         self.drains: list[tuple[str, float, dict[str, str]]] = []
         self.activated: list[str] = []
         self.purged: list[str] = []
+        # Builds on Nomad: Variables by path, tasks' output by (alloc, task, stream), alloc files.
+        self.variables: dict[str, dict[str, str]] = {}
+        self.outputs: dict[tuple[str, str, str], bytes] = {}
+        self.files: dict[tuple[str, str], str] = {}
         # Like Nomad's drainer, but one step per look: each ``node`` call of a node that drains
         # (or whose drain just ended) stops one of its allocations (``_drain_step``).
         self.drain_progress = False
@@ -634,6 +638,23 @@ class FakeScheduler:
             self.purged.append(node_id)
 
     # -- not needed by the unit tests -------------------------------------------------------
+    # -- builds on Nomad ------------------------------------------------------------------------
+    def put_variable(self, path: str, items: Mapping[str, str]) -> None:
+        with self._lock:
+            self.variables[path] = dict(items)
+
+    def delete_variable(self, path: str) -> None:
+        with self._lock:
+            self.variables.pop(path, None)
+
+    def task_output(self, alloc_id: str, task: str, stream: str, offset: int) -> bytes:
+        with self._lock:
+            return self.outputs.get((alloc_id, task, stream), b"")[offset:]
+
+    def allocation_file(self, alloc_id: str, path: str) -> str | None:
+        with self._lock:
+            return self.files.get((alloc_id, path))
+
     def parse(self, hcl: str) -> dict[str, Any]:
         raise NotImplementedError("FakeScheduler does not parse HCL")
 

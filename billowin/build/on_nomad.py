@@ -34,6 +34,7 @@ from billowin.build.builder import Builder, BuildRecord, LogLine
 from billowin.build.source import check_sha
 from billowin.errors import BillowinError, BuildFailed, NotFound, ServiceError
 from billowin.names import is_app_name
+from billowin.ports import Scheduler
 from billowin.release.jobspec import render
 from billowin.settings import Settings
 
@@ -65,7 +66,7 @@ class NomadBuilder:
     """The ``AppBuilder`` for a cluster: each build a Nomad batch job on a build node."""
 
     def __init__(
-        self, settings: Settings, builder: Builder, nomad: Any, *, python: str = sys.executable
+        self, settings: Settings, builder: Builder, nomad: Scheduler, *, python: str = sys.executable
     ) -> None:
         self.settings = settings
         self.builder = builder  # this process's side: slots, the log file, records, reporting
