@@ -39,21 +39,22 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from billowin.errors import ServiceError
+from billowin.errors import ConfigError, ServiceError
 from billowin.settings import Settings
-from billowin.stack.acl import ensure_consul_acls, ensure_nomad_acls
+from billowin.stack.acl import Secrets
 from billowin.stack.install import ensure_docker_networks
 from billowin.stack.join import (
     REGISTRY_USER,
-    copy_join_secrets,
     distrust_registry,
     ensure_registry_password,
     ensure_registry_tls,
+    read_join_secrets,
     trust_registry,
+    write_join_secrets,
 )
 from billowin.stack.netns import NODE_INTERFACE, Bridge, Namespace, unmount_under
 from billowin.stack.process import ManagedProcess, write_env_file, write_private
-from billowin.stack.production import ProductionBox, clear_stale_docker_pidfiles
+from billowin.stack.production import MANIFEST, ProductionBox, clear_stale_docker_pidfiles
 from billowin.stack.single_box import Ports, Progress, docker_ping
 from billowin.stack.tools import Toolset
 
@@ -63,18 +64,23 @@ from billowin.stack.tools import Toolset
 HEARTBEAT_TTL = "5s"
 HEARTBEAT_GRACE = "5s"
 # After a leader election, the new leader gives every client this long to heartbeat to it before
-# calling it down (Nomad's default, 5 minutes, is for clusters of thousands of clients): when the
-# node that died was the leader, its share of the apps would be missing for that long.
-FAILOVER_HEARTBEAT_TTL = "8s"
+# calling it down. Nomad's default, 5 minutes, is for clusters of thousands of clients: when the
+# node that died was the leader, its share of the apps would be missing for that long. 8 s was
+# too short: a client whose heartbeat was stuck in an RPC to the dead leader (about 10 s, as an
+# unplugged machine never refuses a connection) was called down while healthy.
+FAILOVER_HEARTBEAT_TTL = "20s"
 
 
 class ClusterNode(ProductionBox):
     """One node of a cluster: agents on ``address``, joined to ``servers`` (their addresses).
 
-    ``server``: also a Consul and Nomad server (one of ``len(servers)``). ``registry``: the
-    cluster registry's ``host:port``; this node runs it when the host is its own address.
-    ``api``: this node runs the API. ``build``: Nomad schedules builds here (meta
-    ``billowin.build``). ``netns``: in the test harness, the namespace every process runs in.
+    ``bootstrap``: the first server, which makes every secret, bootstraps the ACLs and runs the
+    registry and the API (``billowin install --private-address``); every other node joins with
+    the join secrets (``billowin install --join``). ``server``: also a Consul and Nomad server
+    (three of them make the control plane highly available). ``registry``: the cluster
+    registry's ``host:port``. ``api``: this node runs the API. ``build``: Nomad schedules builds
+    here (meta ``billowin.build``). ``netns``: in the test harness, the namespace every process
+    runs in.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class ClusterNode(ProductionBox):
         registry: str,
         api_address: str,
         server: bool = True,
+        bootstrap: bool = False,
         api: bool = False,
         build: bool = False,
         interface: str = NODE_INTERFACE,
@@ -108,7 +115,8 @@ class ClusterNode(ProductionBox):
         self.name = name
         self.host = address
         self.servers = servers
-        self.server = server
+        self.server = server or bootstrap
+        self.bootstrap = bootstrap
         self.runs_api = api
         self.build = build
         self.interface = interface
@@ -165,8 +173,10 @@ class ClusterNode(ProductionBox):
                 "server": self.server,
             }
         )
-        if self.server:
-            config["bootstrap_expect"] = len(self.servers)
+        if self.bootstrap:
+            config["bootstrap_expect"] = 1  # later servers join the Raft it starts
+        elif self.server:
+            config.pop("bootstrap_expect", None)  # joins the existing Raft, never starts one
         else:
             config.pop("bootstrap_expect", None)
             config.pop("ui_config", None)
@@ -207,8 +217,10 @@ class ClusterNode(ProductionBox):
         if self.server:
             config["server"] = {
                 **config["server"],
-                "bootstrap_expect": len(self.servers),
-                "server_join": {"retry_join": [f"{s}:{self.ports.nomad_serf}" for s in self.servers]},
+                "bootstrap_expect": 1 if self.bootstrap else 0,
+                "server_join": {
+                    "retry_join": [f"{s}:{self.ports.nomad_serf}" for s in self.servers if s != self.host]
+                },
                 "heartbeat_grace": HEARTBEAT_GRACE,
                 "min_heartbeat_ttl": HEARTBEAT_TTL,
                 "failover_heartbeat_ttl": FAILOVER_HEARTBEAT_TTL,
@@ -275,6 +287,96 @@ class ClusterNode(ProductionBox):
         env["BILLOWIN_API_BACKEND"] = f"{self.api_address}:{self.ports.api}"
         return env
 
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self, progress: Progress = lambda _msg: None, *, timeout: float = 120) -> None:
+        """The first server: a production box's first start (secrets, ACLs, tokens), with the
+        registry's CA and password made first. A joining node: its agents and router, with the
+        join secrets already under ``secrets/`` (``read_join_secrets``)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.bootstrap:
+            ensure_registry_tls(self.secrets, self.registry_address.rsplit(":", 1)[0])
+            ensure_registry_password(self.secrets)
+        elif self.secrets.get("consul-agent") is None:
+            raise ConfigError(
+                f"{self.name} has no join secrets in {self.secrets.dir}",
+                hint="On the first server: `billowin join-secrets FILE`; copy FILE here, then "
+                "`billowin install --join <first server> --join-secrets FILE …`.",
+            )
+        trust_registry(self.secrets.dir / "registry-ca.pem", self.registry_address)
+        if self.bootstrap:
+            super().start(progress, timeout=timeout)
+            return
+        self._write_manifest()
+        try:
+            self.write_configs()
+            self._clear_stale_docker_pidfiles()
+            self._start(self.dockerd(), progress, timeout)
+            ensure_docker_networks(self.settings)
+            self._start(self.consul(), progress, timeout)
+            self._start(self.nomad(), progress, timeout)
+            if render := not (self.router_dir / "haproxy.cfg").is_file():
+                progress("router: first render from Consul")
+            self._start_router(progress, timeout, render=render)
+            if self.runs_api:
+                self._start(self.api(), progress, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_router(self, progress: Progress, timeout: float, *, render: bool) -> None:
+        if render:
+            self.render_initial_router_config()
+        self._start(self.haproxy(), progress, timeout)
+        self._start(self.consul_template(), progress, timeout)
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": self.host,
+            "servers": self.servers,
+            "registry": self.registry_address,
+            "api_address": self.api_address,
+            "server": self.server,
+            "bootstrap": self.bootstrap,
+            "api": self.runs_api,
+            "build": self.build,
+            "interface": self.interface,
+        }
+
+    def _write_manifest(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / MANIFEST).write_text(
+            json.dumps({"domain": self.domain, "cluster": self.manifest()}, indent=2)
+        )
+
+    @classmethod
+    def from_cluster_manifest(cls, tools: Toolset, root: Path, data: dict[str, Any]) -> ClusterNode:
+        node = data["cluster"]
+        return cls(
+            tools,
+            root,
+            name=node["name"],
+            address=node["address"],
+            servers=list(node["servers"]),
+            domain=data["domain"],
+            registry=node["registry"],
+            api_address=node["api_address"],
+            server=node["server"],
+            bootstrap=node["bootstrap"],
+            api=node["api"],
+            build=node["build"],
+            interface=node["interface"],
+        )
+
+    def join_facts(self) -> dict[str, Any]:
+        """What a joining node needs to know besides the secrets."""
+        return {
+            "domain": self.domain,
+            "servers": sorted({self.host, *self.servers}),
+            "registry": self.registry_address,
+            "api_address": self.api_address,
+        }
+
     # -- processes ---------------------------------------------------------------
     def dockerd(self) -> ManagedProcess:
         proc = super().dockerd()
@@ -312,6 +414,21 @@ class ClusterNode(ProductionBox):
             self.consul_template(),
             *([self.api()] if self.runs_api else []),
         ]
+
+
+def _prefixed(progress: Progress, prefix: str) -> Progress:
+    return lambda msg: progress(f"{prefix} {msg}")
+
+
+def join_options(facts: dict[str, Any]) -> dict[str, Any]:
+    """A joining node's ``ClusterNode`` options from the facts of its join secrets."""
+    return {
+        "servers": list(facts["servers"]),
+        "domain": facts["domain"],
+        "registry": facts["registry"],
+        "api_address": facts["api_address"],
+        "server": bool(facts["server"]),
+    }
 
 
 class LocalCluster:
@@ -363,87 +480,44 @@ class LocalCluster:
             raise
 
     def _start(self, progress: Progress, timeout: float) -> None:
+        """As an admin makes a cluster: the first server installed alone, then each other node
+        joined with the join secrets the first one writes (``billowin join-secrets``)."""
         namespaces = self.bridge.up(self.size)
         addresses = [ns.address for ns in namespaces]
-        registry = f"{addresses[0]}:5000"
-        for i, ns in enumerate(namespaces, start=1):
-            self.nodes.append(
-                ClusterNode(
-                    self.tools,
-                    self.root / f"n{i}",
-                    name=f"n{i}",
-                    address=ns.address,
-                    servers=addresses,
-                    domain=self.domain,
-                    registry=registry,
-                    api_address=addresses[0],
-                    api=i == 1,
-                    build=i == 1,
-                    netns=ns,
-                    api_env=self.api_env,
-                    build_docker_host=self.build_docker_host,
-                )
-            )
         progress(f"network: {self.bridge.name} {self.bridge.subnet}, nodes {', '.join(addresses)}")
-        first = self.first
-        first.root.mkdir(parents=True, exist_ok=True)
-        first.write_configs()  # the first server makes the secrets
-        ensure_registry_tls(first.secrets, first.host)
-        ensure_registry_password(first.secrets)
-        for node in self.nodes:
-            node.root.mkdir(parents=True, exist_ok=True)
-            if node is not first:
-                copy_join_secrets(first.secrets, node.secrets, server=node.server)
-            node._write_manifest()
-            node.write_configs()
-        trust_registry(first.secrets.dir / "registry-ca.pem", registry)
-        self._each(
-            progress, timeout, lambda n: n.dockerd(), before=lambda n: n._clear_stale_docker_pidfiles()
+        first = ClusterNode(
+            self.tools,
+            self.root / "n1",
+            name="n1",
+            address=addresses[0],
+            servers=[addresses[0]],
+            domain=self.domain,
+            registry=f"{addresses[0]}:5000",
+            api_address=addresses[0],
+            bootstrap=True,
+            api=True,
+            build=True,
+            netns=namespaces[0],
+            api_env=self.api_env,
+            build_docker_host=self.build_docker_host,
         )
-        for node in self.nodes:
-            ensure_docker_networks(node.settings)
-        first._start(first.registry(), progress, timeout)
-        self._each(progress, timeout, lambda n: n.consul())
-        progress("consul: ACLs and tokens")
-        ensure_consul_acls(f"http://{first.host}:{first.ports.consul_http}", first.secrets)
-        self._share_and_render()
-        self._each(progress, timeout, lambda n: n.nomad())
-        progress("nomad: ACLs and tokens")
-        ensure_nomad_acls(f"http://{first.host}:{first.ports.nomad_http}", first.secrets)
-        self._share_and_render()
-        self.wait_nodes_ready(self.size, timeout)
-        for node in self.nodes:
-            node._start_router_and_api(progress, timeout, render=True) if node.runs_api else self._router(
-                node, progress, timeout
+        self.nodes.append(first)
+        first.start(_prefixed(progress, "n1"), timeout=timeout)
+        bundle = self.root / "join-secrets.json"
+        write_join_secrets(first.secrets, first.join_facts(), bundle, server=True)
+        for i, ns in enumerate(namespaces[1:], start=2):
+            node = ClusterNode(
+                self.tools,
+                self.root / f"n{i}",
+                name=f"n{i}",
+                address=ns.address,
+                **join_options(read_join_secrets(bundle, Secrets(self.root / f"n{i}" / "secrets"))),
+                netns=ns,
             )
-
-    def _router(self, node: ClusterNode, progress: Progress, timeout: float) -> None:
-        progress(f"{node.name} router: first render from Consul")
-        node.render_initial_router_config()
-        node._start(node.haproxy(), progress, timeout)
-        node._start(node.consul_template(), progress, timeout)
-
-    def _share_and_render(self) -> None:
-        for node in self.nodes[1:]:
-            copy_join_secrets(self.first.secrets, node.secrets, server=node.server)
-        for node in self.nodes:
-            node.write_configs()
-
-    def _each(self, progress: Progress, timeout: float, make: Any, before: Any = None) -> None:
-        """Start one process on every node, then wait for all (servers elect a leader only
-        once enough of them are up)."""
-        started = []
-        for node in self.nodes:
-            if before is not None:
-                before(node)
-            proc = make(node)
-            progress(f"{node.name} {proc.name}: starting")
-            proc.start()
-            node.processes.append(proc)
-            started.append((node, proc))
-        for node, proc in started:
-            proc.wait_ready(timeout)
-            progress(f"{node.name} {proc.name}: ready")
+            self.nodes.append(node)
+            node.start(_prefixed(progress, node.name), timeout=timeout)
+        bundle.unlink()
+        self.wait_nodes_ready(self.size, timeout)
 
     def nomad_nodes(self) -> list[dict[str, Any]]:
         token = self.first.secrets.get("nomad-bootstrap") or ""
@@ -475,6 +549,19 @@ class LocalCluster:
             time.sleep(0.5)
         states = [(n.get("Name"), n.get("Status")) for n in seen]
         raise ServiceError("nomad", f"{count} nodes not ready after {timeout:.0f}s: {states}")
+
+    def leaders(self) -> dict[str, str]:
+        """The node each Raft leader (Consul's, Nomad's) runs on, as the first node sees it."""
+        by_address = {n.host: n.name for n in self.nodes}
+        first = self.first
+        found = {}
+        for system, port in (("consul", first.ports.consul_http), ("nomad", first.ports.nomad_http)):
+            try:
+                leader = httpx.get(f"http://{first.host}:{port}/v1/status/leader", timeout=3).json()
+            except (httpx.HTTPError, ValueError):
+                leader = ""
+            found[system] = by_address.get(str(leader).rsplit(":", 1)[0], "")
+        return found
 
     def kill(self, name: str) -> list[int]:
         """Power off one node: every process of it killed at once, and its cable pulled."""

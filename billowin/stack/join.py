@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import secrets as pysecrets
 import shutil
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 from cryptography import x509
@@ -43,6 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from billowin.errors import ConfigError
 from billowin.stack.acl import Secrets
 from billowin.stack.process import write_private
 
@@ -61,18 +64,6 @@ CLIENT_SECRETS = (
 # Each server's configuration names Consul's bootstrap token: whichever server is elected first
 # makes it.
 SERVER_SECRETS = (*CLIENT_SECRETS, "nomad-gossip.key", "consul-bootstrap.token")
-
-
-def copy_join_secrets(source: Secrets, target: Secrets, *, server: bool) -> list[str]:
-    """Copy the join secrets from the first server's ``source`` to a joining node's ``target``."""
-    copied = []
-    for name in SERVER_SECRETS if server else CLIENT_SECRETS:
-        path = source.dir / name
-        if path.is_file():
-            write_private(target.dir / name, path.read_text())
-            copied.append(name)
-    target.dir.chmod(0o700)
-    return copied
 
 
 def _name(common: str) -> x509.Name:
@@ -183,3 +174,40 @@ def trust_registry(ca_file: Path, registry: str, certs_dir: Path = DOCKER_CERTS_
 
 def distrust_registry(registry: str, certs_dir: Path = DOCKER_CERTS_DIR) -> None:
     shutil.rmtree(certs_dir / registry, ignore_errors=True)
+
+
+def write_join_secrets(source: Secrets, facts: dict[str, Any], path: Path, *, server: bool) -> list[str]:
+    """The join secrets of a server (``server``) or of a client, and the cluster's facts (its
+    domain, servers, registry and API addresses), as one JSON file readable by its owner only:
+    copy it to the new node (``scp``), give it to ``billowin install --join``, delete it."""
+    names = SERVER_SECRETS if server else CLIENT_SECRETS
+    found = {name: (source.dir / name).read_text() for name in names if (source.dir / name).is_file()}
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise ConfigError(
+            f"{source.dir} lacks {', '.join(missing)}",
+            hint="Run `billowin join-secrets` on the cluster's first server, once it is installed.",
+        )
+    write_private(path, json.dumps({"version": 1, "server": server, "cluster": facts, "secrets": found}))
+    return sorted(found)
+
+
+def read_join_secrets(path: Path, target: Secrets) -> dict[str, Any]:
+    """Put the join secrets of ``path`` under ``target``; the cluster's facts, and ``server``."""
+    try:
+        data = json.loads(path.read_text())
+        secrets: dict[str, str] = data["secrets"]
+        facts: dict[str, Any] = data["cluster"]
+        server = bool(data["server"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path} is not a file of join secrets: {exc}",
+            hint="Make it on the cluster's first server with `billowin join-secrets FILE`.",
+        ) from exc
+    allowed = set(SERVER_SECRETS if server else CLIENT_SECRETS)
+    for name, text in secrets.items():
+        if name not in allowed:  # a file name from elsewhere never becomes a path here
+            raise ConfigError(f"{path} holds {name!r}, which is not a join secret")
+        write_private(target.dir / name, text)
+    target.dir.chmod(0o700)
+    return {**facts, "server": server}

@@ -536,6 +536,10 @@ class ProductionBox(SingleBox):
     @classmethod
     def from_root(cls, tools: Toolset, root: Path) -> ProductionBox:
         data = json.loads((root / MANIFEST).read_text())
+        if "cluster" in data:  # a node of a cluster (billowin install --join / --private-address)
+            from billowin.stack.cluster import ClusterNode
+
+            return ClusterNode.from_cluster_manifest(tools, root, data)
         return cls(
             tools,
             root,

@@ -125,15 +125,7 @@ class Fleet:
             return page(router, f"{app}.{DOMAIN}")
 
     def leaders(self) -> dict[str, str]:
-        """The node each Raft leader (Consul's, Nomad's) runs on."""
-        by_address = {n.host: n.name for n in self.cluster.nodes}
-        settings = self.cluster.settings
-        consul = httpx.get(f"{settings.consul_addr}/v1/status/leader", timeout=3).json()
-        nomad = httpx.get(f"{settings.nomad_addr}/v1/status/leader", timeout=3).json()
-        return {
-            "consul": by_address.get(consul.rsplit(":", 1)[0], ""),
-            "nomad": by_address.get(nomad.rsplit(":", 1)[0], ""),
-        }
+        return self.cluster.leaders()
 
     def consul_members(self) -> dict[str, int]:
         """Each Consul member's status as the first node's agent sees it (1 alive, 4 failed)."""
