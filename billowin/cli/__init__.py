@@ -43,7 +43,8 @@ from billowin.cli.main import app
 __all__ = ["COMMANDS", "app"]
 
 COMMANDS = (
-    *("setup", "install", "up", "down", "status", "build", "tokens", "tokens:create", "tokens:revoke"),
+    *("setup", "install", "join-secrets", "up", "down", "status", "build"),
+    *("tokens", "tokens:create", "tokens:revoke"),
     *("backup", "restore"),
     "login",
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),

@@ -32,13 +32,18 @@ import typer
 from billowin.build.detect import LANGUAGES, detect
 from billowin.cli.main import app
 from billowin.cli.output import err, fail, out
-from billowin.errors import BillowinError, InstallError, ServiceError
+from billowin.errors import BillowinError, InstallError, InvalidInput, ServiceError
 from billowin.settings import Settings
+from billowin.stack.cluster import ClusterNode
 from billowin.stack.install import Installer
+from billowin.stack.join import join_facts, write_join_secrets
 from billowin.stack.machine import (
     BoxOptions,
+    ClusterOptions,
     Run,
     box_options,
+    cluster_node,
+    cluster_options,
     production_box,
     systemctl,
     systemd_running,
@@ -78,9 +83,19 @@ OwnDockerOpt = Annotated[
 ]
 
 
+PRIVATE_INTERFACE_HELP = (
+    "A cluster node: the interface of the private network the nodes share (its agents and apps' "
+    "ports listen there). Alone, this makes the box the cluster's first server."
+)
+JOIN_HELP = "Join the cluster whose first server has this private address (with --join-secrets)."
+JOIN_SECRETS_HELP = (
+    "The file `billowin join-secrets` wrote on the first server (copy it here; delete it after)."
+)
+
+
 @app.command("install")
 def install(
-    domain: Annotated[str, option(DOMAIN_HELP, "DOMAIN", show_default=False)],
+    domain: Annotated[str | None, option(DOMAIN_HELP, "DOMAIN", show_default=False)] = None,
     interface: Annotated[str | None, option(INTERFACE_HELP, "INTERFACE")] = None,
     public_address: Annotated[str | None, option(ADDRESS_HELP, "PUBLIC_ADDRESS")] = None,
     root: Annotated[Path, option(ROOT_HELP, "ROOT")] = DEFAULT_ROOT,
@@ -88,9 +103,30 @@ def install(
     own_docker: OwnDockerOpt = None,
     unit_dir: Annotated[Path, option("Where to write the systemd units (for tests).")] = UNIT_DIR,
     skip_image: Annotated[bool, option("Do not build the base Docker images.")] = False,
+    private_interface: Annotated[str | None, option(PRIVATE_INTERFACE_HELP, "PRIVATE_INTERFACE")] = None,
+    private_address: Annotated[
+        str | None, option("The node's address on the private network (default: the interface's).")
+    ] = None,
+    join: Annotated[str | None, option(JOIN_HELP, "JOIN")] = None,
+    join_secrets: Annotated[Path | None, option(JOIN_SECRETS_HELP, "JOIN_SECRETS")] = None,
+    build: Annotated[bool, option("A joining node: run builds here too (a build node).")] = False,
+    node_name: Annotated[str | None, option("The node's name (default: the host name).")] = None,
 ) -> None:
-    """Install a production box run by systemd (Debian 12, as root); rerun it to upgrade in place."""
+    """Install a production box run by systemd (Debian 12, as root); rerun it to upgrade in place.
+
+    With --private-interface, the box is the first server of a cluster; with --join and
+    --join-secrets too, a node joining that cluster (README, "Clusters")."""
     try:
+        cluster = cluster_options(
+            private_interface=private_interface,
+            private_address=private_address,
+            join=join,
+            join_secrets=join_secrets,
+            build=build,
+            name=node_name,
+        )
+        if cluster is not None and cluster.join_secrets is not None and domain is None:
+            domain = join_facts(cluster.join_secrets)["domain"]
         options = box_options(
             root,
             domain=domain,
@@ -101,18 +137,23 @@ def install(
             need_address=True,
         )
         _require_root()
-        box = _install(options, unit_dir, skip_image=skip_image)
+        box = _install(options, unit_dir, skip_image=skip_image, cluster=cluster)
     except BillowinError as exc:
         fail(exc)
     _summary(box, unit_dir)
 
 
-def _install(options: BoxOptions, unit_dir: Path, *, skip_image: bool) -> ProductionBox:
+def _install(
+    options: BoxOptions, unit_dir: Path, *, skip_image: bool, cluster: ClusterOptions | None = None
+) -> ProductionBox:
     settings = Settings()
     installer = Installer(settings, err)
     installer.system_packages()
     installer.hashicorp_tools()
-    box = production_box(Toolset.resolve(settings), options)
+    tools = Toolset.resolve(settings)
+    box = production_box(tools, options) if cluster is None else cluster_node(tools, options, cluster)
+    if isinstance(box, ClusterNode) and not box.build:
+        skip_image = True  # only build nodes build
     if systemd_running() and unit_dir == UNIT_DIR:
         prepare_systemd(box, installer)
     elif not box.own_docker and not docker_ping():
@@ -171,6 +212,8 @@ def install_units(
     with installer.step(f"systemd units in {unit_dir}"):
         changed = write_units(box, unit_dir)
         err.print(f"  {', '.join(changed) + ' written' if changed else 'unchanged'}", highlight=False)
+    if wait is None and all(proc.name != "api" for proc in box.plan()):
+        wait = lambda _box: None  # noqa: E731 - a joining node runs no API to wait for
     if unit_dir != system_dir:
         err.print(f"[yellow]The units are in {unit_dir}, not {system_dir}: systemd was not told.[/]")
     elif not systemd:
@@ -244,6 +287,16 @@ def dns_records(box: ProductionBox) -> list[tuple[str, str]]:
 
 
 def _summary(box: ProductionBox, unit_dir: Path) -> None:
+    if isinstance(box, ClusterNode) and not box.bootstrap:
+        servers = ", ".join(box.servers)
+        err.print(f"[bold green]{box.name} has joined the cluster[/] ({box.host}; servers {servers}).")
+        out.print(
+            f"Its router answers every app of {box.domain}: add {box.public_address} to the "
+            f'round-robin A records of *.{box.domain} (README, "DNS for a cluster").',
+            highlight=False,
+        )
+        out.print(f"State: {box.root}; units: {unit_dir}/billowin-*.service and {TARGET}", highlight=False)
+        return
     err.print("[bold green]Billowin is installed.[/]")
     out.print("Create these DNS records:", highlight=False)
     for name, target in dns_records(box):
@@ -257,3 +310,36 @@ def _summary(box: ProductionBox, unit_dir: Path) -> None:
         f"Status and logs: `systemctl status {TARGET}`, `journalctl -u 'billowin-*'`",
     ):
         out.print(line, highlight=False)
+
+
+@app.command("join-secrets")
+def join_secrets_command(
+    file: Annotated[Path, typer.Argument(help="Where to write them (mode 0600).", show_default=False)],
+    server: Annotated[
+        bool, typer.Option("--server/--client", help="For a new server (three make Raft survive a loss).")
+    ] = False,
+    root: Annotated[Path, option(ROOT_HELP, "ROOT")] = DEFAULT_ROOT,
+) -> None:
+    """On a cluster's server: write what a new node needs to join (install --join --join-secrets)."""
+    try:
+        _require_root()
+        box = ProductionBox.from_root(Toolset.resolve(Settings()), root.absolute())
+        if not isinstance(box, ClusterNode) or not box.server:
+            raise InvalidInput(
+                f"the box under {root} is not a server of a cluster",
+                hint="Run this on the cluster's first server (`billowin install --private-interface …`).",
+            )
+        names = write_join_secrets(box.secrets, box.join_facts(), file, server=server)
+    except (BillowinError, OSError, ValueError, KeyError) as exc:
+        fail(
+            exc
+            if isinstance(exc, BillowinError)
+            else InvalidInput(f"cannot read the box under {root}: {exc}")
+        )
+    err.print(f"Wrote {file}: {len(names)} secrets for a new {'server' if server else 'client'} (0600).")
+    out.print(
+        "Copy it to the new node (scp), then there: `billowin install --join "
+        f"{box.host} --join-secrets {file.name} --private-interface <its private interface> "
+        "--interface <its public interface>`, and delete the file.",
+        highlight=False,
+    )

@@ -102,13 +102,16 @@ class ClusterNode(ProductionBox):
         netns: Namespace | None = None,
         api_env: dict[str, str] | None = None,
         build_docker_host: str | None = None,
+        public_address: str | None = None,
+        ports: Ports | None = None,
     ) -> None:
         super().__init__(
             tools,
             root,
             domain=domain,
-            public_address=address,
-            ports=Ports(router_http=80, router_https=443),
+            # The router's: where DNS points (the harness: the node's only address).
+            public_address=public_address or address,
+            ports=ports or Ports(router_http=80, router_https=443),
             own_docker=True,
             api_env=api_env,
         )
@@ -346,7 +349,15 @@ class ClusterNode(ProductionBox):
     def _write_manifest(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / MANIFEST).write_text(
-            json.dumps({"domain": self.domain, "cluster": self.manifest()}, indent=2)
+            json.dumps(
+                {
+                    "domain": self.domain,
+                    "public_address": self.public_address,
+                    "ports": self.ports.__dict__,
+                    "cluster": self.manifest(),
+                },
+                indent=2,
+            )
         )
 
     @classmethod
@@ -366,6 +377,8 @@ class ClusterNode(ProductionBox):
             api=node["api"],
             build=node["build"],
             interface=node["interface"],
+            public_address=data.get("public_address"),
+            ports=Ports(**data["ports"]) if "ports" in data else None,
         )
 
     def join_facts(self) -> dict[str, Any]:

@@ -211,3 +211,15 @@ def read_join_secrets(path: Path, target: Secrets) -> dict[str, Any]:
         write_private(target.dir / name, text)
     target.dir.chmod(0o700)
     return {**facts, "server": server}
+
+
+def join_facts(path: Path) -> dict[str, Any]:
+    """The cluster's facts in a join-secrets file (its domain, servers…), without its secrets."""
+    try:
+        facts: dict[str, Any] = json.loads(path.read_text())["cluster"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path} is not a file of join secrets: {exc}",
+            hint="Make it on the cluster's first server with `billowin join-secrets FILE`.",
+        ) from exc
+    return facts

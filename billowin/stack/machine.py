@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from billowin.errors import ConfigError, InvalidInput, ServiceError
-from billowin.names import check_domain, normalize_domain
+from billowin.names import check_domain, is_app_name, normalize_domain
+from billowin.stack.acl import Secrets
+from billowin.stack.cluster import ClusterNode, join_options
+from billowin.stack.join import read_join_secrets
 from billowin.stack.production import MANIFEST, ProductionBox
 from billowin.stack.single_box import Ports
 from billowin.stack.tools import Toolset
@@ -88,6 +92,102 @@ def box_options(
                 "(0.0.0.0: every address, e.g. behind a NAT).",
             )
     return options
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """A cluster node's options: its private interface and address; with ``join``, the first
+    server's private address and the join secrets it wrote (``billowin join-secrets``)."""
+
+    interface: str
+    address: str
+    name: str
+    join: str | None = None
+    join_secrets: Path | None = None
+    build: bool = False
+
+
+def cluster_options(
+    *,
+    private_interface: str | None,
+    private_address: str | None = None,
+    join: str | None = None,
+    join_secrets: Path | None = None,
+    build: bool = False,
+    name: str | None = None,
+    ip_addr: IpAddr | None = None,
+) -> ClusterOptions | None:
+    """None for a single box; else a cluster node's options, each checked."""
+    if not any((private_interface, private_address, join, join_secrets, build)):
+        return None
+    if private_interface is None:
+        raise InvalidInput(
+            "a cluster node needs the interface of the network the nodes share",
+            hint="Add --private-interface eth1 (apps' ports and the agents listen there; keep that "
+            "network private).",
+        )
+    if (join is None) != (join_secrets is None):
+        raise InvalidInput(
+            "--join and --join-secrets go together",
+            hint="On the first server: `billowin join-secrets FILE` (--server for a server); copy FILE "
+            "here; then `billowin install --join <its private address> --join-secrets FILE …`.",
+        )
+    if private_address is None:
+        private_address = interface_ipv4(private_interface, (ip_addr or read_ip_addr)())
+    node = (name or socket.gethostname().split(".")[0]).lower()
+    if not is_app_name(node):
+        raise InvalidInput(f"{node!r} is not a node name (a DNS label)", hint="Give one with --node-name.")
+    return ClusterOptions(
+        interface=private_interface,
+        address=check_ipv4(private_address),
+        name=node,
+        join=check_ipv4(join) if join is not None else None,
+        join_secrets=join_secrets,
+        build=build,
+    )
+
+
+def cluster_node(tools: Toolset, options: BoxOptions, cluster: ClusterOptions) -> ClusterNode:
+    """The node under ``options.root``: the one installed there (an upgrade in place), or the
+    cluster's first server (no ``join``), or a node joining it with its join secrets."""
+    if options.installed:
+        saved = ProductionBox.from_root(tools, options.root)
+        if isinstance(saved, ClusterNode):
+            return saved
+        raise ConfigError(
+            f"a single production box is installed under {options.root}: it does not become a "
+            "cluster node in place (its Consul and Nomad servers listen on the loopback)",
+            hint="Back it up (`billowin backup FILE`), install the cluster's first server on a new "
+            "machine or --root, and restore the backup there.",
+        )
+    common = {
+        "name": cluster.name,
+        "address": cluster.address,
+        "interface": cluster.interface,
+        "public_address": options.public_address,
+    }
+    if cluster.join is None:
+        return ClusterNode(
+            tools,
+            options.root,
+            servers=[cluster.address],
+            domain=options.domain or "",
+            registry=f"{cluster.address}:{Ports().registry}",
+            api_address=cluster.address,
+            bootstrap=True,
+            api=True,
+            build=True,
+            **common,  # type: ignore[arg-type]
+        )
+    assert cluster.join_secrets is not None
+    facts = read_join_secrets(cluster.join_secrets, Secrets(options.root / "secrets"))
+    if cluster.join not in facts["servers"]:
+        raise InvalidInput(
+            f"{cluster.join} is not a server of the cluster these join secrets are from "
+            f"({', '.join(facts['servers'])})",
+            hint="Give --join the first server's private address.",
+        )
+    return ClusterNode(tools, options.root, build=cluster.build, **join_options(facts), **common)  # type: ignore[arg-type]
 
 
 def production_box(tools: Toolset, options: BoxOptions) -> ProductionBox:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from billowin.cli import app
 
 ORDER = [
-    *("setup", "install", "up", "down", "status", "build"),
+    *("setup", "install", "join-secrets", "up", "down", "status", "build"),
     *("tokens", "tokens:create", "tokens:revoke", "backup", "restore", "login"),
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
     *("config", "config:set", "config:unset", "domains", "domains:add", "domains:remove", "certs"),
@@ -30,7 +30,7 @@ def test_the_root_help_lists_every_command_in_order() -> None:
     assert list(group.commands) == ORDER
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
-    listed = re.findall(r"^│ ([a-z:]+) ", result.output.split("Commands")[1], flags=re.MULTILINE)
+    listed = re.findall(r"^│ ([a-z:-]+) ", result.output.split("Commands")[1], flags=re.MULTILINE)
     assert listed == ORDER
 
 
