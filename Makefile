@@ -33,6 +33,9 @@ install: export BILLOWIN_INSTALL_INTERFACE = $(INTERFACE)
 install: export BILLOWIN_INSTALL_PUBLIC_ADDRESS = $(PUBLIC_ADDRESS)
 install: export BILLOWIN_INSTALL_ROOT = $(ROOT)
 install: export BILLOWIN_INSTALL_HTTP_PORT = $(HTTP_PORT)
+install: export BILLOWIN_INSTALL_PRIVATE_INTERFACE = $(PRIVATE_INTERFACE)
+install: export BILLOWIN_INSTALL_JOIN = $(JOIN)
+install: export BILLOWIN_INSTALL_JOIN_SECRETS = $(JOIN_SECRETS)
 install: venv ## As root: a production box run by systemd (make install DOMAIN=example.com INTERFACE=eth0)
 	$(BIN)/billowin install
 

@@ -18,17 +18,16 @@ network cable pulled. The figures:
 from __future__ import annotations
 
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from bench.production import run_alone
 from billowin.settings import Settings
 from billowin.stack.install import base_image_tag
-from billowin.stack.single_box import Ports, SingleBox
-from billowin.stack.tools import Toolset
+from billowin.stack.single_box import SingleBox
 from tests.integration.cluster import Fleet, measure_drain, measure_node_loss, new_cluster, running
 from tests.integration.conftest import Cli
 
@@ -75,12 +74,7 @@ def bench_node_loss(dev: SingleBox, work: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    tools = Toolset.resolve(Settings())
-    with tempfile.TemporaryDirectory(prefix="billowin-bench-") as tmp:
-        work = Path(tmp)
-        with SingleBox(tools, Ports.free(), work / "stack").running(lambda m: console.print(f"  {m}")) as dev:
-            console.print(bench_node_loss(dev, work))
-    return 0
+    return run_alone(bench_node_loss)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,18 @@ def bench_power_cut(dev: SingleBox, work: Path, runs: int = 2) -> dict[str, Any]
     }
 
 
-def main() -> int:
+def run_alone(figure: Callable[[SingleBox, Path], dict[str, Any]]) -> int:
+    """One figure on a development stack of its own (``python -m bench.<module>``)."""
     tools = Toolset.resolve(Settings())
     with tempfile.TemporaryDirectory(prefix="billowin-bench-") as tmp:
         work = Path(tmp)
         with SingleBox(tools, Ports.free(), work / "stack").running(lambda m: console.print(f"  {m}")) as dev:
-            console.print(bench_power_cut(dev, work))
+            console.print(figure(dev, work))
     return 0
+
+
+def main() -> int:
+    return run_alone(bench_power_cut)
 
 
 if __name__ == "__main__":

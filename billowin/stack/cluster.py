@@ -402,8 +402,10 @@ class ClusterNode(ProductionBox):
         return proc
 
     def _clear_stale_docker_pidfiles(self) -> None:
-        # In its own namespace the engine makes its default bridge itself.
-        clear_stale_docker_pidfiles(self.layout.run / "docker")
+        if self.netns is None:
+            super()._clear_stale_docker_pidfiles()  # and its default bridge, beside other engines
+        else:  # alone in its namespace, the engine makes its default bridge itself
+            clear_stale_docker_pidfiles(self.layout.run / "docker")
 
     def registry_ready(self) -> bool:
         try:

@@ -31,6 +31,7 @@ from billowin.stack.tools import Toolset
 from billowin.stack.units import unit_path
 
 SYSTEMD_RUN_DIR = Path("/run/systemd/system")
+OWN_CONTAINERD_SOCKET = "run/docker/containerd/containerd.sock"  # under a box's root
 IpAddr = Callable[[], str]  # the output of `ip -j addr`
 Run = Callable[..., "subprocess.CompletedProcess[str]"]  # systemctl(*args, check=...)
 
@@ -65,6 +66,12 @@ def box_options(
     too when ``need_address`` (``billowin install``: the DNS records point at it)."""
     root = root.absolute()
     unit_path(root)  # the units name paths under it: refuse what systemd would misread, now
+    # A socket's path has room for 107 bytes; the deepest is the own engine's containerd's.
+    if len(str(root / OWN_CONTAINERD_SOCKET).encode()) > 107:
+        raise InvalidInput(
+            f"{root} is too long a path for the sockets under it (containerd's would not fit)",
+            hint="Give a shorter --root, like /var/lib/billowin.",
+        )
     if interface is not None and public_address is not None:
         raise InvalidInput(
             "--interface and --public-address both say where the router listens",
@@ -201,6 +208,8 @@ def production_box(tools: Toolset, options: BoxOptions) -> ProductionBox:
                 f"cannot read {options.root / MANIFEST}: {exc}",
                 hint="Restore it from a backup, or give every option again after moving it away.",
             ) from exc
+        if isinstance(saved, ClusterNode):
+            return saved  # a cluster node keeps what it was installed as (`install` again to change)
         domain, address, ports, own = saved.domain, saved.public_address, saved.ports, saved.own_docker
     else:
         domain, address, ports, own = "", "0.0.0.0", Ports(router_http=80, router_https=443), False

@@ -565,15 +565,22 @@ def _secret(value: str | None) -> SecretStr | None:
 def prepare_own_engine(exec_root: Path, bridge: str) -> None:
     """Before the box's own dockerd starts: its stale pidfiles gone, its default bridge there."""
     clear_stale_docker_pidfiles(exec_root)
-    if not Path("/sys/class/net", bridge).exists():
+    # Asked of the kernel, not of /sys: a process that entered another network namespace (as a
+    # cluster harness's node does) still sees the /sys of the one it came from.
+    if not _link_exists(bridge):
         made = subprocess.run(
             ["ip", "link", "add", "name", bridge, "type", "bridge"],
             capture_output=True,
             text=True,
             check=False,
         )
-        if made.returncode != 0 and not Path("/sys/class/net", bridge).exists():
+        if made.returncode != 0 and not _link_exists(bridge):
             raise ServiceError("docker", f"cannot make the bridge {bridge}: {made.stderr.strip()}")
+
+
+def _link_exists(name: str) -> bool:
+    shown = subprocess.run(["ip", "link", "show", "dev", name], capture_output=True, check=False)
+    return shown.returncode == 0
 
 
 def clear_stale_docker_pidfiles(exec_root: Path) -> None:

@@ -10,7 +10,6 @@ API with an admin token, and through each node's router.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +23,8 @@ from billowin.stack.cluster import LocalCluster
 from billowin.stack.tools import Toolset
 from billowin.system import System
 
-from .conftest import STARTS, Cli, Load, wait_for
-from .production import finished, page
+from .conftest import Cli, Load, wait_for
+from .production import finished, page, push_sample
 
 DOMAIN = "cluster.test"
 
@@ -86,17 +85,7 @@ class Fleet:
     def push(self, app: str, tag: str, greeting: str = "hello") -> str:
         """A sample release built with the session's engine, pushed to the cluster's registry."""
         settings = self.cluster.settings.model_copy(update={"docker_host": self.session_settings.docker_host})
-        docker = System(settings).docker
-        context = self.work / f"{app}-{tag}"
-        context.mkdir(parents=True, exist_ok=True)
-        (context / "Dockerfile").write_text(
-            f"FROM {self.base_image}\nRUN mkdir -p /srv/www\nENV GREETING={greeting}\n"
-            f"CMD {json.dumps(['sh', '-c', STARTS['ok']])}\n"
-        )
-        ref = f"{settings.registry}/{app}:{tag}"
-        docker.build(context, ref)
-        docker.push(ref)
-        return ref
+        return push_sample(settings, self.base_image, app, tag, self.work / f"{app}-{tag}", greeting)
 
     def deploy(self, app: str, ref: str, *, web: int = 2) -> None:
         """Create ``app``, deploy ``ref``, and scale web to ``web`` instances, all running."""

@@ -86,13 +86,22 @@ def push_image(
     session_settings: Settings, base_image: str, box: ProductionBox, app: str, tag: str, context: Path
 ) -> str:
     """Build a sample release with the session's engine and push it to the box's registry."""
-    docker = System(session_settings).docker
+    settings = session_settings.model_copy(update={"registry": f"127.0.0.1:{box.ports.registry}"})
+    return push_sample(settings, base_image, app, tag, context)
+
+
+def push_sample(
+    settings: Settings, base_image: str, app: str, tag: str, context: Path, greeting: str = "hello"
+) -> str:
+    """Build a sample release (``STARTS['ok']``) with ``settings``' engine and push it to its
+    registry (with that registry's credentials, if it has any)."""
+    docker = System(settings).docker
     context.mkdir(parents=True, exist_ok=True)
     (context / "Dockerfile").write_text(
-        f"FROM {base_image}\nRUN mkdir -p /srv/www\nENV GREETING=hello\n"
+        f"FROM {base_image}\nRUN mkdir -p /srv/www\nENV GREETING={greeting}\n"
         f"CMD {json.dumps(['sh', '-c', STARTS['ok']])}\n"
     )
-    ref = f"127.0.0.1:{box.ports.registry}/{app}:{tag}"
+    ref = f"{settings.registry}/{app}:{tag}"
     docker.build(context, ref)
     docker.push(ref)
     return ref
