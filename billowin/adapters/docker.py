@@ -249,17 +249,19 @@ class Registry:
 
     def __init__(self, settings: Settings) -> None:
         self._address = settings.registry
-        tls = settings.registry_ca_file is not None
+        self._ca_file = settings.registry_ca_file
         auth = registry_auth(settings)
-        self._http = httpx.Client(
-            base_url=f"{'https' if tls else 'http'}://{self._address}",
-            verify=ssl.create_default_context(cafile=str(settings.registry_ca_file)) if tls else True,
-            auth=(auth["username"], auth["password"]) if auth else None,
-        )
+        self._auth = (auth["username"], auth["password"]) if auth else None
+        self._base = f"{'https' if self._ca_file else 'http'}://{self._address}"
+
+    def _request(self, method: str, path: str, timeout: float) -> httpx.Response:
+        """One request, on a connection of its own (closed after it: nothing is left open)."""
+        verify = ssl.create_default_context(cafile=str(self._ca_file)) if self._ca_file else True
+        return httpx.request(method, f"{self._base}{path}", auth=self._auth, verify=verify, timeout=timeout)
 
     def health(self) -> ComponentHealth:
         try:
-            resp = self._http.get("/v2/", timeout=3)
+            resp = self._request("GET", "/v2/", timeout=3)
         except httpx.HTTPError as exc:
             return ComponentHealth("registry", False, address=self._address, error=str(exc))
         version = resp.headers.get("Docker-Distribution-Api-Version")
@@ -268,7 +270,7 @@ class Registry:
     def delete(self, repository: str, digest: str) -> None:
         """Delete a manifest (by digest) so the registry's garbage collector can free it."""
         try:
-            resp = self._http.delete(f"/v2/{repository}/manifests/{digest}", timeout=10)
+            resp = self._request("DELETE", f"/v2/{repository}/manifests/{digest}", timeout=10)
         except httpx.HTTPError as exc:
             raise Unreachable("registry", self._address) from exc
         if resp.status_code not in (202, 404):
@@ -276,7 +278,7 @@ class Registry:
 
     def tags(self, repository: str) -> list[str]:
         try:
-            resp = self._http.get(f"/v2/{repository}/tags/list", timeout=5)
+            resp = self._request("GET", f"/v2/{repository}/tags/list", timeout=5)
         except httpx.HTTPError as exc:
             raise Unreachable("registry", self._address) from exc
         if resp.status_code == 404:
