@@ -38,6 +38,7 @@ from .conftest import REPO
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 # Mutating routes no token role guards, and why.
+NODE = "billowin"  # the single box's Nomad node (single_box.py names it)
 EXEMPT = {
     ("POST", "/dashboard/login"): "anyone may try to log in (the token posted is the credential)",
     ("POST", "/dashboard/logout"): "any session may end itself (it still needs its CSRF token)",
@@ -126,6 +127,10 @@ CALLS: dict[tuple[str, str], Call] = {
     ("POST", "/tokens"): lambda w, app, _: {"json": {"name": "escalation", "role": "admin"}},
     ("DELETE", "/tokens/{token_id}"): lambda w, app, _: {},
     ("POST", "/dashboard/apps/{app}/rollback"): lambda w, app, csrf: {"data": {"release": "1", "csrf": csrf}},
+    # On the session's own node: allowed, these would drain it or take it out.
+    ("POST", "/nodes/{node}/drain"): lambda w, app, _: {"json": {"deadline": "5m", "last_node": True}},
+    ("POST", "/nodes/{node}/activate"): lambda w, app, _: {},
+    ("DELETE", "/nodes/{node}"): lambda w, app, _: {"params": {"confirm": NODE}},
 }
 
 
@@ -158,6 +163,7 @@ def refused_everywhere(world: World, token: str, target: str) -> list[str]:
                 .replace("{domain}", f"{target}.example.com")
                 .replace("{token_id}", admin_id)
                 .replace("{name}", f"{target}.localhost")
+                .replace("{node}", NODE)
             )
             client = browser if path.startswith("/dashboard/") else api
             resp = client.request(method, url, **call(world, target, csrf))
@@ -181,6 +187,7 @@ def snapshot(world: World, app: str) -> dict[str, Any]:
             "jobs": [j["id"] for j in world.jobs(app)],
             "apps": sorted(a["name"] for a in c.get("/apps").json()),
             "tokens": [(t["id"], t["state"]) for t in c.get("/tokens").json()],
+            "nodes": [(n["name"], n["state"], n["eligible"]) for n in c.get("/nodes").json()],
         }
 
 
