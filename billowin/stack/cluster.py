@@ -59,10 +59,11 @@ from billowin.stack.single_box import Ports, Progress, docker_ping
 from billowin.stack.tools import Toolset
 
 # How fast Nomad's servers call a silent client down (its allocations lost, and replaced
-# elsewhere): a heartbeat every 5 s at most, and 5 s of grace. Nomad's defaults (10 s + 10 s)
-# leave a dead node's share of an app missing for up to 20 s before replacements even start.
+# elsewhere): a heartbeat every 5 s at most (Nomad's default: 10 s), and Nomad's own 10 s of
+# grace. 5 s of grace was too little on a loaded 2-core machine: when a node died, the leader
+# took every client's heartbeats about 10 s late and called all three nodes down at once.
 HEARTBEAT_TTL = "5s"
-HEARTBEAT_GRACE = "5s"
+HEARTBEAT_GRACE = "10s"
 # After a leader election, the new leader gives every client this long to heartbeat to it before
 # calling it down. Nomad's default, 5 minutes, is for clusters of thousands of clients: when the
 # node that died was the leader, its share of the apps would be missing for that long. 8 s was
