@@ -55,7 +55,7 @@ from billowin.stack.join import (
 from billowin.stack.netns import NODE_INTERFACE, Bridge, Namespace, unmount_under
 from billowin.stack.process import ManagedProcess, write_env_file, write_private
 from billowin.stack.production import MANIFEST, ProductionBox, clear_stale_docker_pidfiles
-from billowin.stack.single_box import Ports, Progress, docker_ping
+from billowin.stack.single_box import Ports, Progress
 from billowin.stack.tools import Toolset
 
 # How fast Nomad's servers call a silent client down (its allocations lost, and replaced
@@ -318,20 +318,14 @@ class ClusterNode(ProductionBox):
             ensure_docker_networks(self.settings)
             self._start(self.consul(), progress, timeout)
             self._start(self.nomad(), progress, timeout)
-            if render := not (self.router_dir / "haproxy.cfg").is_file():
-                progress("router: first render from Consul")
-            self._start_router(progress, timeout, render=render)
+            render = not (self.router_dir / "haproxy.cfg").is_file()
             if self.runs_api:
-                self._start(self.api(), progress, timeout)
+                self._start_router_and_api(progress, timeout, render=render)
+            else:
+                self._start_router(progress, timeout, render=render)
         except BaseException:
             self.stop()
             raise
-
-    def _start_router(self, progress: Progress, timeout: float, *, render: bool) -> None:
-        if render:
-            self.render_initial_router_config()
-        self._start(self.haproxy(), progress, timeout)
-        self._start(self.consul_template(), progress, timeout)
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -618,7 +612,3 @@ class LocalCluster:
             yield self
         finally:
             self.stop()
-
-
-def docker_ready(node: ClusterNode) -> bool:
-    return docker_ping(node.layout.docker_socket)

@@ -194,16 +194,10 @@ def write_join_secrets(source: Secrets, facts: dict[str, Any], path: Path, *, se
 
 def read_join_secrets(path: Path, target: Secrets) -> dict[str, Any]:
     """Put the join secrets of ``path`` under ``target``; the cluster's facts, and ``server``."""
-    try:
-        data = json.loads(path.read_text())
-        secrets: dict[str, str] = data["secrets"]
-        facts: dict[str, Any] = data["cluster"]
-        server = bool(data["server"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"{path} is not a file of join secrets: {exc}",
-            hint="Make it on the cluster's first server with `billowin join-secrets FILE`.",
-        ) from exc
+    data = _join_file(path)
+    secrets: dict[str, str] = data["secrets"]
+    facts: dict[str, Any] = data["cluster"]
+    server = bool(data["server"])
     allowed = set(SERVER_SECRETS if server else CLIENT_SECRETS)
     for name, text in secrets.items():
         if name not in allowed:  # a file name from elsewhere never becomes a path here
@@ -215,11 +209,20 @@ def read_join_secrets(path: Path, target: Secrets) -> dict[str, Any]:
 
 def join_facts(path: Path) -> dict[str, Any]:
     """The cluster's facts in a join-secrets file (its domain, servers…), without its secrets."""
+    facts: dict[str, Any] = _join_file(path)["cluster"]
+    return facts
+
+
+def _join_file(path: Path) -> dict[str, Any]:
+    """The file ``write_join_secrets`` wrote, with its three parts, or a clear error."""
     try:
-        facts: dict[str, Any] = json.loads(path.read_text())["cluster"]
+        data = json.loads(path.read_text())
+        if not (isinstance(data["secrets"], dict) and isinstance(data["cluster"], dict)):
+            raise TypeError("its secrets and cluster are not objects")
+        data["server"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"{path} is not a file of join secrets: {exc}",
             hint="Make it on the cluster's first server with `billowin join-secrets FILE`.",
         ) from exc
-    return facts
+    return dict(data)

@@ -530,12 +530,15 @@ template {{
 
     def _start_router_and_api(self, progress: Progress, timeout: float, *, render: bool) -> None:
         """The router (``render``: from a first render of Consul's catalog), then the API."""
+        self._start_router(progress, timeout, render=render)
+        self._start(self.api(), progress, timeout)
+
+    def _start_router(self, progress: Progress, timeout: float, *, render: bool) -> None:
         if render:
             progress("router: first render from Consul")
             self.render_initial_router_config()
         self._start(self.haproxy(), progress, timeout)
         self._start(self.consul_template(), progress, timeout)
-        self._start(self.api(), progress, timeout)
 
     def _collect_registry_garbage(self, progress: Progress) -> None:
         """Free the layers of deleted images, while the registry is down (its rule for GC)."""
