@@ -67,8 +67,10 @@ already holds a box's state is refused too. Then, in order:
    and the component tokens from their files; Nomad loads the keystore, and
    ``ensure_nomad_acls`` bootstraps its ACLs with the saved bootstrap secret;
 4. ``consul snapshot restore``, then ``nomad operator snapshot restore``, then Nomad is
-   restarted: its client receives the restored allocations at once but, in 1.6.3, never sets
-   their tasks up until the agent starts again (seen on the real binaries);
+   restarted once its client holds every restored allocation: in 1.6.3 the client receives
+   them at once but never sets their tasks up until the agent starts again, and only the ones
+   it had stored before the restart (seen on the real binaries). Each task is checked to move
+   past "Received", with up to ``RESTORE_RESTARTS`` restarts;
 5. the secret files are put back once more (the fresh Nomad made new router and API tokens
    in step 3, and the snapshot just replaced them with the saved ones), ``ensure_*_acls``
    check every token (and would make one again if one did not work), the configuration is
@@ -106,6 +108,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import io
 import json
 import logging
@@ -125,11 +128,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nomad.api import exceptions as nomad_exc
+
 from billowin import __version__
 from billowin.apps.audit import FILE_NAME as AUDIT_FILE
 from billowin.errors import BillowinError, Conflict, InvalidInput, ServiceError
 from billowin.settings import Settings
-from billowin.stack.acl import ensure_consul_acls, ensure_nomad_acls
+from billowin.stack.acl import ensure_consul_acls, ensure_nomad_acls, nomad_client
 from billowin.stack.process import http_ok, read_env_file, write_private
 from billowin.stack.production import MANIFEST, ProductionBox
 from billowin.stack.single_box import Progress
@@ -154,6 +159,8 @@ IDENTITY = {
 }
 REQUIRED = ("consul.snap", "nomad.snap", "secrets/consul-bootstrap.token", "secrets/nomad-bootstrap.token")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+RESTORE_RESTARTS = 3  # restarts of Nomad a restore tries before it says the allocations hang
+RESTORE_WAIT = 30.0  # seconds for the client to hold them, then for each task to move on
 
 COMMAND_TIMEOUT = 600.0  # seconds for one snapshot save or restore
 HOOK_TIMEOUT = 3600.0
@@ -772,11 +779,7 @@ def _restore_state(box: ProductionBox, staging: Path, progress: Progress) -> Non
     progress("consul: snapshot restored")
     _run(box, [str(box.tools.nomad), "operator", "snapshot", "restore", str(staging / "nomad.snap")], "nomad")
     progress("nomad: snapshot restored")
-    # Nomad 1.6.3's client receives the restored allocations at once but never sets their tasks
-    # up (they sit at "Received" until the deployment's deadline fails them); after an agent
-    # restart it runs them, with the same allocation ids and ports.
-    box.restart("nomad")
-    progress("nomad: restarted on the restored state")
+    _run_restored_allocations(box, progress)
     # The fresh Nomad made new router and API tokens at the start; the snapshot brought back
     # the saved ones, which the saved files hold.
     _put_secrets(box, staging)
@@ -787,6 +790,77 @@ def _restore_state(box: ProductionBox, staging: Path, progress: Progress) -> Non
     for name in ("consul-template", "api"):
         box.restart(name)
         progress(f"{name}: restarted on the restored state")
+
+
+def _run_restored_allocations(box: ProductionBox, progress: Progress) -> None:
+    """Restart Nomad until its client runs every restored allocation.
+
+    Nomad 1.6.3's client takes the restored allocations from its server but never sets their
+    tasks up: they sit at "Received" until the deployment's deadline fails them. After an agent
+    restart it runs the ones it had stored locally, with the same allocation ids and ports. So
+    the restart waits until the client holds every allocation (its own allocation endpoint
+    answers for each one). A client restarted before that fetches them from the server again,
+    and they hang again (seen on the real binaries in a loaded test run), hence the check after
+    each restart that each task has moved past "Received".
+    """
+    # One client throughout: its session reconnects to the restarted agent on the same port.
+    admin = nomad_client(f"http://127.0.0.1:{box.ports.nomad_http}", box.secrets.get("nomad-bootstrap"))
+    wanted = [
+        a["ID"]
+        for a in admin.allocations.get_allocations()
+        if a.get("DesiredStatus") == "run" and a.get("ClientStatus") in ("pending", "running")
+    ]
+    for attempt in range(1, RESTORE_RESTARTS + 1):
+        held = _poll(lambda: all(_client_holds(admin, a) for a in wanted), RESTORE_WAIT)
+        restarted_at = time.time_ns()
+        box.restart("nomad")
+        if _poll(functools.partial(_all_moved_on, admin, wanted, restarted_at), RESTORE_WAIT):
+            progress(f"nomad: restarted on the restored state; {len(wanted)} allocations running again")
+            return
+        progress(
+            f"nomad: restart {attempt}: the client {'held' if held else 'did not yet hold'} the restored "
+            "allocations and left some at Received; restarting it again"
+        )
+    raise ServiceError(
+        "nomad",
+        f"the restored allocations did not start after {RESTORE_RESTARTS} restarts of Nomad",
+        hint=f"Read {box.layout.run / 'nomad.log'}; `billowin restart APP` starts an app's instances anew.",
+    )
+
+
+def _poll(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return True
+        except (nomad_exc.BaseNomadException, OSError):
+            pass  # the agent is still coming up
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+def _client_holds(admin: Any, alloc: str) -> bool:
+    try:
+        admin.client.allocation.read_allocation_stats(alloc)
+    except nomad_exc.URLNotFoundNomadException:
+        return False
+    return True
+
+
+def _all_moved_on(admin: Any, allocs: Sequence[str], since_ns: int) -> bool:
+    return all(_moved_on(admin, alloc, since_ns) for alloc in allocs)
+
+
+def _moved_on(admin: Any, alloc: str, since_ns: int) -> bool:
+    """Every task of ``alloc`` has an event after ``since_ns`` beyond "Received" (set up, pulling,
+    started, or failed: anything but the hang)."""
+    states = (admin.allocation.get_allocation(alloc).get("TaskStates") or {}).values()
+    return bool(states) and all(
+        any(e.get("Type") != "Received" and e.get("Time", 0) > since_ns for e in s.get("Events") or [])
+        for s in states
+    )
 
 
 # -- the schedule --------------------------------------------------------------------------------
