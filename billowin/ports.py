@@ -25,6 +25,7 @@ so a system can be swapped, or replaced by an in-memory fake in unit tests
                        Go proxy, the publishers' archives)
     AppBuilder         a repository at one commit → a pushed image (in this process, or a child)
     CommitStatuses     reports a deploy back to the forge (GitHub commit statuses)
+    Deployments        a review app's deployment and its URL on the forge (GitHub deployments)
     CertificateStore   certificates, their keys and the ACME account (Consul KV; Vault later)
     CertificateAuthority  orders certificates (an ACME CA: Let's Encrypt, pebble in tests)
     ChallengeSolver    proves control of a name to the CA (HTTP-01 on Consul KV, DNS-01 by RFC 2136)
@@ -471,6 +472,16 @@ class CommitStatuses(Protocol):
 
     def report(
         self, repository: str, sha: str, state: str, description: str, target_url: str | None
+    ) -> None: ...
+
+
+class Deployments(Protocol):
+    """Tells the forge of an environment's deployments (GitHub deployments and their statuses)."""
+
+    def create_deployment(self, repository: str, sha: str, environment: str, description: str) -> int: ...
+
+    def deployment_status(
+        self, repository: str, deployment: int, state: str, description: str, environment_url: str | None
     ) -> None: ...
 
 

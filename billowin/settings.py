@@ -173,6 +173,8 @@ class Settings(BaseSettings):
     acme_auto: bool = Field(False, validation_alias=_env("ACME_AUTO"))
     acme_api_name: str = Field("", validation_alias=_env("ACME_API_NAME"))  # the API's own name, if routed
     acme_check_interval: float = Field(3600.0, gt=0, validation_alias=_env("ACME_CHECK_INTERVAL"))  # s
+    # How often review apps are checked for TTL and max (each pull_request delivery wakes it too).
+    review_apps_interval: float = Field(60.0, gt=0, validation_alias=_env("REVIEW_APPS_INTERVAL"))  # s
     acme_retry_max: float = Field(86400.0, gt=0, validation_alias=_env("ACME_RETRY_MAX"))  # longest one, s
     # DNS-01 by RFC 2136 dynamic updates (wildcards): the primary server, its zone and TSIG key.
     acme_dns_server: str = Field("", validation_alias=_env("ACME_DNS_SERVER"))  # host[:port]; "": no DNS-01

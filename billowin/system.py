@@ -37,7 +37,7 @@ from billowin.monitoring import Monitoring
 from billowin.monitoring.metrics import BillowinMetrics
 from billowin.nodes import Nodes
 from billowin.pipeline.intake import Intake
-from billowin.pipeline.jobs import JobStore
+from billowin.pipeline.jobs import Job, JobStore
 from billowin.pipeline.reporting import JobOutput
 from billowin.pipeline.worker import Worker
 from billowin.platform import Platform
@@ -62,10 +62,12 @@ from billowin.release.deploy import Deployer
 from billowin.release.logs import APP_LABEL, AppLogs
 from billowin.release.oneoff import Runner
 from billowin.release.store import ReleaseStore
+from billowin.review.apps import ReviewApps
 from billowin.settings import Settings
 
 if TYPE_CHECKING:
     from billowin.adapters.consul import ConsulRegistry
+    from billowin.adapters.github import GitHub
     from billowin.stack.backup import BackupSchedule
 
 
@@ -154,13 +156,18 @@ class System:
         return NomadVariables(self.settings)
 
     @cached_property
-    def statuses(self) -> CommitStatuses | None:
-        """GitHub commit statuses, when ``BILLOWIN_GITHUB_TOKEN`` is set."""
+    def github(self) -> GitHub | None:
+        """GitHub's REST API (commit statuses, deployments), when ``BILLOWIN_GITHUB_TOKEN`` is set."""
         if not self.settings.github_token:
             return None
-        from billowin.adapters.github import GitHubStatuses
+        from billowin.adapters.github import GitHub
 
-        return GitHubStatuses(self.settings.github_api_url, self.settings.github_token)
+        return GitHub(self.settings.github_api_url, self.settings.github_token)
+
+    @cached_property
+    def statuses(self) -> CommitStatuses | None:
+        """GitHub commit statuses, when ``BILLOWIN_GITHUB_TOKEN`` is set."""
+        return self.github
 
     @cached_property
     def acme(self) -> CertificateAuthority:
@@ -342,7 +349,7 @@ class System:
             statuses=self.statuses,
             public_url=self.settings.public_url,
             deploy_timeout=self.settings.deploy_timeout,
-            on_finished=self.metrics.job_finished,
+            on_finished=self._job_finished,
             output=self.job_output,
         )
 
@@ -363,6 +370,23 @@ class System:
         from billowin.stack.backup import BackupSchedule
 
         return BackupSchedule.for_settings(self.settings)
+
+    def _job_finished(self, job: Job) -> None:
+        self.metrics.job_finished(job)
+        if job.source == "pull_request":
+            self.review_apps.wake()  # tell GitHub how the review app's deploy went
+
+    @cached_property
+    def review_apps(self) -> ReviewApps:
+        """Review apps: pull requests' records, reconciled into apps by a thread in the API."""
+        return ReviewApps(
+            self.kv,
+            self.apps,
+            self.jobs,
+            self.platform,
+            deployments=self.github,
+            interval=self.settings.review_apps_interval,
+        )
 
     @cached_property
     def cert_manager(self) -> CertificateManager:

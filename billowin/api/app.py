@@ -24,7 +24,18 @@ from fastapi.staticfiles import StaticFiles
 from billowin.api.answers import ERRORS, validation_error
 from billowin.api.audit import AuditMiddleware
 from billowin.api.deps import LoginRequired, access_rule, public
-from billowin.api.routes import access, acme, apps, dashboard, health, hooks, monitoring, nodes, pipeline
+from billowin.api.routes import (
+    access,
+    acme,
+    apps,
+    dashboard,
+    health,
+    hooks,
+    monitoring,
+    nodes,
+    pipeline,
+    review,
+)
 from billowin.apps.access import Action
 from billowin.errors import BillowinError
 from billowin.settings import Settings
@@ -53,7 +64,11 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
             system.backups.start()
         if settings.acme_auto:
             system.cert_manager.start()
+        if system.worker:
+            system.review_apps.start()  # a pipeline to queue their builds in
         yield
+        if system.worker:
+            system.review_apps.stop()
         if settings.acme_auto:
             system.cert_manager.stop()
         if system.backups:
@@ -93,6 +108,7 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
     app.include_router(monitoring.router)
     app.include_router(access.router)
     app.include_router(nodes.router)
+    app.include_router(review.router)
     app.include_router(dashboard.router)
     app.mount(
         "/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static"

@@ -88,6 +88,9 @@ class Action(StrEnum):
     NODES_DRAIN = "nodes:drain"
     NODES_ACTIVATE = "nodes:activate"
     NODES_REMOVE = "nodes:remove"
+    REVIEW_APPS = "review-apps"
+    REVIEW_APPS_CONFIGURE = "apps:review-apps"
+    REVIEW_APPS_APPROVE = "review-apps:approve"
 
 
 POLICY: dict[Action, Level] = {
@@ -112,6 +115,7 @@ POLICY: dict[Action, Level] = {
     Action.DEPLOYS: Level.READ,
     Action.DEPLOY_STATUS: Level.READ,
     Action.APP_METRICS: Level.READ,
+    Action.REVIEW_APPS: Level.READ,
     # Changing or operating one app, and everything that shows what an app prints.
     Action.CONFIG_REVEAL: Level.DEPLOY,
     Action.CONFIG_SET: Level.DEPLOY,
@@ -127,10 +131,13 @@ POLICY: dict[Action, Level] = {
     Action.BUILD_LOG: Level.DEPLOY,
     Action.LOGS: Level.DEPLOY,
     Action.RUN: Level.DEPLOY,
+    Action.REVIEW_APPS_APPROVE: Level.DEPLOY,  # a fork's code may then build and run on the box
     # The platform itself.
     Action.HEALTH_DETAIL: Level.ADMIN,
     Action.APPS_CREATE: Level.ADMIN,
     Action.APPS_DESTROY: Level.ADMIN,
+    # Copies another app's config vars into every review app, and spends the box on them.
+    Action.REVIEW_APPS_CONFIGURE: Level.ADMIN,
     Action.METRICS: Level.ADMIN,  # BILLOWIN_METRICS_TOKEN opens it too
     Action.TOKENS: Level.ADMIN,
     Action.TOKENS_CREATE: Level.ADMIN,

@@ -38,7 +38,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from billowin.apps.store import BRANCH
 from billowin.errors import InvalidInput
 
-GITHUB_EVENTS = {"push", "workflow_run", "check_suite", "ping"}
+GITHUB_EVENTS = {"push", "workflow_run", "check_suite", "pull_request", "ping"}
+# The pull_request actions review apps act on; every other action (edited, labeled, ...) is skipped.
+PULL_REQUEST_ACTIONS = {"opened", "reopened", "synchronize", "closed"}
+MAX_PULL_NUMBER = 10**9
 # Who signed a delivery, in verify_github's answer: the global secret acts for every app,
 # an app's own secret only for that app (app names are DNS labels, never "*").
 GLOBAL = "*"
@@ -117,6 +120,43 @@ class CodeEvent:
 
 
 @dataclass(frozen=True)
+class PullRequestEvent:
+    """One pull request opened, reopened, pushed to (``synchronize``) or closed: review apps."""
+
+    action: Literal["opened", "reopened", "synchronize", "closed"]
+    repository: str  # the base repository, owner/name: the apps that follow it
+    number: int
+    sha: str  # the head commit
+    head_branch: str
+    head_repository: str | None  # None when the fork was deleted
+    base_branch: str
+    delivery: str
+
+    @property
+    def fork(self) -> bool:
+        """A pull request from another repository: it builds nothing until it is approved."""
+        return self.head_repository != self.repository
+
+    def __post_init__(self) -> None:
+        check_repository(self.repository)
+        check_sha(self.sha)
+        check_branch(self.head_branch)
+        check_branch(self.base_branch)
+        if self.head_repository is not None:
+            check_repository(self.head_repository)
+        if self.action not in PULL_REQUEST_ACTIONS:
+            raise InvalidInput(f"the pull_request action {_shown(self.action)} is not one Billowin acts on")
+        if (
+            isinstance(self.number, bool)
+            or not isinstance(self.number, int)
+            or not 0 < self.number < MAX_PULL_NUMBER
+        ):
+            raise InvalidInput(f"the pull request number {_shown(self.number)} is not a number")
+        if not GITHUB_DELIVERY.fullmatch(self.delivery):
+            raise InvalidInput(f"the delivery id {_shown(self.delivery)} is not a UUID")
+
+
+@dataclass(frozen=True)
 class Skipped:
     """A verified delivery that deploys nothing, and why (the webhook's reply says it)."""
 
@@ -181,7 +221,7 @@ def _optional_branch(value: object) -> str | None:
     return None if value is None else check_branch(value)
 
 
-def parse_github(event: str, body: bytes, delivery: str | None) -> CodeEvent | Skipped:
+def parse_github(event: str, body: bytes, delivery: str | None) -> CodeEvent | PullRequestEvent | Skipped:
     """Normalize one verified GitHub delivery; ``Skipped`` for deliveries that deploy nothing."""
     check_github_event(event)
     return github_event(event, load_payload(body), check_delivery(delivery))
@@ -195,7 +235,9 @@ def check_github_event(event: str | None) -> str:
     return event
 
 
-def github_event(event: str, payload: dict[str, Any], delivery: str) -> CodeEvent | Skipped:
+def github_event(
+    event: str, payload: dict[str, Any], delivery: str
+) -> CodeEvent | PullRequestEvent | Skipped:
     """The ``CodeEvent`` of one verified delivery's parsed payload (see ``parse_github``)."""
     check_github_event(event)
     if event == "ping":
@@ -212,6 +254,8 @@ def github_event(event: str, payload: dict[str, Any], delivery: str) -> CodeEven
             return CodeEvent("push", "push", repository, branch, sha, delivery=delivery)
         if event == "workflow_run":
             return _workflow_run(repository, payload, delivery)
+        if event == "pull_request":
+            return _pull_request(repository, payload, delivery)
         return _check_suite(repository, payload, delivery)
     except (KeyError, TypeError) as exc:
         raise InvalidInput(f"the {event} payload lacks {exc}") from exc
@@ -237,6 +281,27 @@ def _workflow_run(repository: str, payload: dict[str, Any], delivery: str) -> Co
         check_sha(run["head_sha"], "workflow_run.head_sha"),
         ci_passed=run.get("conclusion") == "success",
         workflow=name if isinstance(name, str) else None,
+        delivery=delivery,
+    )
+
+
+def _pull_request(repository: str, payload: dict[str, Any], delivery: str) -> PullRequestEvent | Skipped:
+    action = payload.get("action")
+    if action not in PULL_REQUEST_ACTIONS:
+        return Skipped(
+            f"pull_request {_shown(action)}: review apps act only on {sorted(PULL_REQUEST_ACTIONS)}"
+        )
+    pull = payload["pull_request"]
+    head, base = pull["head"], pull["base"]
+    head_repo = head.get("repo")
+    return PullRequestEvent(
+        action=action,
+        repository=repository,
+        number=payload.get("number", pull.get("number")),
+        sha=check_sha(head["sha"], "pull_request.head.sha"),
+        head_branch=check_branch(head["ref"]),
+        head_repository=check_repository(head_repo["full_name"]) if isinstance(head_repo, dict) else None,
+        base_branch=check_branch(base["ref"]),
         delivery=delivery,
     )
 

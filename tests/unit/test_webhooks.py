@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from starlette.datastructures import Headers
 
 from billowin.adapters.consul import ConsulRegistry
-from billowin.adapters.github import GitHubStatuses
+from billowin.adapters.github import GitHub
 from billowin.api.routes.hooks import _github_accept, _github_headers_refused
 from billowin.apps.store import App
 from billowin.errors import InvalidInput
@@ -426,7 +426,7 @@ def test_commit_statuses_refuse_a_repository_or_sha_that_would_change_the_url(
         sent.append(request)
         return httpx.Response(201)
 
-    statuses = GitHubStatuses("https://api.github.invalid", SecretStr("ghp_x"))
+    statuses = GitHub("https://api.github.invalid", SecretStr("ghp_x"))
     statuses._client = httpx.Client(transport=httpx.MockTransport(record))
     with pytest.raises(InvalidInput):
         statuses.report(repository, sha, "pending", "building", None)

@@ -13,7 +13,9 @@ repository, one HMAC per distinct secret (401 and nothing started when none matc
 A delivery signed with an app's own secret acts only for that app; the global
 secret (and Travis' key) acts for every app. The delivery is parsed into a
 ``CodeEvent`` (400 for anything malformed or unsafe), then claimed and queued
-in one Consul transaction before the reply. The reply never waits for a build.
+in one Consul transaction before the reply; a ``pull_request`` becomes a
+``PullRequestEvent``, recorded with its claim for the review apps
+(``billowin/review/apps.py``). The reply never waits for a build.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from billowin.errors import InvalidInput
 from billowin.pipeline.webhooks import (
     GLOBAL,
     CodeEvent,
+    PullRequestEvent,
     Skipped,
     check_delivery,
     check_github_event,
@@ -112,7 +115,7 @@ def _counted(system: System, source: str, reply: JSONResponse) -> JSONResponse:
 
 @router.post("/github", status_code=202)
 async def github(request: Request, settings: SettingsDep, system: SystemDep) -> JSONResponse:
-    """GitHub ``push``, ``workflow_run``, ``check_suite`` and ``ping`` deliveries."""
+    """GitHub ``push``, ``workflow_run``, ``check_suite``, ``pull_request`` and ``ping`` deliveries."""
     return _counted(system, "github", await _github(request, settings, system))
 
 
@@ -178,7 +181,18 @@ def _github_accept(headers: Headers, body: bytes, settings: Settings, system: Sy
     if isinstance(event, Skipped):
         return _reply(200, event.reason)
     only = None if GLOBAL in signers else signers  # an app's own secret acts for that app only
+    if isinstance(event, PullRequestEvent):
+        return _review(system, event, following, only)
     return _queue(system, event, following, only)
+
+
+def _review(system: System, event: PullRequestEvent, apps: list[App], only: set[str] | None) -> JSONResponse:
+    accepted = system.review_apps.accept(event, apps, only)
+    if accepted.duplicate:
+        return _reply(200, "duplicate delivery: already accepted", delivery=event.delivery)
+    if not accepted.touched:
+        return _reply(202, f"no app of {event.repository} has review apps on: nothing to do")
+    return _reply(202, f"pull request #{event.number} {event.action}", review_apps=accepted.touched)
 
 
 def _secrets(settings: Settings, following: list[App]) -> list[tuple[str, bytes]]:
