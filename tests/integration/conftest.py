@@ -103,6 +103,8 @@ def stack(
         "BILLOWIN_ALERT_CRASH_WINDOW": "60",
         # A certificate failing for 5 s "keeps failing" (a day in production).
         "BILLOWIN_ALERT_CERT_FAILING_AFTER": "5",
+        # Review apps: check TTLs and max every 2 s (each pull_request delivery wakes it too).
+        "BILLOWIN_REVIEW_APPS_INTERVAL": "2",
     }
     box = SingleBox(tools, Ports.free(), state, api_env=api_env)
     box.start()

@@ -1,6 +1,7 @@
 """A stand-in for api.github.com, which this machine cannot reach.
 
-It answers only what Billowin calls (commit statuses) and checks every request
+It answers only what Billowin calls (commit statuses, deployments and their
+statuses) and checks every request
 against GitHub's published OpenAPI description (``@octokit/openapi``): the
 path and method must be an operation GitHub has, the body must match that
 operation's request schema, and a bearer token must be sent. Anything else is
@@ -31,6 +32,7 @@ class Call:
     path: str
     operation: str
     body: dict[str, Any]
+    answer_id: int = 0  # the id a created deployment was given
 
 
 @dataclass
@@ -43,6 +45,22 @@ class FakeGitHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def deployments(self, environment: str) -> list[tuple[int, dict[str, Any]]]:
+        """``(id, body)`` of each deployment created for ``environment``."""
+        return [
+            (c.answer_id, c.body)
+            for c in self.calls
+            if c.operation == "repos/create-deployment" and c.body.get("environment") == environment
+        ]
+
+    def deployment_statuses(self, deployment: int) -> list[dict[str, Any]]:
+        return [
+            c.body
+            for c in self.calls
+            if c.operation == "repos/create-deployment-status"
+            and c.path.endswith(f"/deployments/{deployment}/statuses")
+        ]
+
     def statuses(self, sha: str) -> list[dict[str, Any]]:
         return [
             c.body for c in self.calls if c.operation == "repos/create-commit-status" and c.path.endswith(sha)
@@ -50,7 +68,11 @@ class FakeGitHub:
 
 
 def _operations(spec: dict[str, Any]) -> list[tuple[re.Pattern[str], str, dict[str, Any]]]:
-    wanted = {"/repos/{owner}/{repo}/statuses/{sha}"}  # what Billowin uses
+    wanted = {  # what Billowin uses
+        "/repos/{owner}/{repo}/statuses/{sha}",
+        "/repos/{owner}/{repo}/deployments",
+        "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
+    }
     out = []
     for template, item in spec["paths"].items():
         if template not in wanted:
@@ -85,10 +107,13 @@ def start() -> tuple[FakeGitHub, uvicorn.Server]:
         except jsonschema.ValidationError as exc:
             fake.violations.append(f"{request.method} {url_path}: {exc.message}")
             return JSONResponse({"message": "Validation Failed"}, status_code=422)
-        fake.calls.append(Call(request.method, url_path, operation["operationId"], body))
         status, response = next(iter(operation["responses"].items()))
         example = response["content"]["application/json"].get("examples", {})
-        payload = next(iter(example.values()))["value"] if example else {}
+        payload = dict(next(iter(example.values()))["value"]) if example else {}
+        call = Call(request.method, url_path, operation["operationId"], body)
+        if call.operation == "repos/create-deployment":
+            call.answer_id = payload["id"] = len(fake.calls) + 1000  # each its own, as GitHub's are
+        fake.calls.append(call)
         return JSONResponse(payload, status_code=int(status))
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=fake.port, log_level="warning"))

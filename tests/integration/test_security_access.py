@@ -126,6 +126,9 @@ CALLS: dict[tuple[str, str], Call] = {
     ("POST", "/apps/{app}/runs"): lambda w, app, _: {"json": {"command": "env", "timeout": 30}},
     ("POST", "/tokens"): lambda w, app, _: {"json": {"name": "escalation", "role": "admin"}},
     ("DELETE", "/tokens/{token_id}"): lambda w, app, _: {},
+    # Review apps: turning them on would copy the app's config into every pull request's app.
+    ("PUT", "/apps/{app}/review-apps"): lambda w, app, _: {"json": {"enabled": True, "config_from": app}},
+    ("POST", "/apps/{app}/review-apps/{number}/approve"): lambda w, app, _: {},
     ("POST", "/dashboard/apps/{app}/rollback"): lambda w, app, csrf: {"data": {"release": "1", "csrf": csrf}},
     # On the session's own node: allowed, these would drain it or take it out.
     ("POST", "/nodes/{node}/drain"): lambda w, app, _: {"json": {"deadline": "5m", "last_node": True}},
@@ -164,6 +167,7 @@ def refused_everywhere(world: World, token: str, target: str) -> list[str]:
                 .replace("{token_id}", admin_id)
                 .replace("{name}", f"{target}.localhost")
                 .replace("{node}", NODE)
+                .replace("{number}", "1")
             )
             client = browser if path.startswith("/dashboard/") else api
             resp = client.request(method, url, **call(world, target, csrf))
@@ -184,6 +188,7 @@ def snapshot(world: World, app: str) -> dict[str, Any]:
             "domains": c.get(f"/apps/{app}/domains").json(),
             "certs": c.get(f"/apps/{app}/certs").json(),
             "redirect": c.get(f"/apps/{app}/redirect").json(),
+            "review_apps": c.get(f"/apps/{app}/review-apps").json(),
             "jobs": [j["id"] for j in world.jobs(app)],
             "apps": sorted(a["name"] for a in c.get("/apps").json()),
             "tokens": [(t["id"], t["state"]) for t in c.get("/tokens").json()],
