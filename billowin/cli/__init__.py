@@ -36,6 +36,7 @@ from billowin.cli import (  # noqa: F401 - importing a command module adds its c
     platform,
     ps,
     releases,
+    review,
     session,
 )
 from billowin.cli.main import app
@@ -53,6 +54,7 @@ COMMANDS = (
     *("ps", "ps:scale", "ps:restart"),
     *("releases", "rollback", "deploy", "deploy:status", "builds", "builds:output"),
     *("logs", "run"),
+    *("apps:review-apps", "review-apps", "review-apps:approve"),
     "whoami",
     "alerts",
     "audit",

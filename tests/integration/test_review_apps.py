@@ -23,7 +23,7 @@ from billowin.system import System
 from tests.gitrepo import commit
 from tests.testdata import webhook_example
 
-from .conftest import wait_for
+from .conftest import Cli, wait_for
 from .fake_github import FakeGitHub
 from .test_build import APPS
 from .test_trigger import Hooks
@@ -247,10 +247,11 @@ def test_a_forks_pull_request_builds_only_once_approved_and_never_gets_the_paren
 
 
 def test_beyond_max_the_oldest_goes_and_an_idle_one_goes_after_its_ttl(
-    reviews: Reviews, parent: tuple[App, Path]
+    reviews: Reviews, parent: tuple[App, Path], cli: Cli
 ) -> None:
     app, repo = parent
-    reviews.settings(app.name, enabled=True, max=1, ttl="0")
+    said = cli("apps:review-apps", app.name, "--enable", "--max", "1", "--ttl", "0").stdout
+    assert "review apps: on  max 1  ttl never  forks approve" in said, said
     first, second = number(), number()
     sha = commit(repo, "reviewed")
     assert reviews.pull_request(app, "opened", first, sha).status_code == 202
@@ -260,8 +261,13 @@ def test_beyond_max_the_oldest_goes_and_an_idle_one_goes_after_its_ttl(
     assert wait_for(lambda: reviews.page_of(f"{app.name}-pr-{second}"), 300, "the second review app")
     assert wait_for(lambda: gone(reviews, f"{app.name}-pr-{first}"), 120, "the oldest one gone (max 1)")
     assert [r["number"] for r in reviews.listing(app.name)["review_apps"]] == [second]
+    row = f"#{second}  {app.name}-pr-{second}  live  {sha[:7]}"
+    listed = wait_for(
+        lambda: (said := cli("review-apps", app.name).stdout) and row in said and said, 120, row
+    )
+    assert f"#{first}" not in listed
 
     # Idle for longer than the TTL since its deploy: destroyed.
-    reviews.settings(app.name, enabled=True, ttl="5s")
+    cli("apps:review-apps", app.name, "--enable", "--ttl", "5s")
     assert wait_for(lambda: gone(reviews, f"{app.name}-pr-{second}"), 120, "the idle review app gone (TTL)")
     assert reviews.listing(app.name)["review_apps"] == []

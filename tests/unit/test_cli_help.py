@@ -19,7 +19,8 @@ ORDER = [
     *("certs:add", "certs:remove", "certs:redirect"),
     *("ps", "ps:scale", "ps:restart"),
     *("releases", "rollback", "deploy", "deploy:status", "builds", "builds:output"),
-    *("logs", "run", "whoami", "alerts", "audit"),
+    *("logs", "run", "apps:review-apps", "review-apps", "review-apps:approve"),
+    *("whoami", "alerts", "audit"),
     *("nodes", "nodes:drain", "nodes:activate", "nodes:remove"),
 ]
 
