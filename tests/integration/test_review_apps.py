@@ -13,6 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
 from billowin.apps.store import App
 from billowin.apps.tokens import Role
@@ -26,6 +30,7 @@ from tests.testdata import webhook_example
 from .conftest import Cli, wait_for
 from .fake_github import FakeGitHub
 from .test_build import APPS
+from .test_dashboard import browser  # noqa: F401 - the headless Chromium fixture
 from .test_trigger import Hooks
 
 # The page shows the review app's own config: GREETING, and whether the parent's secret leaked in.
@@ -247,7 +252,10 @@ def test_a_forks_pull_request_builds_only_once_approved_and_never_gets_the_paren
 
 
 def test_beyond_max_the_oldest_goes_and_an_idle_one_goes_after_its_ttl(
-    reviews: Reviews, parent: tuple[App, Path], cli: Cli
+    reviews: Reviews,
+    parent: tuple[App, Path],
+    cli: Cli,
+    browser: webdriver.Chrome,  # noqa: F811 - the fixture imported above
 ) -> None:
     app, repo = parent
     said = cli("apps:review-apps", app.name, "--enable", "--max", "1", "--ttl", "0").stdout
@@ -266,6 +274,17 @@ def test_beyond_max_the_oldest_goes_and_an_idle_one_goes_after_its_ttl(
         lambda: (said := cli("review-apps", app.name).stdout) and row in said and said, 120, row
     )
     assert f"#{first}" not in listed
+
+    # The app's dashboard page lists it too, with a link to it (in headless Chromium).
+    browser.get(f"{reviews.api}/dashboard/login")
+    browser.find_element(By.ID, "token").send_keys(cli.token)
+    browser.find_element(By.ID, "login").click()
+    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "apps")))
+    browser.get(f"{reviews.api}/dashboard/apps/{app.name}")
+    table = WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "review-apps")))
+    assert f"#{second}" in table.text and "live" in table.text and sha[:7] in table.text, table.text
+    link = table.find_element(By.LINK_TEXT, f"{app.name}-pr-{second}")
+    assert link.get_attribute("href").startswith(f"http://{app.name}-pr-{second}.")
 
     # Idle for longer than the TTL since its deploy: destroyed.
     cli("apps:review-apps", app.name, "--enable", "--ttl", "5s")

@@ -205,6 +205,7 @@ async def app_page(
             "deploys": list(reversed(p.jobs.list(app)))[:10],
             "alerts": _alerts_for(system, app),
             "charts": [{"id": cid, "title": title} for cid, title in CHARTS],
+            "review": system.review_apps.view(app),
         }
 
     context = await asyncio.to_thread(gather)
