@@ -1,8 +1,11 @@
-"""Webhook verification and parsing: GitHub (push, workflow_run, check_suite, ping) and Travis CI.
+"""Webhook verification and parsing: GitHub (push, workflow_run, check_suite, pull_request,
+ping) and Travis CI.
 
 Every source verifies first, then normalizes into one domain event,
 ``CodeEvent``: "this SHA of this repository's branch was pushed" or
-"CI finished for this SHA". The pipeline only ever sees ``CodeEvent``.
+"CI finished for this SHA". The pipeline only ever sees ``CodeEvent``. A
+``pull_request`` becomes a ``PullRequestEvent`` instead, for review apps
+(``billowin/review/apps.py``).
 
 This is the boundary where outside values enter: every value taken from a
 header or a payload is checked here, with ``fullmatch``, before it can become
