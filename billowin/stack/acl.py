@@ -28,6 +28,7 @@ bootstrap token), so a crash in between never leaves a token that nobody holds.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -41,36 +42,12 @@ import nomad.api.exceptions as nomad_exc
 from billowin.errors import ServiceError
 from billowin.stack.process import write_private
 
-# Consul reads policy rules in JSON as well as HCL; py-consul sends them as JSON.
-_READ, _WRITE = {"policy": "read"}, {"policy": "write"}
-_LIST, _DENY = {"policy": "list"}, {"policy": "deny"}
+# The policies, one file each (policies/README.md says who carries which, and why); the
+# Terraform module terraform/platform reads the same files. Consul reads rules in JSON as well
+# as HCL; py-consul sends them as JSON.
+POLICIES = Path(__file__).with_name("policies")
 CONSUL_POLICIES: dict[str, dict[str, Any]] = {
-    "billowin-agent": {"node_prefix": {"": _WRITE}, "service_prefix": {"": _READ}},
-    "billowin-nomad": {
-        "agent_prefix": {"": _READ},
-        "node_prefix": {"": _READ},
-        "service_prefix": {"": _WRITE},
-    },
-    # The router lists and reads the certificates it serves and the per-app HTTPS switches
-    # (recursive reads need "list", as enable_key_list_policy is on); never the ACME account
-    # key (the most specific rule wins, and a listing leaves out what the token cannot read).
-    "billowin-router": {
-        "service_prefix": {"": _READ},
-        "node_prefix": {"": _READ},
-        "key_prefix": {"billowin/certs/": _LIST, "billowin/router/": _LIST},
-        "key": {"billowin/certs/_account": _DENY},
-    },
-    # What the DNS interface may answer (the agent's default token): the router's SRV lookups.
-    "billowin-dns": {"service_prefix": {"": _READ}, "node_prefix": {"": _READ}},
-    "billowin-api": {
-        "key_prefix": {"billowin/": _WRITE},
-        "session_prefix": {"": _WRITE},
-        "service_prefix": {"": _READ},
-        "node_prefix": {"": _READ},
-        "agent_prefix": {"": _READ},
-        # `nodes:remove` makes a gone node's agent leave (force-leave needs operator:write).
-        "operator": "write",
-    },
+    path.stem: json.loads(path.read_text()) for path in sorted((POLICIES / "consul").glob("*.json"))
 }
 # token file name -> the Consul policy it carries
 CONSUL_TOKENS = {
@@ -80,7 +57,7 @@ CONSUL_TOKENS = {
     "consul-api": "billowin-api",
     "consul-dns": "billowin-dns",
 }
-NOMAD_ROUTER_POLICY = 'namespace "default" { policy = "read" }\nnode { policy = "read" }\n'
+NOMAD_ROUTER_POLICY = (POLICIES / "nomad" / "billowin-router.hcl").read_text()
 
 BOOTSTRAP_HINT = (
     "ACLs were bootstrapped before, but the bootstrap token in {path} is gone. Restore the file from a "

@@ -181,7 +181,11 @@ class Installer:
                 self.warn(failure_warning(record, target))
 
     def from_release(self, tool: PinnedTool, target: Path) -> None:
-        base = f"{self.settings.releases_url}/{tool.name}/{tool.version}"
+        base = (
+            tool.release_url.format(version=tool.version)
+            if tool.release_url
+            else f"{self.settings.releases_url}/{tool.name}/{tool.version}"
+        )
         archive = f"{tool.name}_{tool.version}_linux_{ARCH}.zip"
         try:
             with httpx.Client(timeout=self.settings.download_timeout, follow_redirects=True) as client:
@@ -258,7 +262,7 @@ class Installer:
     ) -> None:
         argv = [*NICE, go, "build", "-trimpath", *(["-tags", ",".join(tags)] if tags else []), "-o", str(out)]
         self.run(
-            [*argv, "."],
+            [*argv, tool.package],
             cwd=src,
             env=env,
             what=f"go build{' -tags ' + ','.join(tags) if tags else ''} of {tool.module}",

@@ -12,6 +12,9 @@ from billowin.errors import InstallError
 from billowin.settings import Settings
 
 HASHICORP_TOOLS = ("nomad", "consul", "consul-template", "vault")
+# Installed the same way (release archive, else its Go module), pinned in the same file: OpenTofu,
+# for terraform/ (`make test` checks its formatting, `make test-terraform` applies it).
+PINNED_TOOLS = (*HASHICORP_TOOLS, "tofu")
 
 # Binaries from Debian's packages, and the package each comes from.
 SYSTEM_PACKAGES = {
@@ -46,6 +49,9 @@ class PinnedTool:
     submodules: tuple[tuple[str, str], ...] = ()
     # module-dir only: the license the release must carry ("MPL-2.0"); checked before building.
     license: str | None = None
+    package: str = "."  # module-dir only: the main package, inside the module ("./cmd/tofu")
+    # Where the release archives are, when not releases.hashicorp.com/<name>/<version>.
+    release_url: str | None = None
 
 
 def load_versions(path: Path) -> dict[str, Any]:
@@ -56,7 +62,7 @@ def load_versions(path: Path) -> dict[str, Any]:
 def pinned_tools(settings: Settings) -> list[PinnedTool]:
     versions = load_versions(settings.versions_file)
     tools = []
-    for name in HASHICORP_TOOLS:
+    for name in PINNED_TOOLS:
         spec = versions[name]
         tools.append(
             PinnedTool(
@@ -66,6 +72,8 @@ def pinned_tools(settings: Settings) -> list[PinnedTool]:
                 spec["build"],
                 submodules=tuple(sorted((str(k), str(v)) for k, v in spec.get("submodules", {}).items())),
                 license=spec.get("license"),
+                package=str(spec.get("package", ".")),
+                release_url=spec.get("release_url"),
             )
         )
     return tools
@@ -73,6 +81,17 @@ def pinned_tools(settings: Settings) -> list[PinnedTool]:
 
 def cached_binary(settings: Settings, tool: PinnedTool) -> Path:
     return settings.bin_dir / tool.name / tool.version / tool.name
+
+
+def pinned_binary(settings: Settings, name: str) -> Path:
+    """The installed binary of one pinned tool (``tofu``), or an error saying to run setup."""
+    tool = next(t for t in pinned_tools(settings) if t.name == name)
+    path = cached_binary(settings, tool)
+    if not path.is_file():
+        raise InstallError(
+            f"{name} {tool.version} is not installed (expected at {path})", hint="Run `make setup`."
+        )
+    return path
 
 
 def system_binary(name: str) -> Path | None:
@@ -99,6 +118,8 @@ class Toolset:
         missing: list[str] = []
         found: dict[str, Path] = {}
         for tool in pinned_tools(settings):
+            if tool.name not in HASHICORP_TOOLS:
+                continue  # tofu: terraform/'s, not the stack's
             path = cached_binary(settings, tool)
             if path.is_file():
                 found[tool.name] = path
@@ -150,3 +171,24 @@ class CertTestTools:
         pebble, knotd = found["pebble"], found["knotd"]
         assert pebble is not None and knotd is not None
         return cls(pebble=pebble, knotd=knotd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m billowin.stack.tools NAME``: the path of an installed pinned tool (the Makefile's
+    way to find ``tofu``); exits 1 with what to do when it is not installed."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] not in PINNED_TOOLS:
+        print(f"usage: python -m billowin.stack.tools {{{'|'.join(PINNED_TOOLS)}}}", file=sys.stderr)
+        return 2
+    try:
+        print(pinned_binary(Settings(), args[0]))
+    except InstallError as exc:
+        print(f"{exc.message}: {exc.hint}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

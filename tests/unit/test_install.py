@@ -65,10 +65,11 @@ def test_local_replacements_are_found_with_their_required_versions(tmp_path: Pat
     ]
 
 
-def test_every_hashicorp_tool_is_pinned_in_one_versions_file() -> None:
+def test_every_hashicorp_tool_and_opentofu_is_pinned_in_one_versions_file() -> None:
     settings = Settings()
     tools = {t.name: t for t in pinned_tools(settings)}
-    assert set(tools) == {"nomad", "consul", "consul-template", "vault"}
+    assert set(tools) == {"nomad", "consul", "consul-template", "vault", "tofu"}
+    assert tools["tofu"].package == "./cmd/tofu" and tools["nomad"].package == "."
     for tool in tools.values():
         assert tool.version[0].isdigit() and tool.build in {"go-install", "module-dir"}
     assert "base-image" in load_versions(settings.versions_file)
@@ -81,7 +82,7 @@ def test_sub_module_pins_and_licenses_are_read_from_the_versions_file(tmp_path: 
     versions.write_text(
         "".join(
             f'[{name}]\nversion = "1.0.0"\nmodule = "example.com/{name}"\nbuild = "module-dir"\n'
-            for name in ("nomad", "consul", "consul-template")
+            for name in ("nomad", "consul", "consul-template", "tofu")
         )
         + '[vault]\nversion = "1.14.2"\nmodule = "github.com/hashicorp/vault"\nbuild = "module-dir"\n'
         'license = "MPL-2.0"\n[vault.submodules]\nsdk = "v0.9.2"\napi = "v1.9.2"\n'

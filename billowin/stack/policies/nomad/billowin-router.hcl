@@ -1,0 +1,2 @@
+namespace "default" { policy = "read" }
+node { policy = "read" }
