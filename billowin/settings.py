@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     acme_auto: bool = Field(False, validation_alias=_env("ACME_AUTO"))
     acme_api_name: str = Field("", validation_alias=_env("ACME_API_NAME"))  # the API's own name, if routed
     acme_check_interval: float = Field(3600.0, gt=0, validation_alias=_env("ACME_CHECK_INTERVAL"))  # s
+    # A filesystem mirror of the Terraform providers terraform/ needs (`make test-terraform`):
+    # <mirror>/<host>/<namespace>/<type>/<version>/<os_arch>/, as `tofu providers mirror` makes.
+    tofu_mirror: Path | None = Field(None, validation_alias=_env("TOFU_MIRROR"))
     # How often review apps are checked for TTL and max (each pull_request delivery wakes it too).
     review_apps_interval: float = Field(60.0, gt=0, validation_alias=_env("REVIEW_APPS_INTERVAL"))  # s
     acme_retry_max: float = Field(86400.0, gt=0, validation_alias=_env("ACME_RETRY_MAX"))  # longest one, s
