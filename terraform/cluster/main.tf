@@ -22,20 +22,9 @@ resource "hcloud_network_subnet" "nodes" {
   ip_range     = local.subnet
 }
 
-resource "hcloud_firewall" "nodes" {
-  name = "${var.name}-web"
-
-  # Only the public side: Hetzner's firewalls leave the private network alone, where the
-  # agents, the registry and the apps talk.
-  dynamic "rule" {
-    for_each = ["22", "80", "443"]
-    content {
-      direction  = "in"
-      protocol   = "tcp"
-      port       = rule.value
-      source_ips = ["0.0.0.0/0", "::/0"]
-    }
-  }
+module "firewall" {
+  source = "../modules/web-firewall"
+  name   = "${var.name}-web"
 }
 
 resource "hcloud_server" "node" {
@@ -45,7 +34,7 @@ resource "hcloud_server" "node" {
   location     = var.location
   image        = var.image
   ssh_keys     = var.ssh_keys
-  firewall_ids = [hcloud_firewall.nodes.id]
+  firewall_ids = [module.firewall.id]
   # The first node installs itself; the others only set up, and join once it is up (below).
   user_data = templatefile("${path.module}/../cloud-init.yaml.tftpl", {
     repository = jsonencode(var.billowin_repository)

@@ -3,18 +3,9 @@
 # (README "Terraform" compares it). cloud-init clones Billowin and runs `make setup` and
 # `make install` (every value as an argument or environment variable, never through a shell).
 
-resource "hcloud_firewall" "box" {
-  name = "${var.name}-web"
-
-  dynamic "rule" {
-    for_each = ["22", "80", "443"]
-    content {
-      direction  = "in"
-      protocol   = "tcp"
-      port       = rule.value
-      source_ips = ["0.0.0.0/0", "::/0"]
-    }
-  }
+module "firewall" {
+  source = "../modules/web-firewall"
+  name   = "${var.name}-web"
 }
 
 resource "hcloud_server" "box" {
@@ -23,7 +14,7 @@ resource "hcloud_server" "box" {
   location     = var.location
   image        = var.image
   ssh_keys     = var.ssh_keys
-  firewall_ids = [hcloud_firewall.box.id]
+  firewall_ids = [module.firewall.id]
   user_data = templatefile("${path.module}/../cloud-init.yaml.tftpl", {
     repository = jsonencode(var.billowin_repository)
     ref        = jsonencode(var.billowin_ref)
