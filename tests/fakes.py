@@ -767,6 +767,29 @@ class RecordingStatuses:
         return [r.state for r in self.reports]
 
 
+class RecordingDeployments:
+    """The ``Deployments`` port: numbers each deployment, remembers every status; ``error`` makes
+    each call raise it."""
+
+    def __init__(self, error: BillowinError | None = None) -> None:
+        self.created: list[tuple[str, str, str]] = []  # (repository, sha, environment)
+        self.statuses: list[tuple[int, str, str | None]] = []  # (deployment, state, environment_url)
+        self.error = error
+
+    def create_deployment(self, repository: str, sha: str, environment: str, description: str) -> int:
+        if self.error is not None:
+            raise self.error
+        self.created.append((repository, sha, environment))
+        return len(self.created)
+
+    def deployment_status(
+        self, repository: str, deployment: int, state: str, description: str, environment_url: str | None
+    ) -> None:
+        if self.error is not None:
+            raise self.error
+        self.statuses.append((deployment, state, environment_url))
+
+
 # -- the worker's builder and deployer -------------------------------------------------------------
 @dataclass(frozen=True)
 class BuildCall:

@@ -3,12 +3,21 @@ into a pull request's record."""
 
 from __future__ import annotations
 
-import pytest
+import uuid
+from pathlib import Path
 
-from billowin.errors import InvalidInput
+import pytest
+from pydantic import SecretStr
+
+from billowin.apps.store import App
+from billowin.errors import InvalidInput, NotFound, ServiceError
+from billowin.pipeline.jobs import JobKind
 from billowin.pipeline.webhooks import PullRequestEvent, Skipped, github_event
 from billowin.review.apps import merged
-from billowin.review.model import Forks, PullState, check_parent_name, parse_ttl
+from billowin.review.model import Forks, PullState, ReviewSettings, check_parent_name, parse_ttl
+from billowin.settings import Settings
+from billowin.system import System
+from tests.fakes import FakeScheduler, InMemoryConfig, InMemoryKV, RecordingDeployments
 from tests.testdata import webhook_example
 
 DELIVERY = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
@@ -86,3 +95,99 @@ def test_a_push_keeps_what_was_done_and_a_fork_push_needs_approval_again() -> No
     closed = merged(pushed, "web", pull("closed"))
     assert closed is not None and closed.state == PullState.CLOSED
     assert merged(None, "web", pull("closed")) is None  # never seen open: nothing to record
+
+
+# -- the reconciler, on the in-memory fakes ----------------------------------------------------------
+def reviews_on_fakes(tmp_path: Path, github: RecordingDeployments) -> System:
+    settings = Settings(state_dir=tmp_path, cache_dir=tmp_path, pipeline=False, monitoring=False)
+    system = System(
+        settings, kv=InMemoryKV(max_wait=0.1), nomad=FakeScheduler(), config=InMemoryConfig(), github=github
+    )
+    system.apps.create(App(name="web", repository="https://github.com/acme/web.git", github_repo="acme/web"))
+    system.config.write("web", {"PARENT_SECRET": "s3cret"})
+    return system
+
+
+def event(action: str, sha: str, *, fork: bool = False, number: int = 7) -> PullRequestEvent:
+    return PullRequestEvent(
+        action=action,  # type: ignore[arg-type]
+        repository="acme/web",
+        number=number,
+        sha=sha,
+        head_branch=f"feature-{number}",
+        head_repository="mallory/web" if fork else "acme/web",
+        base_branch="main",
+        delivery=str(uuid.uuid4()),
+    )
+
+
+def test_an_open_pull_request_becomes_an_app_with_a_build_and_a_close_takes_it_apart(tmp_path: Path) -> None:
+    github = RecordingDeployments()
+    system = reviews_on_fakes(tmp_path, github)
+    reviews = system.review_apps
+    reviews.configure("web", ReviewSettings(config={"GREETING": SecretStr("hi")}))
+    parent = system.apps.get("web")
+
+    opened = event("opened", "a" * 40)
+    assert reviews.accept(opened, [parent], None).touched == ["web-pr-7"]
+    assert reviews.accept(opened, [parent], None).duplicate  # the same delivery again
+    reviews.reconcile("web")
+    (job,) = system.jobs.list("web-pr-7")
+    assert (job.sha, job.kind, job.source, job.repository) == (
+        "a" * 40,
+        JobKind.BUILD,
+        "pull_request",
+        "acme/web",
+    )
+    assert system.config.latest("web-pr-7")[1] == {"GREETING": "hi"}  # never the parent's
+    assert github.created == [("acme/web", "a" * 40, "pr-7")]
+    reviews.reconcile("web")  # nothing new: no second build
+    assert len(system.jobs.list("web-pr-7")) == 1
+
+    reviews.accept(event("closed", "a" * 40), [parent], None)
+    reviews.reconcile("web")
+    with pytest.raises(NotFound):
+        system.apps.get("web-pr-7")
+    assert system.config.latest("web-pr-7") == (0, {})
+    assert github.statuses[-1] == (1, "inactive", None)
+    assert reviews.view("web").review_apps == []
+
+
+def test_a_github_that_refuses_never_stops_a_review_app(tmp_path: Path) -> None:
+    system = reviews_on_fakes(tmp_path, RecordingDeployments(error=ServiceError("github", "HTTP 500")))
+    reviews = system.review_apps
+    reviews.configure("web", ReviewSettings())
+    reviews.accept(event("opened", "b" * 40), [system.apps.get("web")], None)
+    reviews.reconcile("web")
+    assert [j.sha for j in system.jobs.list("web-pr-7")] == ["b" * 40]
+
+
+def test_a_fork_waits_for_approval_and_a_deny_setting_refuses_it(tmp_path: Path) -> None:
+    system = reviews_on_fakes(tmp_path, RecordingDeployments())
+    reviews = system.review_apps
+    reviews.configure("web", ReviewSettings(config_from="web"))
+    reviews.accept(event("opened", "c" * 40, fork=True), [system.apps.get("web")], None)
+    reviews.reconcile("web")
+    with pytest.raises(NotFound):
+        system.apps.get("web-pr-7")
+    assert reviews.approve("web", 7).state == "queued"
+    reviews.reconcile("web")
+    assert [j.sha for j in system.jobs.list("web-pr-7")] == ["c" * 40]
+    assert system.config.latest("web-pr-7") == (0, {})  # config_from is never a fork's
+
+    reviews.configure("web", ReviewSettings(forks=Forks.DENY))
+    with pytest.raises(InvalidInput, match="denies"):
+        reviews.approve("web", 7)
+    with pytest.raises(NotFound):
+        reviews.approve("web", 8)
+
+
+def test_settings_are_checked_before_they_are_stored(tmp_path: Path) -> None:
+    system = reviews_on_fakes(tmp_path, RecordingDeployments())
+    reviews = system.review_apps
+    with pytest.raises(NotFound):
+        reviews.configure("web", ReviewSettings(config_from="nosuchapp"))
+    system.apps.create(App(name="local", repository="/srv/local"))
+    with pytest.raises(InvalidInput, match="no GitHub repository"):
+        reviews.configure("local", ReviewSettings())
+    assert reviews.store.settings("web") is None
