@@ -380,9 +380,6 @@ class System:
     def review_apps(self) -> ReviewApps:
         """Review apps: pull requests' records, reconciled into apps by a thread in the API."""
         return ReviewApps(
-            self.kv,
-            self.apps,
-            self.jobs,
             self.platform,
             deployments=self.github,
             interval=self.settings.review_apps_interval,

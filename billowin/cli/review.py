@@ -70,17 +70,14 @@ def configure(
     as_json: JsonOpt = False,
 ) -> None:
     """Turn review apps on (one app per pull request) or off (every one is destroyed)."""
-    body: dict[str, Any] = {"enabled": enable}
-    if max_apps is not None:
-        body["max"] = max_apps
-    if ttl is not None:
-        body["ttl"] = ttl
-    if config_from is not None:
-        body["config_from"] = config_from
-    if config:
-        body["config"] = _pairs(config)
-    if forks is not None:
-        body["forks"] = forks.value
+    body = {  # None: keep what is stored
+        "enabled": enable,
+        "max": max_apps,
+        "ttl": ttl,
+        "config_from": config_from,
+        "config": _pairs(config) if config else None,
+        "forks": forks.value if forks else None,
+    }
     view = api_call(lambda c: c.request("PUT", f"/apps/{name}/review-apps", json=body))
     if as_json:
         return print_json(view)

@@ -32,17 +32,16 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
-from billowin.apps.store import App, AppStore
-from billowin.config.vars import validate_key
+from billowin.apps.store import App
 from billowin.errors import BillowinError, Conflict, InvalidInput, NotFound
 from billowin.pipeline.intake import DELIVERIES
-from billowin.pipeline.jobs import CAS_TRIES, JobKind, JobState, JobStore, pause
+from billowin.pipeline.jobs import CAS_TRIES, JobKind, JobState, pause
 from billowin.pipeline.lock import AppLock
 from billowin.pipeline.webhooks import PullRequestEvent
 from billowin.platform import Platform
@@ -178,24 +177,21 @@ def merged(existing: PullRequest | None, parent: str, event: PullRequestEvent) -
 class ReviewApps:
     def __init__(
         self,
-        kv: Coordinator,
-        apps: AppStore,
-        jobs: JobStore,
         platform: Platform,
         *,
         deployments: Deployments | None = None,
         interval: float = 60,
         clock: Callable[[], datetime] = now,
     ) -> None:
-        self.kv = kv
-        self.store = ReviewStore(kv)
-        self.apps = apps
-        self.jobs = jobs
-        self.platform = platform
+        self.platform = platform  # creates, configures and destroys the review apps
+        self.kv = platform.kv
+        self.apps = platform.apps
+        self.jobs = platform.jobs
+        self.store = ReviewStore(self.kv)
         self.deployments = deployments
         self.interval = interval
         self.clock = clock
-        self.lock = ReviewLock(kv)
+        self.lock = ReviewLock(self.kv)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -257,8 +253,6 @@ class ReviewApps:
                 )
         if settings.config_from is not None:
             self.apps.get(settings.config_from)  # NotFound when there is no such app
-        for key in settings.config:
-            validate_key(key)
         self.store.save_settings(parent, settings)
         self.wake()
         return self.view(parent)
@@ -528,30 +522,13 @@ class ReviewApps:
         return match["parent"] if pull is not None else None
 
 
-def settings_from(
-    *,
-    enabled: bool,
-    max_apps: int | None,
-    ttl_seconds: int | None,
-    config_from: str | None,
-    config: dict[str, str] | None,
-    forks: Forks | None,
-    previous: ReviewSettings | None,
-) -> ReviewSettings:
-    """New settings: what is given, over what was stored (so ``--disable`` keeps the rest)."""
-    base = previous or ReviewSettings()
-    update: dict[str, object] = {"enabled": enabled}
-    if max_apps is not None:
-        update["max"] = max_apps
-    if ttl_seconds is not None:
-        update["ttl_seconds"] = ttl_seconds
-    if config_from is not None:
-        update["config_from"] = config_from or None  # "" clears it
-    if config is not None:
-        update["config"] = {k: SecretStr(v) for k, v in config.items()}
-    if forks is not None:
-        update["forks"] = forks
+def settings_from(previous: ReviewSettings | None, change: Mapping[str, object]) -> ReviewSettings:
+    """New settings: the fields ``change`` gives, over what was stored (so ``--disable`` keeps
+    the rest); a ``config_from`` of "" clears it."""
+    update = dict(change)
+    if update.get("config_from") == "":
+        update["config_from"] = None
     try:
-        return ReviewSettings.model_validate({**base.model_dump(), **update})
+        return ReviewSettings.model_validate({**(previous or ReviewSettings()).model_dump(), **update})
     except ValidationError as exc:
         raise InvalidInput(f"review-app settings refused: {exc.errors()[0]['msg']}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,8 +177,6 @@ class CertTestTools:
 def main(argv: list[str] | None = None) -> int:
     """``python -m billowin.stack.tools NAME``: the path of an installed pinned tool (the Makefile's
     way to find ``tofu``); exits 1 with what to do when it is not installed."""
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] not in PINNED_TOOLS:
         print(f"usage: python -m billowin.stack.tools {{{'|'.join(PINNED_TOOLS)}}}", file=sys.stderr)

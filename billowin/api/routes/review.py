@@ -58,19 +58,15 @@ async def review_apps(app: AppName, system: SystemDep) -> ReviewAppsView:
 async def configure_review_apps(app: AppName, body: ReviewAppsChange, system: SystemDep) -> ReviewAppsView:
     reviews = system.review_apps
 
-    def change() -> ReviewAppsView:
-        settings = settings_from(
-            enabled=body.enabled,
-            max_apps=body.max,
-            ttl_seconds=parse_ttl(body.ttl) if body.ttl is not None else None,
-            config_from=body.config_from,
-            config=body.config,
-            forks=body.forks,
-            previous=reviews.store.settings(app),
-        )
-        return reviews.configure(app, settings)
+    # What the caller left out (None) keeps its stored value.
+    change: dict[str, object] = body.model_dump(exclude_none=True, exclude={"ttl"})
+    if body.ttl is not None:
+        change["ttl_seconds"] = parse_ttl(body.ttl)
 
-    return await asyncio.to_thread(change)
+    def apply() -> ReviewAppsView:
+        return reviews.configure(app, settings_from(reviews.store.settings(app), change))
+
+    return await asyncio.to_thread(apply)
 
 
 @router.post(
