@@ -23,6 +23,8 @@ PROCESS = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 
 # <name>.<domain> is taken by Billowin itself (the API, on a production box).
 RESERVED_APP_NAMES = frozenset({"billowin"})
+# Add-ons' Nomad jobs, Consul services and credentials go by addon-<name> (billowin/addons/).
+ADDON_PREFIX = "addon-"
 APP_NAME_RULE = "lowercase letters, digits and '-', starting with a letter, at most 63 characters"
 
 

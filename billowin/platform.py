@@ -22,7 +22,7 @@ from billowin.build.source import redact_url
 from billowin.certs.service import check_upload
 from billowin.config.vars import validate_key
 from billowin.errors import Conflict, InvalidInput, NotFound
-from billowin.names import RESERVED_APP_NAMES, certificate_id, check_domain, normalize_domain
+from billowin.names import ADDON_PREFIX, RESERVED_APP_NAMES, certificate_id, check_domain, normalize_domain
 from billowin.pipeline.jobs import Job, JobKind, JobStore
 from billowin.pipeline.lock import AppLock
 from billowin.pipeline.reporting import JobOutput
@@ -115,8 +115,10 @@ class Platform:
         output: JobOutput | None = None,
         names_changed: Callable[[], None] = lambda: None,
         certs: CertificateStore | None = None,
+        taking_apart: Callable[[str], None] = lambda _app: None,
     ) -> None:
         self.settings = settings
+        self.taking_apart = taking_apart  # the app's add-ons go with it (billowin/addons/)
         self.names_changed = names_changed  # a name may need a certificate
         self.certs = certs
         self.nomad = nomad
@@ -142,6 +144,11 @@ class Platform:
         if app.name in RESERVED_APP_NAMES:
             raise InvalidInput(
                 f"{app.name!r} is reserved: {app.name}.<domain> is Billowin's own API",
+                hint="Pick another name.",
+            )
+        if app.name.startswith(ADDON_PREFIX):
+            raise InvalidInput(
+                f"{app.name!r} starts with {ADDON_PREFIX!r}: add-ons' Nomad jobs and services go by that",
                 hint="Pick another name.",
             )
         claimed: list[str] = []
@@ -211,6 +218,7 @@ class Platform:
 
     def _take_apart(self, name: str) -> None:
         app = self.apps.get(name)
+        self.taking_apart(name)
         for job_id in self._nomad_jobs_of(name):
             self.nomad.stop(job_id, purge=True)
         self.config.delete(name)

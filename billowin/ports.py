@@ -33,11 +33,11 @@ so a system can be swapped, or replaced by an in-memory fake in unit tests
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -346,6 +346,12 @@ class ContainerEngine(Probe, Protocol):
 
     def remove_containers(self, *, label: str) -> int: ...
 
+    def volume_exists(self, name: str) -> bool: ...
+
+    def remove_volume(self, name: str) -> bool:
+        """Remove a volume and its data; False if there was none."""
+        ...
+
     def remove_exited(self, *, label: str, finished_before: float) -> int:
         """Remove exited containers with ``label`` that stopped before that Unix time."""
         ...
@@ -364,6 +370,42 @@ class LogStream(Protocol):
     def __iter__(self) -> Iterator[tuple[float, bytes]]: ...
 
     def close(self) -> None: ...
+
+
+class ExecSession(Protocol):
+    """One command running in a task (``TaskExec.open``): its stdin, its output, its exit code."""
+
+    exit_code: int | None
+
+    def write(self, data: bytes) -> None: ...
+
+    def close_stdin(self) -> None: ...
+
+    def resize(self, rows: int, cols: int) -> None: ...
+
+    def output(self) -> Iterator[tuple[str, bytes]]:
+        """``(stdout|stderr, bytes)`` as they come; ends once the command exited (``exit_code``)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TaskExec(Protocol):
+    """Commands inside a running task, as ``nomad alloc exec`` runs them."""
+
+    def open(self, alloc_id: str, task: str, command: Sequence[str], *, tty: bool = False) -> ExecSession: ...
+
+    def run(
+        self,
+        alloc_id: str,
+        task: str,
+        command: Sequence[str],
+        *,
+        stdin: Iterable[bytes] = (),
+        stdout: IO[bytes] | None = None,
+    ) -> tuple[int, str]:
+        """Run to the end; the exit code and the end of its stderr."""
+        ...
 
 
 class ImageRegistry(Probe, Protocol):

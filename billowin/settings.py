@@ -230,6 +230,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def addon_port_range(self) -> tuple[int, int]:
+        low, high = (int(p) for p in self.addon_ports.split("-"))
+        return low, high
+
+    @property
     def bin_dir(self) -> Path:
         return self.cache_dir / "bin"
 
@@ -261,6 +266,21 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",  # a Docker network name
         validation_alias=_env("APP_NETWORK"),
     )
+    # Add-ons (billowin/addons/): the node ports they are published on, on the Nomad host
+    # network of the apps' Docker network (its gateway address, which only this box's
+    # containers reach); their memory; scheduled dumps (seconds apart, 0: none) and how many
+    # of each kind (scheduled, manual) are kept.
+    addon_ports: str = Field(
+        "19000-19999", pattern=r"^[0-9]{4,5}-[0-9]{4,5}$", validation_alias=_env("ADDON_PORTS")
+    )
+    addon_host_network: str = Field(
+        "billowin-apps", pattern=r"^[A-Za-z0-9_-]{1,63}$", validation_alias=_env("ADDON_HOST_NETWORK")
+    )
+    addon_memory_mb: int = Field(256, ge=64, le=65536, validation_alias=_env("ADDON_MEMORY_MB"))
+    addon_ready_timeout: float = Field(300.0, gt=0, validation_alias=_env("ADDON_READY_TIMEOUT"))
+    addon_backup_interval: float = Field(86400.0, ge=0, validation_alias=_env("ADDON_BACKUP_INTERVAL"))
+    addon_backup_keep: int = Field(7, ge=1, le=1000, validation_alias=_env("ADDON_BACKUP_KEEP"))
+    addon_interval: float = Field(30.0, gt=0, validation_alias=_env("ADDON_INTERVAL"))  # worker's round, s
     build_cache_max_age_days: float = Field(30.0, gt=0, validation_alias=_env("BUILD_CACHE_MAX_AGE_DAYS"))
     build_cache_max_mb: int = Field(10240, ge=1, validation_alias=_env("BUILD_CACHE_MAX_MB"))
     build_log_retention_days: float = Field(30.0, gt=0, validation_alias=_env("BUILD_LOG_RETENTION_DAYS"))

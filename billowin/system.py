@@ -17,6 +17,10 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from billowin.addons.backups import Backups
+from billowin.addons.images import AddonImages
+from billowin.addons.service import Addons
+from billowin.addons.store import AddonStore
 from billowin.api.streams import StreamLimiter
 from billowin.apps.access import Access
 from billowin.apps.audit import FILE_NAME as AUDIT_FILE
@@ -57,6 +61,7 @@ from billowin.ports import (
     Router,
     Scheduler,
     ServiceRegistry,
+    TaskExec,
 )
 from billowin.release.deploy import Deployer
 from billowin.release.logs import APP_LABEL, AppLogs
@@ -415,6 +420,34 @@ class System:
             retry_max=s.acme_retry_max,
         )
 
+    def _addons_go_with(self, app: str) -> None:
+        """``apps:destroy``: the app's add-ons go too (a look at KV first: most apps have none)."""
+        if AddonStore(self.kv).of_app(app):
+            self.addons.app_destroyed(app)
+
+    @cached_property
+    def task_exec(self) -> TaskExec:
+        """Commands inside running tasks (Nomad's exec API): add-on backups, pg:psql, run -it."""
+        from billowin.adapters.nomad_exec import NomadExec
+
+        return NomadExec(self.settings)
+
+    @cached_property
+    def addons(self) -> Addons:
+        """Postgres and Redis add-ons; their worker thread runs in the API."""
+        s = self.settings
+        return Addons(
+            s,
+            platform=self.platform,
+            nomad=self.nomad,
+            catalog=self.catalog,
+            config=self.config,
+            docker=self.docker,
+            images=AddonImages(s, lambda: self.builder.packer_images, self.docker, self.image_registry),
+            backups=Backups(s, self.nomad, self.task_exec),
+            interval=s.addon_interval,
+        )
+
     @cached_property
     def nodes(self) -> Nodes:
         """The cluster's Nomad client nodes: list, drain, activate, remove."""
@@ -437,4 +470,5 @@ class System:
             builder=self.builder if self.settings.pipeline else None,
             names_changed=lambda: self.cert_manager.wake() if self.settings.acme_auto else None,
             certs=self.cert_store,
+            taking_apart=self._addons_go_with,
         )

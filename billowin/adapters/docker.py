@@ -173,6 +173,28 @@ class DockerEngine:
                 raise ImageInUse(f"{ref} is in use by a container ({cause.explanation})") from cause
             raise
 
+    def volume_exists(self, name: str) -> bool:
+        try:
+            self._call(f"volume {name}", self._client.volumes.get, name)
+        except NotFound:
+            return False
+        return True
+
+    def remove_volume(self, name: str) -> bool:
+        """Remove the volume ``name`` and its data; False if there was none. A volume a
+        container still uses is a ``Conflict`` (Docker refuses it)."""
+        try:
+            volume = self._call(f"volume {name}", self._client.volumes.get, name)
+            self._call(f"volume {name}", volume.remove)
+        except NotFound:
+            return False
+        except ServiceError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
+                raise Conflict(f"the volume {name} is still in use ({cause.explanation})") from cause
+            raise
+        return True
+
     def _auth_for(self, repository: str) -> dict[str, str] | None:
         """The registry's credentials, for pushes to that registry only."""
         return self._auth if self._auth and repository.startswith(f"{self._registry}/") else None

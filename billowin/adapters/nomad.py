@@ -147,7 +147,8 @@ class NomadScheduler:
         Billowin keeps config versions under ``billowin/config/<app>/``, read by the web job,
         its release phase and one-off runs alike. So each job gets a policy bound to it.
         """
-        app = (job.get("Meta") or {}).get("billowin.app")
+        meta = job.get("Meta") or {}
+        app = meta.get("billowin.config") or meta.get("billowin.app")  # an add-on: its credentials
         if not self._acls or not app:
             return
         name = job_policy_name(job["ID"])

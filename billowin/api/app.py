@@ -27,6 +27,7 @@ from billowin.api.deps import LoginRequired, access_rule, public
 from billowin.api.routes import (
     access,
     acme,
+    addons,
     apps,
     dashboard,
     health,
@@ -66,8 +67,10 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
             system.cert_manager.start()
         if system.worker:
             system.review_apps.start()  # a pipeline to queue their builds in
+            system.addons.start()  # provisions add-ons and takes their scheduled backups
         yield
         if system.worker:
+            system.addons.stop()
             system.review_apps.stop()
         if settings.acme_auto:
             system.cert_manager.stop()
@@ -109,6 +112,7 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
     app.include_router(access.router)
     app.include_router(nodes.router)
     app.include_router(review.router)
+    app.include_router(addons.router)
     app.include_router(dashboard.router)
     app.mount(
         "/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static"

@@ -91,6 +91,14 @@ class Action(StrEnum):
     REVIEW_APPS = "review-apps"
     REVIEW_APPS_CONFIGURE = "apps:review-apps"
     REVIEW_APPS_APPROVE = "review-apps:approve"
+    ADDONS = "addons"
+    ADDONS_CREATE = "addons:create"
+    ADDONS_ATTACH = "addons:attach"  # and addons:detach
+    ADDONS_DESTROY = "addons:destroy"
+    ADDON_BACKUPS = "pg:backups"
+    ADDON_BACKUPS_CAPTURE = "pg:backups:capture"
+    ADDON_BACKUPS_RESTORE = "pg:backups:restore"
+    ADDON_SHELL = "pg:psql"  # and redis:cli
 
 
 POLICY: dict[Action, Level] = {
@@ -116,6 +124,8 @@ POLICY: dict[Action, Level] = {
     Action.DEPLOY_STATUS: Level.READ,
     Action.APP_METRICS: Level.READ,
     Action.REVIEW_APPS: Level.READ,
+    Action.ADDONS: Level.READ,  # never a credential
+    Action.ADDON_BACKUPS: Level.READ,
     # Changing or operating one app, and everything that shows what an app prints.
     Action.CONFIG_REVEAL: Level.DEPLOY,
     Action.CONFIG_SET: Level.DEPLOY,
@@ -132,10 +142,16 @@ POLICY: dict[Action, Level] = {
     Action.LOGS: Level.DEPLOY,
     Action.RUN: Level.DEPLOY,
     Action.REVIEW_APPS_APPROVE: Level.DEPLOY,  # a fork's code may then build and run on the box
+    Action.ADDONS_CREATE: Level.DEPLOY,
+    Action.ADDONS_ATTACH: Level.DEPLOY,  # on the app, and on the add-on's own app (routes/addons.py)
+    Action.ADDON_BACKUPS_CAPTURE: Level.DEPLOY,
+    Action.ADDON_BACKUPS_RESTORE: Level.DEPLOY,
+    Action.ADDON_SHELL: Level.DEPLOY,  # reads and writes every row
     # The platform itself.
     Action.HEALTH_DETAIL: Level.ADMIN,
     Action.APPS_CREATE: Level.ADMIN,
     Action.APPS_DESTROY: Level.ADMIN,
+    Action.ADDONS_DESTROY: Level.ADMIN,  # its data and backups, for good, as apps:destroy
     # Copies another app's config vars into every review app, and spends the box on them.
     Action.REVIEW_APPS_CONFIGURE: Level.ADMIN,
     Action.METRICS: Level.ADMIN,  # BILLOWIN_METRICS_TOKEN opens it too

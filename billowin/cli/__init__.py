@@ -24,6 +24,7 @@ from typer.main import get_command_name
 from typer.models import CommandInfo
 
 from billowin.cli import (  # noqa: F401 - importing a command module adds its commands
+    addons,
     apps,
     audit,
     backup,
@@ -55,6 +56,8 @@ COMMANDS = (
     *("releases", "rollback", "deploy", "deploy:status", "builds", "builds:output"),
     *("logs", "run"),
     *("apps:review-apps", "review-apps", "review-apps:approve"),
+    *("addons", "addons:create", "addons:info", "addons:attach", "addons:detach", "addons:destroy"),
+    *("pg:psql", "redis:cli", "pg:backups", "pg:backups:capture", "pg:backups:restore"),
     "whoami",
     "alerts",
     "audit",

@@ -316,6 +316,7 @@ class ClusterNode(ProductionBox):
             self._clear_stale_docker_pidfiles()
             self._start(self.dockerd(), progress, timeout)
             ensure_docker_networks(self.settings)
+            self.write_configs()  # Nomad's host network is the apps' Docker network, now it exists
             self._start(self.consul(), progress, timeout)
             self._start(self.nomad(), progress, timeout)
             render = not (self.router_dir / "haproxy.cfg").is_file()

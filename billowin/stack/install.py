@@ -600,6 +600,28 @@ def _docker_network_options(settings: Settings, name: str) -> dict[str, str] | N
     return dict(options or {})
 
 
+def docker_network_subnet(settings: Settings, name: str) -> str | None:
+    """The IPv4 subnet of the Docker network ``name`` (``172.18.0.0/16``); None if there is none.
+
+    Nomad's host network of that name (``client.host_network``) is this subnet: add-ons publish
+    their ports on its gateway address, which this box's containers reach and nothing else does.
+    """
+    proc = subprocess.run(
+        ["docker", "network", "inspect", "--format", "{{json .IPAM.Config}}", name],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "DOCKER_HOST": settings.docker_host},
+    )
+    if proc.returncode != 0:
+        return None
+    for block in json.loads(proc.stdout.strip() or "null") or []:
+        subnet = str(block.get("Subnet") or "")
+        if subnet and ":" not in subnet:
+            return subnet
+    return None
+
+
 def ensure_docker_networks(settings: Settings) -> list[str]:
     """Make the apps' and the builds' Docker networks unless they exist; returns those made.
 

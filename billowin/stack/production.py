@@ -44,7 +44,7 @@ from billowin.errors import ServiceError
 from billowin.monitoring.service import DB_NAME
 from billowin.settings import Settings
 from billowin.stack.acl import Secrets, ensure_consul_acls, ensure_nomad_acls
-from billowin.stack.install import ensure_docker_networks
+from billowin.stack.install import docker_network_subnet, ensure_docker_networks
 from billowin.stack.process import ManagedProcess, http_ok, write_env_file, write_private
 from billowin.stack.single_box import API_ALLOCATOR, ROUTER_SLOTS, Ports, Progress, SingleBox, docker_ping
 from billowin.stack.tools import Toolset
@@ -279,13 +279,19 @@ class ProductionBox(SingleBox):
         keeps the logs and Billowin removes stopped instances' containers."""
         plugin: dict[str, Any] = {
             "allow_privileged": False,
-            "volumes": {"enabled": False},
+            # Add-ons' data on Docker volumes; only Billowin submits jobs (single_box.py says more).
+            "volumes": {"enabled": True},
             "disable_log_collection": True,
             "gc": {"container": False},
         }
         if self.own_docker:
             plugin["endpoint"] = self.docker_host
         return plugin
+
+    def _host_networks(self) -> dict[str, Any]:
+        """The apps' Docker network as a Nomad host network, once it exists: add-ons' ports."""
+        subnet = docker_network_subnet(self.settings, self.settings.app_network)
+        return {"host_network": {self.settings.addon_host_network: {"cidr": subnet}}} if subnet else {}
 
     def nomad_config(self) -> dict[str, Any]:
         """Nomad's configuration (a cluster node changes its addresses and joins)."""
@@ -302,7 +308,12 @@ class ProductionBox(SingleBox):
                 "encrypt": self.gossip_key("nomad-gossip.key"),
             },
             # Apps' ports on the loopback only: the world reaches apps through the router.
-            "client": {"enabled": True, "network_interface": "lo", "gc_max_allocs": 200},
+            "client": {
+                "enabled": True,
+                "network_interface": "lo",
+                "gc_max_allocs": 200,
+                **self._host_networks(),
+            },
             "acl": {"enabled": True},
             "consul": {"address": f"127.0.0.1:{p.consul_http}", "token": self._token("consul-nomad") or ""},
             "plugin": {"docker": {"config": self.docker_plugin_config()}},

@@ -33,7 +33,7 @@ from billowin.errors import BillowinError, ServiceError
 from billowin.release.logs import ALLOC_LABEL
 from billowin.router.reload import MARKER
 from billowin.settings import PACKAGE_DIR, Settings
-from billowin.stack.install import ensure_docker_networks
+from billowin.stack.install import docker_network_subnet, ensure_docker_networks
 from billowin.stack.nomad_ui import served_ui, ui_note
 from billowin.stack.process import ManagedProcess, free_port, http_ok, pid_alive
 from billowin.stack.tools import Toolset
@@ -305,6 +305,12 @@ class SingleBox:
         cfg = self.state_dir / "nomad.hcl"
         data_dir = self.state_dir / "nomad-data"
         data_dir.mkdir(parents=True, exist_ok=True)
+        subnet = docker_network_subnet(self.settings, self.settings.app_network)
+        host_network = (
+            f'\n  host_network "{self.settings.addon_host_network}" {{\n    cidr = "{subnet}"\n  }}'
+            if subnet
+            else ""
+        )
         cfg.write_text(f"""
 name      = "billowin"
 bind_addr = "127.0.0.1"
@@ -318,13 +324,15 @@ consul {{
   address = "127.0.0.1:{p.consul_http}"
 }}
 client {{
-  gc_max_allocs = 200
+  gc_max_allocs = 200{host_network}
 }}
 plugin "docker" {{
   config {{
     allow_privileged = false
+    # Add-ons keep their data on Docker volumes (jobspecs/addon.nomad.hcl). Only Billowin
+    # submits jobs, always rendered from jobspecs/: no app asks for a mount.
     volumes {{
-      enabled = false
+      enabled = true
     }}
     # Docker keeps each container's output (the jobspecs' `local` log driver); the
     # containers of stopped instances stay until Billowin removes them, so what a

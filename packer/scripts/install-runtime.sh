@@ -3,6 +3,12 @@
 # Debian packages from the image's own suite, and/or the files a runtime provider unpacked
 # (/build/runtime, copied into /usr/local). Then check the runtime is the version Billowin chose.
 set -eu
+if [ "${LANGUAGE:-}" = postgres ]; then
+  # An add-on image: each add-on makes its own cluster on its volume (jobspecs/addon.nomad.hcl),
+  # so the package's own "main" cluster would only be dead weight in every image.
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/billowin.conf
+fi
 if [ -n "${PACKAGES:-}" ]; then
   if [ -n "${APT_MIRROR:-}" ]; then
     sed -i "s|^deb [^ ]* |deb ${APT_MIRROR} |" /etc/apt/sources.list
@@ -25,12 +31,16 @@ python) found=$(python3 -c 'import platform; print(platform.python_version())') 
 node) found=$(node -p 'process.versions.node') ;;
 go) found=$(go env GOVERSION | sed 's/^go//') ;;
 ruby) found=$(ruby -e 'print RUBY_VERSION') ;;
+postgres) found=$(ls /usr/lib/postgresql) ;;
+redis) found=$(redis-server --version | sed 's/.* v=\([0-9.]*\).*/\1/') ;;
 *) found="" ;;
 esac
 if [ -n "${EXPECT_VERSION:-}" ]; then
   # Major.minor must match: Debian ships security fixes as new patch releases of the same minor.
-  want_minor=$(echo "$EXPECT_VERSION" | cut -d. -f1-2)
-  found_minor=$(echo "$found" | cut -d. -f1-2)
+  # An add-on's version is a major version only: Postgres 15, Redis 7.
+  parts=$(echo "$EXPECT_VERSION" | awk -F. '{print NF < 2 ? NF : 2}')
+  want_minor=$(echo "$EXPECT_VERSION" | cut -d. -f1-"$parts")
+  found_minor=$(echo "$found" | cut -d. -f1-"$parts")
   if [ "$want_minor" != "$found_minor" ]; then
     echo "error: expected $LANGUAGE $EXPECT_VERSION, the image has ${found:-none}:" \
       "update [runtimes] in billowin/versions.toml" >&2

@@ -1,0 +1,1 @@
+"""Add-ons: Postgres and Redis services attached to apps (``service.py`` is where to start)."""
