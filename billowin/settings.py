@@ -229,6 +229,14 @@ class Settings(BaseSettings):
             return f"http://{value}"
         return value
 
+    @field_validator("addon_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        low, high = (int(p) for p in value.split("-"))
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError("give a range of ports from 1024 to 65535, low to high: 19000-19999")
+        return value
+
     @property
     def addon_port_range(self) -> tuple[int, int]:
         low, high = (int(p) for p in self.addon_ports.split("-"))

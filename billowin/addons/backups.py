@@ -90,6 +90,8 @@ class Backups:
         return sorted(found, key=lambda b: int(b.id[1:]))
 
     def get(self, addon: Addon, backup_id: str | None) -> Backup:
+        if backup_id is not None and not BACKUP_ID.fullmatch(backup_id):
+            raise InvalidInput(f"{backup_id[:20]!r} is not a backup id", hint="Ids look like b001.")
         backups = self.of(addon)
         if not backups:
             raise NotFound(
@@ -97,8 +99,6 @@ class Backups:
             )
         if backup_id is None:
             return backups[-1]
-        if not BACKUP_ID.fullmatch(backup_id):
-            raise InvalidInput(f"{backup_id[:20]!r} is not a backup id", hint="Ids look like b001.")
         for backup in backups:
             if backup.id == backup_id:
                 return backup

@@ -81,6 +81,18 @@ KINDS: dict[Kind, KindSpec] = {
 }
 
 
+def kind_version(value: str) -> str | None:
+    """The version in ``postgres:17``, as Heroku users write add-on plans; None without one."""
+    _, sep, version = value.strip().partition(":")
+    if not sep:
+        return None
+    if not VERSION.fullmatch(version):
+        raise InvalidInput(
+            f"{version[:20]!r} is not a version", hint="Give a major version: postgres:17, redis:7."
+        )
+    return version
+
+
 def parse_kind(value: str) -> Kind:
     aliases = {"postgresql": Kind.POSTGRES, "heroku-postgresql": Kind.POSTGRES, "heroku-redis": Kind.REDIS}
     text = value.strip().lower().split(":", 1)[0]
@@ -124,8 +136,8 @@ def new_password() -> str:
 
 class State(StrEnum):
     PROVISIONING = "provisioning"  # accepted; the worker builds the image, starts the job, links
-    READY = "ready"
-    FAILED = "failed"  # the reason says why; `addons:create` again retries
+    READY = "ready"  # up (attachments not linked yet are linked on the worker's next round)
+    FAILED = "failed"  # never came up; the reason says why; `addons:create` again retries
 
 
 class Attachment(BaseModel):

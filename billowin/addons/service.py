@@ -33,6 +33,7 @@ from billowin.addons.backups import Backup, Backups, RestoreResult
 from billowin.addons.images import AddonImages, check_version
 from billowin.addons.model import (
     KINDS,
+    MAX_NAME,
     Addon,
     AddonView,
     Attachment,
@@ -40,6 +41,7 @@ from billowin.addons.model import (
     State,
     check_addon_name,
     check_attach_var,
+    kind_version,
     new_password,
     parse_kind,
     view,
@@ -147,7 +149,10 @@ class Addons:
     ) -> CreateResult:
         self.platform.apps.get(app)
         kind = parse_kind(kind_name)
+        version = version or kind_version(kind_name)
         chosen = check_version(self.settings, kind, version)
+        if (retried := self._retry_failed(app, kind, name)) is not None:
+            return retried
         var = check_attach_var(as_ or KINDS[kind].var)
         self._check_var_free(app, var)
         addon_name = check_addon_name(name) if name else self._free_name(f"{app}-{kind.value}")
@@ -165,6 +170,24 @@ class Addons:
             addon=view(addon),
             message=f"Creating {addon_name} ({kind.value} {chosen}) for {app}; {var} is set once it is up.",
         )
+
+    def _retry_failed(self, app: str, kind: Kind, name: str | None) -> CreateResult | None:
+        """``addons:create`` for an add-on of the app that failed: provision it again."""
+        failed = [
+            a
+            for a in self.store.of_app(app)
+            if a.app == app and a.kind == kind and a.state == State.FAILED and name in (None, a.name)
+        ]
+        if not failed:
+            return None
+        addon = failed[0]
+
+        def again(record: Addon) -> None:
+            record.state, record.reason = State.PROVISIONING, ""
+
+        addon = self.store.update(addon.name, again)
+        self.wake()
+        return CreateResult(addon=view(addon), message=f"Trying {addon.name} again (it failed before).")
 
     def listing(self, app: str | None = None) -> list[AddonView]:
         if app is not None:
@@ -324,7 +347,7 @@ class Addons:
                 )
 
     def _free_name(self, stem: str) -> str:
-        stem = stem[: 57 - 3]
+        stem = stem[: MAX_NAME - 3].rstrip("-")  # room for "-NN"; a name never ends in "-"
         taken = {a.name for a in self.store.all()}
         for n in range(1, 100):
             candidate = stem if n == 1 else f"{stem}-{n}"
@@ -370,6 +393,8 @@ class Addons:
         except BillowinError as exc:
             reason = exc.message
             log.warning("add-on %s: %s", name, reason)
+            if self.store.get(name).state == State.READY:
+                raise  # it runs: linking it is tried again on the worker's next round
 
             def failed(record: Addon) -> None:
                 record.state, record.reason = State.FAILED, reason
@@ -426,7 +451,8 @@ class Addons:
             raise ServiceError(
                 "nomad",
                 f"{addon.name} did not start within {timeout:.0f}s: {exc.message}",
-                hint=f"Its output: `nomad alloc logs -job {addon.job}`; then `billowin addons:create` again.",
+                hint=f"Its output: `nomad alloc logs -job {addon.job}`; then `billowin addons:create {addon.app} "
+                f"{addon.kind.value}` again.",
             ) from exc
         node = next(
             (

@@ -4,13 +4,16 @@ Logs in with an API token, opens an app's page, sees its charts drawn with
 data from real traffic through HAProxy, saves a screenshot under
 ``test-artifacts/`` (``BILLOWIN_TEST_ARTIFACTS`` to change it), and logs out
 through the form (which carries the session's CSRF token). The cookie holds a
-session id, never the token.
+session id, never the token. An app's page also lists its add-ons and their
+newest backup, and never shows an add-on's password.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from billowin.addons.model import job_id
 from billowin.apps.store import App
 from billowin.release.deploy import Deployer
 from billowin.release.jobspec import Process
@@ -29,7 +33,7 @@ from billowin.release.store import ReleaseStatus
 from billowin.stack.single_box import SingleBox
 from billowin.system import System
 
-from .conftest import REPO, wait_for
+from .conftest import REPO, Cli, wait_for
 
 ARTIFACTS = Path(os.environ.get("BILLOWIN_TEST_ARTIFACTS") or REPO / "test-artifacts")
 
@@ -128,3 +132,59 @@ def test_dashboard_shows_an_apps_charts_with_data(
     WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "token")))
     browser.get(f"{api}/dashboard")
     assert browser.current_url.endswith("/dashboard/login")
+
+
+def test_dashboard_shows_an_apps_addons_and_their_backups_without_credentials(
+    stack: SingleBox, browser: webdriver.Chrome, cli: Cli, tmp_path: Path, destroy_after: list[str]
+) -> None:
+    app = f"dash{uuid.uuid4().hex[:6]}"
+    name = f"{app}-redis"
+    destroy_after.append(app)
+    cli("apps:create", app, "--repository", str(tmp_path))
+    cli("addons:create", app, "redis", "--no-wait")
+    # The API's add-on thread provisions it (no deployed app needed): the image, the job, its health.
+    seen: dict[str, object] = {}
+
+    def up() -> bool:
+        found = seen["addon"] = cli.json("addons:info", app, name)
+        assert found["state"] != "failed", found
+        return bool(found["state"] == "ready" and found["status"] == "up")
+
+    try:
+        wait_for(up, 600, f"{name} to be ready and up")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the add-on last seen: {seen}") from exc
+    backup = cli.json("pg:backups:capture", app, name)
+    assert re.fullmatch(r"b0*1", backup["id"]), backup
+    password = System(stack.settings).config.latest(f"addon-{name}")[1]["PASSWORD"]
+    assert password
+
+    token = System(stack.settings).tokens.create("dashboard add-ons test")
+    api = f"http://127.0.0.1:{stack.ports.api}"
+    browser.get(f"{api}/dashboard/login")
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.ID, "login").click()
+    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "apps")))
+    browser.get(f"{api}/dashboard/apps/{app}")
+    section = WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "addons")))
+    row = section.find_element(By.CSS_SELECTOR, f"tr[data-addon='{name}']")
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    name_cell, kind, status, attached, url, node, newest = cells
+    assert name_cell == name
+    assert kind == "redis 7", cells
+    assert status == "up", cells
+    assert attached == f"{app} as REDIS_URL", cells
+    assert url.startswith("redis://default:********@"), cells
+    assert node and node != "—", cells
+    assert newest.startswith(backup["id"]) and "(1 backup)" in newest, cells
+    source = browser.page_source
+    assert password not in source, "the dashboard showed the add-on's password"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    assert section.screenshot(str(ARTIFACTS / "dashboard-addons.png"))
+
+    # Destroying the app destroys the add-on it made; its page is gone with it.
+    cli("apps:destroy", app, "--confirm", app)
+    destroy_after.remove(app)
+    assert System(stack.settings).nomad.current(job_id(name)) is None
+    browser.find_element(By.ID, "logout").click()
+    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "token")))

@@ -193,6 +193,8 @@ async def app_page(
     caller: Annotated[Caller, page(Action.APPS_INFO)],
     flash: str = "",
 ) -> Response:
+    can_addons = caller.may(Action.ADDONS, app)
+
     def gather() -> dict[str, Any]:
         p = system.platform
         info = p.info(app)
@@ -206,6 +208,8 @@ async def app_page(
             "alerts": _alerts_for(system, app),
             "charts": [{"id": cid, "title": title} for cid, title in CHARTS],
             "review": system.review_apps.view(app),
+            # each with its backups, newest last; never a credential (the URLs are masked)
+            "addons": system.addons.listing(app) if can_addons else [],
         }
 
     context = await asyncio.to_thread(gather)
@@ -217,6 +221,8 @@ async def app_page(
             "can_rollback": caller.may(Action.ROLLBACK, app),
             "can_logs": caller.may(Action.LOGS, app),
             "can_build_logs": caller.may(Action.BUILD_LOG, app),
+            "can_addons": can_addons,
+            "can_backups": caller.may(Action.ADDON_BACKUPS, app),
             **context,
         },
     )
