@@ -29,7 +29,8 @@ from billowin.pipeline.reporting import JobOutput
 from billowin.ports import CertificateRecord, CertificateStore, ConfigStore, Coordinator, Scheduler
 from billowin.release.deploy import Deployer
 from billowin.release.logs import AppLogs, LogLine, instance_name
-from billowin.release.oneoff import RunEvent, Runner
+from billowin.release.oneoff import RunEvent, RunJob, Runner
+from billowin.release.shell import Shell, Shells
 from billowin.release.store import Release, ReleaseStatus, ReleaseStore, newest_live
 from billowin.router.certs import NO_REDIRECT_PREFIX
 from billowin.settings import Settings
@@ -116,8 +117,10 @@ class Platform:
         names_changed: Callable[[], None] = lambda: None,
         certs: CertificateStore | None = None,
         taking_apart: Callable[[str], None] = lambda _app: None,
+        shells: Shells | None = None,
     ) -> None:
         self.settings = settings
+        self.shells = shells
         self.taking_apart = taking_apart  # the app's add-ons go with it (billowin/addons/)
         self.names_changed = names_changed  # a name may need a certificate
         self.certs = certs
@@ -463,23 +466,35 @@ class Platform:
         return found
 
     # -- one-off runs, logs ------------------------------------------------------------
-    def run(self, name: str, command: str, *, timeout: float = 600) -> Iterator[RunEvent]:
+    def run_spec(self, name: str, command: str, *, image: str | None = None) -> RunJob:
+        """A one-off run of ``command`` with the app's current release's config vars, in that
+        release's image (or in ``image``: an add-on's, for ``pg:psql``)."""
         self.apps.get(name)
         release = self.history.current(name)
         if release is None:
             raise InvalidInput(f"{name} has no live release to run a command in", hint="Deploy it first.")
         config_template, policies = self.deployer.config_template(name, release.config_version)
-        spec = self.runner.spec(
+        return self.runner.spec(
             name,
             release.name,
-            release.image,
+            image or release.image,
             command,
             kind="run",
             config_template=config_template,
             vault_policies=policies,
         )
+
+    def run(self, name: str, command: str, *, timeout: float = 600) -> Iterator[RunEvent]:
+        spec = self.run_spec(name, command)
         self.runner.start(spec)
         return self.runner.follow(spec.job_id, timeout=timeout)
+
+    def shell(self, name: str, command: str, *, tty: bool, timeout: float = 3600) -> Shell:
+        """``run -i``: ``command`` with its stdin (and a terminal when ``tty``) attached."""
+        if self.shells is None:
+            raise InvalidInput("this API runs no interactive commands")
+        spec = self.run_spec(name, command)
+        return self.shells.open(spec, ["sh", "-c", spec.script], tty=tty, timeout=timeout)
 
     def log_lines(
         self,

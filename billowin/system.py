@@ -66,6 +66,7 @@ from billowin.ports import (
 from billowin.release.deploy import Deployer
 from billowin.release.logs import APP_LABEL, AppLogs
 from billowin.release.oneoff import Runner
+from billowin.release.shell import Shells
 from billowin.release.store import ReleaseStore
 from billowin.review.apps import ReviewApps
 from billowin.settings import Settings
@@ -471,4 +472,5 @@ class System:
             names_changed=lambda: self.cert_manager.wake() if self.settings.acme_auto else None,
             certs=self.cert_store,
             taking_apart=self._addons_go_with,
+            shells=Shells(self.runner, self.nomad, self.task_exec),
         )

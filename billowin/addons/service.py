@@ -52,6 +52,7 @@ from billowin.pipeline.jobs import Job
 from billowin.pipeline.lock import AppLock
 from billowin.ports import ConfigStore, ContainerEngine, Scheduler, ServiceRegistry
 from billowin.release.jobspec import ContainerLogs, render
+from billowin.release.shell import Shell
 from billowin.settings import Settings
 
 if TYPE_CHECKING:
@@ -273,6 +274,19 @@ class Addons:
 
             self.store.update(addon.name, drop)
 
+    def shell(self, app: str, name: str | None, *, tty: bool, timeout: float = 3600) -> Shell:
+        """``pg:psql`` / ``redis:cli``: the client in a one-off run of the add-on's image with the
+        app's config vars, connected with the URL the app has."""
+        addon = self._ready(self.of_app(app, name))
+        attachment = addon.attached(app)
+        assert attachment is not None
+        client = "psql" if addon.kind == Kind.POSTGRES else "redis-cli --no-auth-warning -u"
+        command = f'exec {client} "${attachment.var}"'
+        spec = self.platform.run_spec(app, command, image=addon.image)
+        if self.platform.shells is None:
+            raise InvalidInput("this API runs no interactive commands")
+        return self.platform.shells.open(spec, ["sh", "-c", command], tty=tty, timeout=timeout)
+
     def restart(self, name: str) -> int:
         addon = self.store.get(check_addon_name(name))
         return self.nomad.restart(addon.job)
@@ -406,6 +420,13 @@ class Addons:
     def _ensure_credentials(self, addon: Addon) -> str:
         values = self.credentials(addon)
         if "PASSWORD" not in values:
+            if self.docker.volume_exists(addon.volume):
+                # Data no record of Billowin's knows of: never hand it to an app as a new database.
+                raise Conflict(
+                    f"a Docker volume {addon.volume} is already there, from an add-on that was not destroyed",
+                    hint=f"Look at it; remove it (`docker volume rm {addon.volume}`) or keep it and "
+                    f"destroy this add-on, then create one with another --name.",
+                )
             password = new_password()
             values = {"PASSWORD": password}
             if addon.kind == Kind.REDIS:
@@ -451,8 +472,8 @@ class Addons:
             raise ServiceError(
                 "nomad",
                 f"{addon.name} did not start within {timeout:.0f}s: {exc.message}",
-                hint=f"Its output: `nomad alloc logs -job {addon.job}`; then `billowin addons:create {addon.app} "
-                f"{addon.kind.value}` again.",
+                hint=f"Its output: `nomad alloc logs -job {addon.job}`; then "
+                f"`billowin addons:create {addon.app} {addon.kind.value}` again.",
             ) from exc
         node = next(
             (

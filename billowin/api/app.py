@@ -36,6 +36,7 @@ from billowin.api.routes import (
     nodes,
     pipeline,
     review,
+    shell,
 )
 from billowin.apps.access import Action
 from billowin.errors import BillowinError
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
     app.include_router(nodes.router)
     app.include_router(review.router)
     app.include_router(addons.router)
+    app.include_router(shell.router)
     app.include_router(dashboard.router)
     app.mount(
         "/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static"

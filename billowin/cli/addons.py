@@ -16,6 +16,7 @@ import typer
 from billowin.cli.client import ApiClient
 from billowin.cli.main import AppArg, JsonOpt, app
 from billowin.cli.output import api_call, err, fail, finish_job, out, print_json, when
+from billowin.cli.shell import interact
 from billowin.errors import Conflict, InvalidInput, NotFound
 
 AddonArg = Annotated[str, typer.Argument(metavar="ADDON", help="The add-on's name.")]
@@ -207,6 +208,25 @@ def destroy(
             finish_job(client, job["app"], job, True, False)
 
     api_call(call)
+
+
+def _shell(name: str, addon: str | None, kind: str) -> None:
+    found = api_call(lambda c: resolve(c, name, addon, kind))
+    if found["kind"] != kind:
+        fail(InvalidInput(f"{found['name']} is a {found['kind']} add-on, not {kind}"))
+    raise typer.Exit(interact(f"/apps/{name}/addons/{found['name']}/shell", {}))
+
+
+@app.command("pg:psql")
+def psql(name: AppArg, addon: MaybeAddon = None) -> None:
+    """psql on the app's Postgres add-on, connected as the app is (piped stdin works too)."""
+    _shell(name, addon, "postgres")
+
+
+@app.command("redis:cli")
+def redis_cli(name: AppArg, addon: MaybeAddon = None) -> None:
+    """redis-cli on the app's Redis add-on, connected as the app is (piped stdin works too)."""
+    _shell(name, addon, "redis")
 
 
 @app.command("pg:backups")

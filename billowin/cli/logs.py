@@ -13,6 +13,7 @@ import typer
 from billowin.cli.client import ApiClient
 from billowin.cli.main import AppArg, app
 from billowin.cli.output import api_call, err
+from billowin.cli.shell import interact, is_terminal
 
 
 @app.command("logs")
@@ -47,13 +48,27 @@ def run(
     name: AppArg,
     command: Annotated[list[str], typer.Argument(help="The command, e.g. -- python3 manage.py migrate")],
     timeout: Annotated[float, typer.Option(help="Stop it after this many seconds.")] = 600,
+    interactive: Annotated[
+        bool | None,
+        typer.Option(
+            "--interactive/--no-interactive",
+            "-i",
+            help="Attach stdin (and a terminal, when this is one). The default on a terminal.",
+        ),
+    ] = None,
 ) -> None:
     """Run a one-off command in a fresh container of the current release, with its config vars.
 
     Several arguments run as exactly those arguments (each one quoted for the container's
     shell); a single argument is a shell command line, so `run APP -- 'echo $HOME; ls'` works.
+    On a terminal it is interactive (`billowin run APP -- bash`); `-i` attaches piped stdin.
     """
     text = shell_line(command)
+    if interactive if interactive is not None else is_terminal():
+        if not is_terminal():
+            err.print(f"Running `{text}` on {name}…", highlight=False)
+        params = {"command": text, "timeout": max(10, min(int(timeout), 86400))}
+        raise typer.Exit(interact(f"/apps/{name}/shell", params))
     exit_code = 1
 
     def stream(c: ApiClient) -> None:

@@ -10,8 +10,11 @@ nothing here ever skips.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -266,13 +269,63 @@ class Cli:
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "billowin.cli", *args]
 
-    def __call__(self, *args: str, ok: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, ok: bool = True, timeout: float = 300, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            self.argv(*args), env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+            self.argv(*args),
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
         if ok:
             assert done.returncode == 0, f"billowin {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done
+
+    def on_terminal(self, *args: str, script: list[tuple[str, str]], timeout: float = 90) -> tuple[int, str]:
+        """Run ``billowin`` on a pseudo-terminal, as from a user's shell: for each ``(wait_for,
+        type)`` of ``script``, wait until the screen shows ``wait_for``, then type ``type``.
+        Returns the exit code and everything the terminal showed."""
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: the CLI, with the terminal as its stdin, stdout and stderr
+            os.chdir(REPO)
+            os.execve(sys.executable, self.argv(*args), self.env)  # noqa: S606 - argv, never a shell
+        screen = b""
+        deadline = time.monotonic() + timeout
+        reaped = False
+
+        def read_until(text: str) -> None:
+            nonlocal screen
+            while text.encode() not in screen:
+                assert time.monotonic() < deadline, f"the terminal never showed {text!r}: {screen[-2000:]!r}"
+                ready, _, _ = select.select([fd], [], [], 0.5)
+                if ready:
+                    try:
+                        screen += os.read(fd, 65536)
+                    except OSError:  # the CLI ended and closed the terminal
+                        assert text.encode() in screen, f"the CLI ended before {text!r}: {screen[-2000:]!r}"
+
+        try:
+            for wait_text, typed in script:
+                read_until(wait_text)
+                os.write(fd, typed.encode())
+            while time.monotonic() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    reaped = True
+                    return os.waitstatus_to_exitcode(status), screen.decode(errors="replace")
+                with contextlib.suppress(OSError):
+                    if select.select([fd], [], [], 0.2)[0]:
+                        screen += os.read(fd, 65536)
+            raise AssertionError(f"the CLI did not end: {screen[-2000:]!r}")
+        finally:
+            if not reaped:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            os.close(fd)
 
     def json(self, *args: str) -> Any:
         return json.loads(self(*args, "--json").stdout)

@@ -106,6 +106,14 @@ def test_postgres_rows_survive_redeploys_and_restarts_and_come_back_from_a_backu
     assert restored["verified"] and restored["counts"] == {"public.notes": 1}
     serves(router, app, "/notes", "first")
 
+    # pg:psql, piped and on a terminal: connected as the app is, to the app's database.
+    piped = cli("pg:psql", app, input="SELECT 'rows:' || count(*) FROM notes;\n")
+    assert "rows:1" in piped.stdout
+    code, screen = cli.on_terminal(
+        "pg:psql", app, script=[("=>", "SELECT body FROM notes;\r"), ("first", "\\q\r")]
+    )
+    assert code == 0 and f"{name.replace('-', '_')}=>" in screen
+
     # Isolation: an app that is not linked has no URL, and the add-on refuses it without one.
     notes_app(cli, tmp_path, destroy_after, other)
     assert page(router, other, "/notes") == (503, "no DATABASE_URL")
@@ -150,6 +158,7 @@ def test_a_redis_counter_survives_a_restart_and_comes_back_from_a_backup(
 
     System(stack.settings).nomad.restart(job_id(name))
     serves(router, app, "/count", "2")
+    assert cli("redis:cli", app, input="GET count\n").stdout.strip() == "2"
 
     backup = cli.json("pg:backups:capture", app, name)
     assert backup["counts"] == {"keys": 1}

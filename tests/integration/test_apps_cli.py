@@ -162,6 +162,14 @@ def check_run(cli: Cli, app: str) -> None:
     assert "[two words][$HOME]" in exact.stdout
     failed = cli("run", app, "--", "echo oops >&2; exit 3", ok=False)
     assert failed.returncode == 3 and "oops" in failed.stderr
+    # -i: piped stdin reaches the command, and its exit code is still the CLI's.
+    piped = cli("run", "-i", app, "--", "read line; echo got:$line; exit 4", input="hello\n", ok=False)
+    assert piped.returncode == 4 and "got:hello" in piped.stdout, piped.stderr
+    # On a terminal, run is interactive: a shell that reads what is typed, with a TTY.
+    code, screen = cli.on_terminal(
+        "run", app, "--", "sh", script=[("", "tty && echo $((6*7))\r"), ("42", "exit 5\r")]
+    )
+    assert code == 5 and "/dev/pts/" in screen, screen
 
 
 def check_secrets_nowhere(stack: SingleBox, cli: Cli, app: str, secrets: list[str]) -> None:

@@ -20,6 +20,8 @@ ORDER = [
     *("ps", "ps:scale", "ps:restart"),
     *("releases", "rollback", "deploy", "deploy:status", "builds", "builds:output"),
     *("logs", "run", "apps:review-apps", "review-apps", "review-apps:approve"),
+    *("addons", "addons:create", "addons:info", "addons:attach", "addons:detach", "addons:destroy"),
+    *("pg:psql", "redis:cli", "pg:backups", "pg:backups:capture", "pg:backups:restore"),
     *("whoami", "alerts", "audit"),
     *("nodes", "nodes:drain", "nodes:activate", "nodes:remove"),
 ]
