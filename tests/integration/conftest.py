@@ -300,7 +300,8 @@ class Cli:
         def read_until(text: str) -> None:
             nonlocal screen
             while text.encode() not in screen:
-                assert time.monotonic() < deadline, f"the terminal never showed {text!r}: {screen[-2000:]!r}"
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the terminal never showed {text!r}: {screen[-2000:]!r}")
                 ready, _, _ = select.select([fd], [], [], 0.5)
                 if ready:
                     try:

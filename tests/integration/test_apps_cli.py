@@ -167,7 +167,7 @@ def check_run(cli: Cli, app: str) -> None:
     assert piped.returncode == 4 and "got:hello" in piped.stdout, piped.stderr
     # On a terminal, run is interactive: a shell that reads what is typed, with a TTY.
     code, screen = cli.on_terminal(
-        "run", app, "--", "sh", script=[("", "tty && echo $((6*7))\r"), ("42", "exit 5\r")]
+        "run", app, "--", "sh", script=[("# ", "tty && echo $((6*7))\r"), ("42", "exit 5\r")]
     )
     assert code == 5 and "/dev/pts/" in screen, screen
 
