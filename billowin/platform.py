@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from billowin.apps.store import App, AppStore
+from billowin.apps.store import App, AppStore, AppVolume
 from billowin.build.builder import Builder
 from billowin.build.source import redact_url
 from billowin.certs.service import check_upload
@@ -53,6 +53,7 @@ class InstanceStatus(BaseModel):
     started_at: datetime | None
     age_seconds: int | None
     node: str | None = None  # the Nomad node it runs on (its name; its id's start when it has none)
+    pinned_by: list[str] = []  # its volumes (volumes:add): it runs on that node only
 
 
 class ProcessSummary(BaseModel):
@@ -232,6 +233,9 @@ class Platform:
             while self.builder.docker.running_containers(label=label) and time.monotonic() < deadline:
                 time.sleep(0.5)
             self.builder.forget(name)
+            # Its volumes (volumes:add, those taken off since too) go once no container has them.
+            self.builder.docker.remove_containers(label=label)
+            self.builder.docker.remove_volumes(label=f"billowin_app={name}")
         self.history.delete(name)
         self.apps.delete(name)  # from here on, nothing can be queued for it
         self.jobs.delete(name)
@@ -266,6 +270,38 @@ class Platform:
         what = [f"set {', '.join(sorted(set_))}"] if set_ else []
         what += [f"unset {', '.join(sorted(unset))}"] if unset else []
         return self.jobs.create(name, kind=JobKind.CONFIG, note=f"config: {'; '.join(what)}", source="api")
+
+    # -- volumes -----------------------------------------------------------------
+    def volumes(self, name: str) -> list[AppVolume]:
+        return self.apps.get(name).volumes
+
+    def add_volume(self, name: str, volume: AppVolume) -> Job:
+        """Mount a persistent volume into a process type (a new release); its process type is
+        then pinned to the node that holds it, and deployed stop-first."""
+
+        def add(app: App) -> None:
+            if any(v.name == volume.name for v in app.volumes):
+                raise Conflict(f"{name} already has a volume {volume.name}", hint="Give it another name.")
+            if any(v.process == volume.process and v.path == volume.path for v in app.volumes):
+                raise Conflict(f"{volume.process} already has a volume at {volume.path}")
+            pinned = {v.node for v in app.volumes if v.process == volume.process and v.node}
+            app.volumes = [*app.volumes, volume.model_copy(update={"node": next(iter(pinned), None)})]
+
+        self.apps.update(name, add)
+        note = f"volumes: add {volume.name} at {volume.path} ({volume.process})"
+        return self.jobs.create(name, kind=JobKind.VOLUMES, note=note, source="api")
+
+    def remove_volume(self, name: str, volume: str) -> Job:
+        """Unmount a volume (a new release). Its data stays in its Docker volume until the app
+        is destroyed: taking a volume off never deletes files."""
+        if not any(v.name == volume for v in self.apps.get(name).volumes):
+            raise NotFound(f"{name} has no volume {volume!r}", hint=f"`billowin volumes {name}` lists them.")
+
+        def remove(app: App) -> None:
+            app.volumes = [v for v in app.volumes if v.name != volume]
+
+        self.apps.update(name, remove)
+        return self.jobs.create(name, kind=JobKind.VOLUMES, note=f"volumes: remove {volume}", source="api")
 
     # -- domains -----------------------------------------------------------------
     def _claim(self, name: str, domain: str) -> str:
@@ -373,8 +409,11 @@ class Platform:
 
     # -- processes -------------------------------------------------------------
     def ps(self, name: str) -> list[InstanceStatus]:
-        self.apps.get(name)
-        return self._instances(name, self.history.list(name))
+        volumes = self.apps.get(name).volumes
+        found = self._instances(name, self.history.list(name))
+        for inst in found:  # an instance with volumes runs only on the node that holds them
+            inst.pinned_by = [v.name for v in volumes if v.process == inst.process]
+        return found
 
     def _instances(self, name: str, history: list[Release]) -> list[InstanceStatus]:
         # Scaling makes new job versions too: an instance runs the newest release at or before its

@@ -352,6 +352,10 @@ class ContainerEngine(Probe, Protocol):
         """Remove a volume and its data; False if there was none."""
         ...
 
+    def remove_volumes(self, *, label: str) -> list[str]:
+        """Remove every volume labelled ``key=value``; the names removed."""
+        ...
+
     def remove_exited(self, *, label: str, finished_before: float) -> int:
         """Remove exited containers with ``label`` that stopped before that Unix time."""
         ...

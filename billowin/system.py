@@ -285,7 +285,15 @@ class System:
 
     @cached_property
     def deployer(self) -> Deployer:
-        return Deployer(self.settings, self.nomad, self.releases, self.config, self.runner)
+        return Deployer(
+            self.settings,
+            self.nomad,
+            self.releases,
+            self.config,
+            self.runner,
+            volumes=lambda app: self.apps.get(app).volumes,
+            pin=self.apps.pin_volumes,
+        )
 
     @cached_property
     def logs(self) -> AppLogs:

@@ -10,8 +10,17 @@ job "[[ app ]]" {
     "billowin.release" = "[[ release ]]"
   }
 [% for proc in processes %]
+[%- set proc_mounts = mounts.get(proc.name, []) %]
   group "[[ proc.name ]]" {
     count = [[ proc.count ]]
+[%- if proc.name in pinned %]
+
+    # Its volumes are on this node (volumes:add): the process runs nowhere else.
+    constraint {
+      attribute = "${node.unique.id}"
+      value     = "[[ pinned[proc.name] ]]"
+    }
+[%- endif %]
 
     # Deregister from Consul first, then wait, then stop: the router drops the
     # instance before it goes away, so in-flight and new requests are not lost.
@@ -88,11 +97,15 @@ job "[[ app ]]" {
     }
 
     update {
-[%- if proc.web and proc.count > 0 %]
+[%- if proc.web and proc.count > 0 and not proc_mounts %]
       # Blue/green: a full set of new instances must be healthy before any old
       # one is stopped; a release that never gets healthy is rolled back.
       canary       = [[ proc.count ]]
       auto_promote = true
+[%- endif %]
+[%- if proc_mounts %]
+      # A process with a volume is stop-first: the old instances stop before the new ones
+      # start, so two releases never write the same files (a short gap in service).
 [%- endif %]
       max_parallel      = [[ [proc.count, 1] | max ]]
       health_check      = "[[ 'checks' if proc.web else 'task_states' ]]"
@@ -121,6 +134,21 @@ job "[[ app ]]" {
 [%- if proc.command %]
         args  = [[ proc.command | hcl ]]
 [%- endif %]
+[%- for mount in proc_mounts %]
+        mount {
+          type     = "volume"
+          source   = "[[ mount.volume ]]"
+          target   = "[[ mount.path ]]"
+          readonly = false
+          # Labels Docker gives the volume when it makes it: apps:destroy finds it by them
+          # (a block of plain names: Nomad takes no dots in them).
+          volume_options {
+            labels {
+              billowin_app = "[[ app ]]"
+            }
+          }
+        }
+[%- endfor %]
         labels = [{
           "billowin.app"     = "[[ app ]]"
           "billowin.release" = "[[ release ]]"

@@ -195,6 +195,15 @@ class DockerEngine:
             raise
         return True
 
+    def remove_volumes(self, *, label: str) -> list[str]:
+        """Remove every volume with ``label`` (``key=value``); the names removed."""
+        found = self._call(f"volumes {label}", self._client.volumes.list, filters={"label": label})
+        removed = []
+        for volume in found:
+            if self.remove_volume(volume.name):
+                removed.append(volume.name)
+        return removed
+
     def _auth_for(self, repository: str) -> dict[str, str] | None:
         """The registry's credentials, for pushes to that registry only."""
         return self._auth if self._auth and repository.startswith(f"{self._registry}/") else None

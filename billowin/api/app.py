@@ -37,6 +37,7 @@ from billowin.api.routes import (
     pipeline,
     review,
     shell,
+    volumes,
 )
 from billowin.apps.access import Action
 from billowin.errors import BillowinError
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, system: System | None = None
     app.include_router(review.router)
     app.include_router(addons.router)
     app.include_router(shell.router)
+    app.include_router(volumes.router)
     app.include_router(dashboard.router)
     app.mount(
         "/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static"

@@ -99,6 +99,9 @@ class Action(StrEnum):
     ADDON_BACKUPS_CAPTURE = "pg:backups:capture"
     ADDON_BACKUPS_RESTORE = "pg:backups:restore"
     ADDON_SHELL = "pg:psql"  # and redis:cli
+    VOLUMES = "volumes"
+    VOLUMES_ADD = "volumes:add"
+    VOLUMES_REMOVE = "volumes:remove"
 
 
 POLICY: dict[Action, Level] = {
@@ -126,6 +129,7 @@ POLICY: dict[Action, Level] = {
     Action.REVIEW_APPS: Level.READ,
     Action.ADDONS: Level.READ,  # never a credential
     Action.ADDON_BACKUPS: Level.READ,
+    Action.VOLUMES: Level.READ,
     # Changing or operating one app, and everything that shows what an app prints.
     Action.CONFIG_REVEAL: Level.DEPLOY,
     Action.CONFIG_SET: Level.DEPLOY,
@@ -147,6 +151,8 @@ POLICY: dict[Action, Level] = {
     Action.ADDON_BACKUPS_CAPTURE: Level.DEPLOY,
     Action.ADDON_BACKUPS_RESTORE: Level.DEPLOY,
     Action.ADDON_SHELL: Level.DEPLOY,  # reads and writes every row
+    Action.VOLUMES_ADD: Level.DEPLOY,
+    Action.VOLUMES_REMOVE: Level.DEPLOY,  # the data stays (only apps:destroy deletes it)
     # The platform itself.
     Action.HEALTH_DETAIL: Level.ADMIN,
     Action.APPS_CREATE: Level.ADMIN,

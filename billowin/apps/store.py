@@ -40,6 +40,35 @@ class DeployOn(StrEnum):
     CI = "ci"  # wait until CI passed for that exact SHA
 
 
+VOLUME_NAME = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+# An absolute path in the container, of plain parts: never the root, a system directory or ..
+VOLUME_PATH = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+SYSTEM_PATHS = ("/bin", "/dev", "/etc", "/lib", "/proc", "/sbin", "/sys", "/usr")
+NOMAD_PATHS = ("/local", "/secrets", "/alloc")  # Nomad's own directories in every task
+
+
+class AppVolume(BaseModel):
+    """A persistent volume mounted into one process type (``volumes:add``): a Docker volume on the
+    node that holds it, ``billowin-vol-<app>-<name>``; the process type runs only there."""
+
+    name: str = Field(pattern=VOLUME_NAME.pattern)
+    path: str = Field(pattern=VOLUME_PATH.pattern, max_length=200)
+    process: str = Field("web", pattern=r"^[a-z][a-z0-9_-]{0,30}$")
+    node: str | None = None  # the Nomad node that holds it, once the process first ran there
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        parts = value.split("/")
+        taken = (*SYSTEM_PATHS, *NOMAD_PATHS)
+        if ".." in parts or "." in parts or any(value == p or value.startswith(f"{p}/") for p in taken):
+            raise ValueError(f"{value!r} is a system directory or not a plain path: give one like /data")
+        return value
+
+    def docker_volume(self, app: str) -> str:
+        return f"billowin-vol-{app}-{self.name}"
+
+
 class App(BaseModel):
     name: str
     repository: str  # what the builder fetches: an https:// URL or a local path
@@ -52,6 +81,7 @@ class App(BaseModel):
     # A deploy token for a private https repository, sent to git as a header (never in the
     # URL, argv or a log) by the builder; write-only: no API answer includes it.
     repository_token: SecretStr | None = None
+    volumes: list[AppVolume] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -143,6 +173,17 @@ class AppStore:
         if raw is None:
             raise NotFound(f"no app named {name!r}", hint="List apps with `billowin apps`.")
         return index, App.model_validate_json(raw)
+
+    def pin_volumes(self, name: str, process: str, node: str) -> None:
+        """Record the node that holds ``process``'s volumes: it runs only there from now on."""
+
+        def pin(app: App) -> None:
+            app.volumes = [
+                v.model_copy(update={"node": node}) if v.process == process and not v.node else v
+                for v in app.volumes
+            ]
+
+        self.update(name, pin)
 
     def update(self, name: str, change: Callable[[App], None], *, attempts: int = 20) -> App:
         """Apply ``change`` to the stored app with check-and-set, re-reading on a conflict."""

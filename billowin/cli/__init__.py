@@ -39,6 +39,7 @@ from billowin.cli import (  # noqa: F401 - importing a command module adds its c
     releases,
     review,
     session,
+    volumes,
 )
 from billowin.cli.main import app
 
@@ -52,7 +53,7 @@ COMMANDS = (
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
     *("config", "config:set", "config:unset"),
     *("domains", "domains:add", "domains:remove", "certs", "certs:add", "certs:remove", "certs:redirect"),
-    *("ps", "ps:scale", "ps:restart"),
+    *("ps", "ps:scale", "ps:restart", "volumes", "volumes:add", "volumes:remove"),
     *("releases", "rollback", "deploy", "deploy:status", "builds", "builds:output"),
     *("logs", "run"),
     *("apps:review-apps", "review-apps", "review-apps:approve"),

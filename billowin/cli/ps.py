@@ -21,6 +21,10 @@ def _age(seconds: int | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _pinned(volumes: list[str]) -> str:
+    return f" (pinned: volume {', '.join(volumes)})" if volumes else ""
+
+
 @app.command("ps")
 def ps(name: AppArg, as_json: JsonOpt = False) -> None:
     """Every instance: its state, release, restarts, age and the node it runs on."""
@@ -35,7 +39,7 @@ def ps(name: AppArg, as_json: JsonOpt = False) -> None:
             i["release"] or "",
             str(i["restarts"]),
             _age(i["age_seconds"]),
-            i.get("node") or "",
+            (i.get("node") or "") + _pinned(i.get("pinned_by") or []),
             i["alloc"],
         )
     out.print(table)

@@ -52,6 +52,7 @@ class JobKind(StrEnum):
     IMAGE = "image"  # deploy an already-built image (`billowin deploy --image`)
     CONFIG = "config"  # roll out the app's newest config vars (`config:set` / `config:unset`)
     DOMAINS = "domains"  # roll out the app's domains (`domains:add` / `domains:remove`)
+    VOLUMES = "volumes"  # roll out the app's volumes (`volumes:add` / `volumes:remove`)
     ROLLBACK = "rollback"  # redeploy an earlier release (`billowin rollback`)
 
 

@@ -157,6 +157,7 @@ KINDS: dict[JobKind, Kind] = {
     JobKind.IMAGE: _deploying(image),
     JobKind.CONFIG: _deploying(same_release),
     JobKind.DOMAINS: _deploying(same_release),
+    JobKind.VOLUMES: _deploying(same_release),
     JobKind.ROLLBACK: rollback,
 }
 

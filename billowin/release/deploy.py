@@ -19,16 +19,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from billowin.errors import Conflict, InvalidInput, NotFound
 from billowin.ports import ConfigStore, Scheduler
-from billowin.release.jobspec import AppJob, Process, render
+from billowin.release.jobspec import AppJob, Mount, Process, render
 from billowin.release.oneoff import Runner
 from billowin.release.store import Release, ReleaseStatus, ReleaseStore
 from billowin.settings import Settings
+
+if TYPE_CHECKING:
+    from billowin.apps.store import AppVolume
 
 Progress = Callable[[str], None]
 TEMPLATE = "app.nomad.hcl"
@@ -120,12 +123,38 @@ class Deployer:
         releases: ReleaseStore,
         config: ConfigStore | None = None,
         runner: Runner | None = None,
+        volumes: Callable[[str], list[AppVolume]] = lambda _app: [],
+        pin: Callable[[str, str, str], None] = lambda _app, _process, _node: None,
     ) -> None:
         self.settings = settings
         self.nomad = nomad
         self.releases = releases
         self.config = config
         self.runner = runner
+        self.volumes = volumes  # the app's volumes (volumes:add), read at each rollout
+        self.pin = pin  # records the node a process type's volumes landed on
+
+    def _mounts(self, app: str) -> tuple[dict[str, list[Mount]], dict[str, str]]:
+        mounts: dict[str, list[Mount]] = {}
+        pinned: dict[str, str] = {}
+        for volume in self.volumes(app):
+            mounts.setdefault(volume.process, []).append(
+                Mount(volume=volume.docker_volume(app), path=volume.path)
+            )
+            if volume.node:
+                pinned[volume.process] = volume.node
+        return mounts, pinned
+
+    def _pin_volumes(self, app: str, job_version: int | None) -> None:
+        """After a live rollout: the node each process type with unpinned volumes now runs on."""
+        unpinned = {v.process for v in self.volumes(app) if not v.node}
+        for alloc in self.nomad.allocations(app) if unpinned else []:
+            group = alloc.get("TaskGroup")
+            current = job_version is None or alloc.get("JobVersion") == job_version
+            running = alloc.get("ClientStatus") == "running" and alloc.get("NodeID")
+            if group in unpinned and current and running:
+                self.pin(app, str(group), str(alloc["NodeID"]))
+                unpinned.discard(group)
 
     def config_template(self, app: str, version: int) -> tuple[str | None, list[str]]:
         """The Nomad template for a config version, and the Vault policies it needs (none if empty).
@@ -238,6 +267,7 @@ class Deployer:
             self._finish(
                 release, ReleaseStatus.LIVE, f"rollback to {rollback_of}" if rollback_of else "deployed"
             )
+            self._pin_volumes(app, release.job_version)
         else:
             after = self.nomad.current(app) or {}
             if after.get("Version", -1) > (release.job_version or 0):
@@ -317,8 +347,11 @@ class Deployer:
                 release.processes = processes
                 self.releases.save(release)
             try:
+                mounts, pinned = self._mounts(app)
                 variables = AppJob.model_validate(
                     {
+                        "mounts": mounts,
+                        "pinned": pinned,
                         "app": app,
                         "release": release.name,
                         "image": release.image,

@@ -54,6 +54,13 @@ class ContainerLogs(BaseModel):
     log_max_files: int = Field(3, ge=1, le=20)
 
 
+class Mount(BaseModel):
+    """A Docker volume mounted into a process type's containers (``volumes:add``)."""
+
+    volume: str = Field(pattern=r"^billowin-vol-[a-z0-9-]{1,100}$")
+    path: str = Field(pattern=r"^(/[A-Za-z0-9._-]+)+$")
+
+
 class AppJob(ContainerLogs):
     """The variables of ``jobspecs/app.nomad.hcl``."""
 
@@ -62,6 +69,9 @@ class AppJob(ContainerLogs):
     image: str = Field(pattern=r"^[A-Za-z0-9._:/@-]{1,255}$")
     processes: list[Process]
     domains: list[str] = Field(default_factory=list)
+    # Per process type: its volumes, and the node that holds them (where it must run).
+    mounts: dict[str, list[Mount]] = Field(default_factory=dict)
+    pinned: dict[str, str] = Field(default_factory=dict)
     # A Nomad template body rendering the release's config vars (from the ConfigStore), if any.
     config_template: str | None = None
     vault_policies: list[str] = Field(default_factory=list)

@@ -28,7 +28,7 @@ READ_MAY = {
     Action.HOME, Action.HEALTH, Action.LOGIN, Action.ACME_CHALLENGE, Action.DASHBOARD, Action.LOGOUT,
     Action.APPS, Action.ALERTS, Action.AUDIT, Action.APPS_INFO, Action.CONFIG, Action.DOMAINS, Action.PS,
     Action.RELEASES, Action.DEPLOYS, Action.DEPLOY_STATUS, Action.APP_METRICS, Action.CERTS,
-    Action.REVIEW_APPS, Action.ADDONS, Action.ADDON_BACKUPS,
+    Action.REVIEW_APPS, Action.ADDONS, Action.ADDON_BACKUPS, Action.VOLUMES,
 }  # fmt: skip
 DEPLOY_MAY = READ_MAY | {
     Action.CONFIG_REVEAL, Action.CONFIG_SET, Action.DOMAINS_ADD, Action.DOMAINS_REMOVE,
@@ -36,7 +36,7 @@ DEPLOY_MAY = READ_MAY | {
     Action.LOGS, Action.RUN, Action.REVIEW_APPS_APPROVE,
     Action.CERTS_ADD, Action.CERTS_REMOVE, Action.CERTS_REDIRECT,
     Action.ADDONS_CREATE, Action.ADDONS_ATTACH, Action.ADDON_BACKUPS_CAPTURE, Action.ADDON_BACKUPS_RESTORE,
-    Action.ADDON_SHELL,
+    Action.ADDON_SHELL, Action.VOLUMES_ADD, Action.VOLUMES_REMOVE,
 }  # fmt: skip
 ADMIN_ONLY = {
     Action.HEALTH_DETAIL, Action.APPS_CREATE, Action.APPS_DESTROY, Action.REVIEW_APPS_CONFIGURE,

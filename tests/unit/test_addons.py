@@ -159,6 +159,7 @@ class FakeDocker:
         self.removed_volumes: list[str] = []
         self.removed_labels: list[str] = []
         self.pushed: list[str] = []
+        self.volumes: set[str] = set()  # left over from before
 
     def image_exists(self, ref: str) -> bool:
         return False
@@ -176,7 +177,11 @@ class FakeDocker:
 
     def remove_volume(self, name: str) -> bool:
         self.removed_volumes.append(name)
+        self.volumes.discard(name)
         return True
+
+    def volume_exists(self, name: str) -> bool:
+        return name in self.volumes
 
 
 class FakeRegistry:
@@ -501,6 +506,17 @@ def test_a_link_that_fails_once_is_retried_by_the_worker(w: World, monkeypatch: 
     w.addons.run_once()
     addon = w.store.get("shop-postgres")
     assert addon.state == State.READY and addon.attachments[0].linked
+
+
+def test_a_volume_left_from_an_add_on_never_destroyed_is_never_handed_out(w: World) -> None:
+    w.addons.create("shop", "postgres")
+    w.registry.present["billowin/addon-postgres"] = [w.addons.images.tag(Kind.POSTGRES, "15")]
+    w.docker.volumes.add("billowin-addon-shop-postgres")
+    with pytest.raises(Conflict, match="already there") as caught:
+        w.addons.provision("shop-postgres")
+    assert "docker volume rm billowin-addon-shop-postgres" in (caught.value.hint or "")
+    assert w.store.get("shop-postgres").state == State.FAILED
+    assert w.config.latest("shop")[1] == {}, "no DATABASE_URL to somebody else's data"
 
 
 # -- destroying --------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ ORDER = [
     *("apps", "apps:create", "apps:info", "apps:destroy", "open"),
     *("config", "config:set", "config:unset", "domains", "domains:add", "domains:remove", "certs"),
     *("certs:add", "certs:remove", "certs:redirect"),
-    *("ps", "ps:scale", "ps:restart"),
+    *("ps", "ps:scale", "ps:restart", "volumes", "volumes:add", "volumes:remove"),
     *("releases", "rollback", "deploy", "deploy:status", "builds", "builds:output"),
     *("logs", "run", "apps:review-apps", "review-apps", "review-apps:approve"),
     *("addons", "addons:create", "addons:info", "addons:attach", "addons:detach", "addons:destroy"),
