@@ -38,6 +38,12 @@ Starts its own stack on free ports (as the integration tests do), then:
   idle, by component; ``instance_overhead_mb``: the platform's growth per small app at 1, 10 and
   30 apps, beside the app's own PSS; and ``apps_in_1gib``: how many of those apps fit in 1 GiB,
   everything counted (``bench/memory.py``; run first, on the fresh box).
+- ``addon_create_to_ready``: ``addons:create`` -> the add-on ready with its ``DATABASE_URL`` /
+  ``REDIS_URL`` linked, Postgres and Redis, the image already in the registry, beside the same
+  server as a hand-written Nomad job (same image, start script, volume and check) until it passes
+  in Consul; ``pg_backup_restore_s``: ``pg:backups:capture`` then ``pg:backups:restore`` of a 100 MB
+  Postgres database, beside the same ``pg_dump``/``pg_restore`` by hand with ``docker exec``
+  (``bench/addons.py``; ``--only addons`` runs the two).
 
 Writes ``bench/results.json`` and prints a table. These machines are noisy:
 compare ratios, not seconds. No figure here is ever asserted in the test suite.
@@ -68,6 +74,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench.addons import bench_addons
 from bench.cluster import bench_node_loss
 from bench.figures import (
     bench_config_and_rollback,
@@ -492,6 +499,8 @@ def run_figures(box: SingleBox, work: Path, langs: list[str], only: str, out: Pa
         # on the main box; each leaves it as it found it (services deregistered, apps destroyed)
         ("router_scale", lambda: bench_router_scale(box, work)),
         ("router_reloads", lambda: bench_router_reloads(box, work)),
+        # addon_create_to_ready and pg_backup_restore_s, on an app of their own, destroyed after
+        ("addons", lambda: bench_addons(box, work)),
     ]
     wanted = {f for f in only.split(",") if f}
     for name, run in figures:
@@ -503,7 +512,7 @@ def run_figures(box: SingleBox, work: Path, langs: list[str], only: str, out: Pa
         except Exception as exc:  # one broken figure must not lose the others
             console.print(f"[red]figure {name} failed:[/] {exc!r}")
             value = {"error": repr(exc)}
-        if name in ("deploy_recovery_router", "https") and "error" not in value:
+        if name in ("deploy_recovery_router", "https", "addons") and "error" not in value:
             results.update(value)
         else:
             results[name] = value
@@ -613,6 +622,7 @@ def summary_table(results: dict[str, Any]) -> Table:
     https_rows(table, results)  # on their own box: a run of --only https has these alone
     router_rows(table, results)  # a run of --only router_scale,router_reloads has these alone
     memory_rows(table, results)  # and --only platform_idle_mb,instance_overhead_mb,apps_in_1gib
+    addon_rows(table, results)  # and --only addons
     return table
 
 
@@ -719,6 +729,33 @@ def memory_rows(table: Table, results: dict[str, Any]) -> None:
         console.print(f"[yellow]table incomplete:[/] missing {exc}")
 
 
+def addon_rows(table: Table, results: dict[str, Any]) -> None:
+    try:
+        created = results["addon_create_to_ready"]
+        for kind in ("postgres", "redis"):
+            c = created[kind]
+            table.add_row(
+                f"addons:create {kind} {c['version']} -> ready and linked (warm image)",
+                f"{c['create_to_ready_s']}s ({c['min_s']}-{c['max_s']}s)",
+                f"hand Nomad job, same image and check {c['hand_nomad_job_s']}s",
+                f"{c['over_hand_nomad_job']}x",
+            )
+    except (KeyError, TypeError, AttributeError) as exc:
+        console.print(f"[yellow]table incomplete:[/] missing {exc}")
+    try:
+        b = results["pg_backup_restore_s"]
+        h = b["by_hand_docker_exec"]
+        table.add_row(
+            f"pg backup + restore, {b['database_mib']} MiB database ({b['dump_mib']} MiB dump)",
+            f"{b['pg_backup_restore_s']}s (capture {b['capture_s']}s, restore {b['restore_s']}s)"
+            + ("" if b["verified"] else ", NOT verified"),
+            f"docker exec pg_dump {h['pg_dump_s']}s + pg_restore {h['pg_restore_s']}s",
+            f"{b['over_by_hand']}x",
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        console.print(f"[yellow]table incomplete:[/] missing {exc}")
+
+
 def main(argv: list[str] | None = None) -> int:
     # A SIGTERM (Ctrl-C's cousin from `timeout` or CI) still tears the stack down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -729,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="comma-separated figure names, e.g. webhook_ack; https: domain_to_https and router_tls; "
-        "router_scale needs nginx",
+        "addons: addon_create_to_ready and pg_backup_restore_s; router_scale needs nginx",
     )
     args = parser.parse_args(argv)
     out: Path = args.out or (SCRATCH if args.only else RESULTS)

@@ -12,6 +12,7 @@ own WebSocket implementation, already installed). Frames, as Nomad 1.6 defines t
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import ssl
 import threading
@@ -35,7 +36,8 @@ class ExecSession:
     """One command running in a task: write its stdin, read its output, then its exit code."""
 
     def __init__(self, conn: ClientConnection, what: str) -> None:
-        self._conn = conn
+        self._opened = contextlib.ExitStack()
+        self._conn = self._opened.enter_context(conn)  # websockets wants it used as a context
         self._what = what
         self.exit_code: int | None = None
 
@@ -77,7 +79,7 @@ class ExecSession:
                 return
 
     def close(self) -> None:
-        self._conn.close()
+        self._opened.close()
 
 
 class NomadExec:

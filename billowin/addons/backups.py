@@ -52,7 +52,7 @@ class Backup(BaseModel):
     kind: Kind
     created_at: datetime
     size: int
-    trigger: str  # manual | scheduled
+    trigger: str  # manual | scheduled | box (taken by `billowin backup`)
     counts: dict[str, int]  # table -> rows (Postgres), or {"keys": n} (Redis)
 
 
@@ -132,7 +132,7 @@ class Backups:
         """Keep the newest ``BILLOWIN_ADDON_BACKUP_KEEP`` of each trigger; returns the ids removed."""
         keep = self.settings.addon_backup_keep
         removed = []
-        for trigger in ("scheduled", "manual"):
+        for trigger in ("scheduled", "manual", "box"):
             backups = [b for b in self.of(addon) if b.trigger == trigger]
             for backup in backups[: max(len(backups) - keep, 0)]:
                 (self.directory(addon) / f"{backup.id}.json").unlink(missing_ok=True)

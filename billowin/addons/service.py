@@ -491,6 +491,19 @@ class Addons:
 
         return self.store.update(addon.name, ready)
 
+    def follow_address(self, addon: Addon) -> list[Job]:
+        """If the add-on now answers at another address (the apps' Docker network was made
+        anew, as on a restored box), record it and give every attached app the new URL."""
+        instances = self.catalog.healthy_instances(addon.job)
+        if not instances or instances[0].address == addon.address:
+            return []
+        address = instances[0].address
+        log.warning(
+            "add-on %s moved from %s to %s; its apps get the new URL", addon.name, addon.address, address
+        )
+        addon = self.store.update(addon.name, lambda r: setattr(r, "address", address))
+        return [job for a in addon.attachments if a.linked and (job := self._link(addon, a.app)) is not None]
+
     def _link(self, addon: Addon, app: str, password: str | None = None) -> Job | None:
         password = password or self.credentials(addon)["PASSWORD"]
         attachment = addon.attached(app)
@@ -546,6 +559,9 @@ class Addons:
                 return
             unlinked = any(not a.linked for a in addon.attachments)
             pending = addon.state == State.PROVISIONING or (addon.state == State.READY and unlinked)
+            if addon.state == State.READY and not pending:
+                with contextlib.suppress(BillowinError):
+                    self.follow_address(addon)
             due = addon.state == State.READY and self.backups.due(addon)
             if not (pending or due):
                 continue

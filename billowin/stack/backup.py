@@ -41,6 +41,10 @@ What an archive holds, and why
     The monitoring database, copied with SQLite's online backup API (a consistent copy while
     the collector writes). ``billowin/audit.jsonl``, the audit log, when there is one (up to its
     last complete line).
+``addon-backups/<add-on>/``
+    A dump of each add-on taken for this archive (``pg_dump -Fc``, Redis's RDB file: see
+    ``billowin/addons/backups.py``), with its record (what it held); an add-on that is down
+    goes in with its newest backup. Its volume is Docker data, which no archive holds.
 ``registry/`` (``--with-images`` only)
     The image registry's storage. Without it a restored box has the apps' records but not
     their images: rebuild them (``billowin deploy APP --sha …``) or push them again.
@@ -75,7 +79,10 @@ already holds a box's state is refused too. Then, in order:
    in step 3, and the snapshot just replaced them with the saved ones), ``ensure_*_acls``
    check every token (and would make one again if one did not work), the configuration is
    rendered, and consul-template and the API are restarted, so the router and the API run on
-   the restored state and tokens.
+   the restored state and tokens;
+6. each add-on, once its job runs again (on a new, empty volume, with its restored
+   credentials), gets its dump back, read back to check (its image is built again first when
+   the archive has no images).
 
 Scheduled backups
 -----------------
@@ -131,6 +138,7 @@ from typing import Any
 from nomad.api import exceptions as nomad_exc
 
 from billowin import __version__
+from billowin.addons.model import State
 from billowin.apps.audit import FILE_NAME as AUDIT_FILE
 from billowin.errors import BillowinError, Conflict, InvalidInput, ServiceError
 from billowin.settings import Settings
@@ -562,6 +570,8 @@ def _gather(box: ProductionBox, staging: Path, *, with_images: bool, progress: P
         _copy_complete_lines(audit, staging / "billowin" / AUDIT_FILE)
         progress("audit log: copied")
 
+    addons = _gather_addons(box, staging, progress)
+
     if box.settings_file.is_file():  # the admin's own settings (webhook secret, alerts...)
         _copy_private(box.settings_file, staging / "etc" / box.settings_file.name)
         progress("settings file: copied")
@@ -575,10 +585,74 @@ def _gather(box: ProductionBox, staging: Path, *, with_images: bool, progress: P
         "consul": consul_version,
         "nomad": nomad_version,
         "apps": apps,
+        "addons": addons,
         "with_images": with_images,
         "box": json.loads(box_manifest.read_text()) if box_manifest.is_file() else None,
         "files": files,
     }
+
+
+def _gather_addons(box: ProductionBox, staging: Path, progress: Progress) -> dict[str, str]:
+    """A fresh dump of every add-on that is up, into ``addon-backups/``; ``{add-on: backup id}``.
+
+    An add-on that cannot be dumped now (it is down) goes in with its newest backup, said so.
+    """
+    addons = System(box.settings).addons
+    taken: dict[str, str] = {}
+    for addon in addons.store.all():
+        if addon.state != State.READY:
+            progress(f"add-on {addon.name}: {addon.state.value}, nothing to back up")
+            continue
+        try:
+            backup = addons.backups.capture(addon, trigger="box")
+            addons.backups.prune(addon)
+        except BillowinError as exc:
+            older = addons.backups.of(addon)
+            if not older:
+                raise ServiceError(
+                    "add-ons",
+                    f"{addon.name} could not be dumped ({exc.message}), and has no backup",
+                    hint=f"See `billowin addons:info {addon.app} {addon.name}`; bring it up, then back up.",
+                ) from exc
+            backup = older[-1]
+            progress(f"add-on {addon.name}: could not be dumped now ({exc.message}); its {backup.id} goes in")
+        target = staging / "addon-backups" / addon.name
+        target.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for source in (
+            addons.backups.file(addon, backup),
+            addons.backups.directory(addon) / f"{backup.id}.json",
+        ):
+            _copy_private(source, target / source.name)
+        taken[addon.name] = backup.id
+        held = ", ".join(f"{k} {v}" for k, v in backup.counts.items()) or "empty"
+        progress(f"add-on {addon.name}: {backup.id} ({_size(backup.size)}; {held})")
+    return taken
+
+
+def _restore_addons(box: ProductionBox, manifest: Mapping[str, Any], progress: Progress) -> None:
+    """Each add-on's dump back into it: its job runs again on a new, empty volume (Docker's data
+    is not in a backup), made with its restored credentials; the dump fills it."""
+    taken = manifest.get("addons") or {}
+    if not taken:
+        return
+    system = System(box.settings)
+    addons = system.addons
+    for name, backup_id in sorted(taken.items()):
+        addon = addons.store.get(name)
+        addons.images.ensure(addon.kind, addon.version, progress)  # a backup without images
+        system.catalog.wait_for_healthy(addon.job, count=1, timeout=box.settings.addon_ready_timeout)
+        for job in addons.follow_address(addon):  # the apps' network was made anew
+            progress(f"add-on {name}: at a new address; {job.app} gets its new URL (job {job.id})")
+        result = addons.backups.restore(addon, addons.backups.get(addon, backup_id), addon)
+        held = ", ".join(f"{k} {v}" for k, v in result.counts.items()) or "empty"
+        if not result.verified:
+            raise ServiceError(
+                "add-ons",
+                f"{name}: {backup_id} was restored, but reads back {held}, not {result.expected}",
+                hint=f"Look at it with `billowin pg:psql {addon.app} {name}`; the dump is in "
+                f"{addons.backups.file(addon, addons.backups.get(addon, backup_id))}.",
+            )
+        progress(f"add-on {name}: {backup_id} restored in {result.seconds}s; read back {held}")
 
 
 def _write_archive(
@@ -677,6 +751,7 @@ def restore(box: ProductionBox, file: Path, progress: Progress = _quiet) -> dict
             box.start(progress)
             try:
                 _restore_state(box, staging, progress)
+                _restore_addons(box, manifest, progress)
             except BaseException:
                 box.stop()
                 raise
@@ -767,6 +842,9 @@ def _place_files(box: ProductionBox, staging: Path, progress: Progress) -> None:
     if (settings := staging / "etc" / box.settings_file.name).is_file():
         _copy_private(settings, box.settings_file)
         progress("settings file: restored")
+    if (dumps := staging / "addon-backups").is_dir():
+        os.replace(dumps, box.layout.billowin / "addon-backups")
+        progress("add-ons: their dumps restored (loaded once their jobs run)")
     if (registry := staging / "registry").is_dir():
         if box.layout.registry.is_dir():
             box.layout.registry.rmdir()  # empty: state_found said so

@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import consul
+import docker
 import httpx
 import nomad.api.exceptions as nomad_exc
 import pytest
 from typer.testing import CliRunner
 
 from billowin import __version__
+from billowin.addons.model import Kind
 from billowin.cli import app as cli
 from billowin.errors import InvalidInput
 from billowin.settings import Settings
@@ -51,6 +53,7 @@ from billowin.stack.backup import (
 from billowin.stack.production import ProductionBox
 from billowin.stack.single_box import SingleBox
 from billowin.stack.tools import Toolset
+from billowin.system import System
 
 from .conftest import wait_for
 from .production import (
@@ -161,6 +164,7 @@ def anonymous_is_refused(box: ProductionBox) -> bool:
     return consul_kv.status_code == 403 and nomad_jobs.status_code == 403
 
 
+@pytest.mark.timeout(1200)  # two boxes, images pushed and built, an add-on: on 2 busy cores
 def test_a_wiped_box_restored_from_its_backup_serves_every_app_as_before(
     stack: SingleBox, base_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -179,10 +183,11 @@ def test_a_wiped_box_restored_from_its_backup_serves_every_app_as_before(
     steps: list[str] = []
     with running(box):
         world = populate(box, stack.settings, base_image, images, prefix)
+        addon = add_postgres(box, stack, world, rows=5)  # c's DATABASE_URL: its v2
         # b's last release (its domain) just went live: its old instance drains for a few
         # seconds more. What a user sees, and what is backed up, is the settled world.
         settled(
-            world, {world.a: "bonjour release=v2", world.b: "hello release=v2", world.c: "hello release=v1"}
+            world, {world.a: "bonjour release=v2", world.b: "hello release=v2", world.c: "hello release=v2"}
         )
         before = observe(world)
         assert before[world.a]["config"] == {"GREETING": "bonjour"}
@@ -213,6 +218,7 @@ def test_a_wiped_box_restored_from_its_backup_serves_every_app_as_before(
     assert manifest["consul"] == tool_version(box.tools.consul)
     assert manifest["nomad"] == tool_version(box.tools.nomad)
     assert manifest["apps"] == sorted(world.apps)
+    assert list(manifest["addons"]) == [addon]
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     assert names[0] == "manifest.json"
@@ -251,7 +257,9 @@ def test_a_wiped_box_restored_from_its_backup_serves_every_app_as_before(
         print("\n".join(f"  restore: {line}" for line in said))
 
         after = observe(world)
-        assert after == before
+        assert after == before  # c's DATABASE_URL too: the add-on has its credentials back
+        assert any(line.startswith(f"add-on {addon}: ") and "restored" in line for line in said), said
+        assert rows_of(restored, addon) == {"public.kept": 5}
         assert tokens_work(restored) == dict.fromkeys(
             [*CONSUL_TOKENS, "consul-bootstrap", *NOMAD_TOKENS], True
         )
@@ -276,7 +284,7 @@ def test_a_wiped_box_restored_from_its_backup_serves_every_app_as_before(
             assert resp.status_code == 202, resp.text
             live(api, world.b, resp.json())
         final = observe(world)
-        assert final[world.c]["config"] == {"FLAVOUR": "vanilla"}
+        assert final[world.c]["config"] == {**before[world.c]["config"], "FLAVOUR": "vanilla"}
         assert len(final[world.c]["releases"]) == len(before[world.c]["releases"]) + 1
         assert image in [r[1] for r in final[world.b]["releases"]]
         assert len(final[world.b]["releases"]) == len(before[world.b]["releases"]) + 1
@@ -285,6 +293,40 @@ def test_a_wiped_box_restored_from_its_backup_serves_every_app_as_before(
         restored.stop()
         kill_leftovers(restored)
         tidy(restored, bridges)
+
+
+def add_postgres(box: ProductionBox, stack: SingleBox, world: World, rows: int) -> str:
+    """A Postgres add-on for ``world.c`` (its image pushed from the session's), holding ``rows`` rows."""
+    session = System(stack.settings)
+    image = session.addons.images.ensure(Kind.POSTGRES, "15", print)
+    target = f"127.0.0.1:{box.ports.registry}/{image.split('/', 1)[1]}"
+    repository, _, tag = target.rpartition(":")
+    docker.DockerClient(base_url=stack.settings.docker_host).images.get(image).tag(repository, tag)
+    to_box = stack.settings.model_copy(update={"registry": f"127.0.0.1:{box.ports.registry}"})
+    System(to_box).docker.push(target)
+    with api_client(box, world.token) as api:
+        made = api.post(f"/apps/{world.c}/addons", json={"kind": "postgres"})
+        assert made.status_code == 202, made.text
+        name: str = made.json()["addon"]["name"]
+
+        def linked() -> dict[str, Any] | None:
+            found: dict[str, Any] = api.get(f"/apps/{world.c}/addons/{name}").json()
+            assert found["state"] != "failed", found["reason"]
+            return found if all(a["linked"] for a in found["attachments"]) else None
+
+        found = wait_for(linked, 300, f"{name} to be up and linked")
+        live(api, world.c, api.get(f"/apps/{world.c}/deploys/{found['attachments'][0]['job']}").json())
+    addons = System(box.settings).addons
+    record = addons.store.get(name)
+    sql = f"CREATE TABLE kept AS SELECT generate_series(1, {rows}) AS n"
+    command = ["psql", "-h", "/tmp", "-U", "postgres", "-d", record.database(), "-c", sql]
+    assert addons.backups.exec.run(addons.backups.allocation(record), "postgres", command)[0] == 0
+    return name
+
+
+def rows_of(box: ProductionBox, name: str) -> dict[str, int]:
+    addons = System(box.settings).addons
+    return addons.backups.counts(addons.store.get(name))
 
 
 def _archive(path: Path, manifest: dict[str, Any]) -> Path:
