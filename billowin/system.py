@@ -291,7 +291,7 @@ class System:
             self.releases,
             self.config,
             self.runner,
-            volumes=lambda app: self.apps.get(app).volumes,
+            volumes=self.apps.volumes_of,
             pin=self.apps.pin_volumes,
         )
 

@@ -174,6 +174,11 @@ class AppStore:
             raise NotFound(f"no app named {name!r}", hint="List apps with `billowin apps`.")
         return index, App.model_validate_json(raw)
 
+    def volumes_of(self, name: str) -> list[AppVolume]:
+        """The app's volumes; none for a job deployed without an app record (the Deployer's own use)."""
+        _, raw = self._kv.kv_get(self._key(name))
+        return App.model_validate_json(raw).volumes if raw is not None else []
+
     def pin_volumes(self, name: str, process: str, node: str) -> None:
         """Record the node that holds ``process``'s volumes: it runs only there from now on."""
 
