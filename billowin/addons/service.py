@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -53,6 +52,7 @@ from billowin.pipeline.lock import AppLock
 from billowin.ports import ConfigStore, ContainerEngine, Scheduler, ServiceRegistry
 from billowin.release.jobspec import ContainerLogs, render
 from billowin.release.shell import Shell
+from billowin.rounds import Rounds
 from billowin.settings import Settings
 
 if TYPE_CHECKING:
@@ -133,10 +133,7 @@ class Addons:
         self.images = images
         self.backups = backups
         self.lock = AddonLock(platform.kv)
-        self.interval = interval
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.rounds = Rounds("billowin-addons", self.run_once, interval)
 
     # -- what users ask for ---------------------------------------------------------------
     def create(
@@ -529,33 +526,17 @@ class Addons:
 
     # -- the worker -------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="billowin-addons", daemon=True)
-            self._thread.start()
+        self.rounds.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self.rounds.stop()
 
     def wake(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self.run_once()
-            except Exception:  # one bad round must never stop add-ons for good
-                log.exception("add-ons: a round failed; trying again")
-            self._wake.wait(self.interval)
+        self.rounds.wake()
 
     def run_once(self) -> None:
         for addon in self.store.all():
-            if self._stop.is_set():
+            if self.rounds.stopping:
                 return
             unlinked = any(not a.linked for a in addon.attachments)
             pending = addon.state == State.PROVISIONING or (addon.state == State.READY and unlinked)

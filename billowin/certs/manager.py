@@ -20,10 +20,9 @@ reads the record again: two API processes never order the same certificate.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from billowin.apps.store import App, AppStore
 from billowin.certs.service import Certificates, needs_attempt, utcnow
@@ -31,6 +30,7 @@ from billowin.errors import BillowinError
 from billowin.names import WILDCARD_PREFIX, certificate_id
 from billowin.pipeline.lock import AppLock
 from billowin.ports import CertificateRecord, CertificateStore, Coordinator
+from billowin.rounds import Rounds
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,8 @@ class CertificateManager:
         self.lock = CertificateLock(kv)
         self.domain = domain
         self.api_hostname = api_hostname
-        self.interval = interval
         self.clock = clock
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.rounds = Rounds("billowin-certificates", self.run_once, interval)
 
     def wanted(self) -> list[tuple[str, ...]]:
         """The names of each certificate Billowin should hold, one tuple per certificate."""
@@ -117,28 +114,13 @@ class CertificateManager:
     # -- the thread ------------------------------------------------------------------------------
     def wake(self) -> None:
         """Look again now (a new app or domain)."""
-        self._wake.set()
+        self.rounds.wake()
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="billowin-certificates", daemon=True)
-            self._thread.start()
+        self.rounds.start()
 
     def stop(self, timeout: float = 5) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            started = datetime.now(UTC)
-            self.run_once()
-            log.debug("certificates checked in %.1fs", (datetime.now(UTC) - started).total_seconds())
-            self._wake.wait(self.interval)
+        self.rounds.stop(timeout)
 
 
 @dataclass(frozen=True)

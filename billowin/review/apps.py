@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +57,7 @@ from billowin.review.model import (
     check_parent_name,
     now,
 )
+from billowin.rounds import Rounds
 
 log = logging.getLogger("billowin.review")
 
@@ -189,12 +189,9 @@ class ReviewApps:
         self.jobs = platform.jobs
         self.store = ReviewStore(self.kv)
         self.deployments = deployments
-        self.interval = interval
         self.clock = clock
         self.lock = ReviewLock(self.kv)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.rounds = Rounds("billowin-review-apps", self.run_once, interval)
 
     # -- the webhook's half -----------------------------------------------------------------
     def accept(self, event: PullRequestEvent, following: list[App], only: Collection[str] | None) -> Accepted:
@@ -321,29 +318,13 @@ class ReviewApps:
 
     # -- the reconciler ----------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="billowin-review-apps", daemon=True)
-            self._thread.start()
+        self.rounds.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self.rounds.stop()
 
     def wake(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self.run_once()
-            except Exception:  # one bad round must never stop review apps for good
-                log.exception("review apps: a round failed; trying again")
-            self._wake.wait(self.interval)
+        self.rounds.wake()
 
     def run_once(self) -> None:
         for parent in self.store.parents():

@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
+import docker.errors
 import httpx
 
+from billowin.adapters.docker import registry_auth
 from billowin.settings import Settings
 from billowin.stack.acl import nomad_client
 from billowin.stack.production import ProductionBox
@@ -105,6 +108,24 @@ def push_sample(
     docker.build(context, ref)
     docker.push(ref)
     return ref
+
+
+def copy_image(session_settings: Settings, ref: str, registry: str) -> str:
+    """``ref`` (an image in the session's registry) tagged into ``registry`` and pushed there.
+
+    The session's engine may no longer hold ``ref`` (image clean-up runs in other tests), so it
+    is pulled from the session's registry first when it is missing."""
+    engine = docker.DockerClient(base_url=session_settings.docker_host)
+    repository, _, tag = ref.rpartition(":")
+    try:
+        image = engine.images.get(ref)
+    except docker.errors.ImageNotFound:
+        image = engine.images.pull(repository, tag=tag, auth_config=registry_auth(session_settings))
+    target = f"{registry}/{ref.split('/', 1)[1]}"
+    target_repository, _, target_tag = target.rpartition(":")
+    image.tag(target_repository, target_tag)
+    System(session_settings.model_copy(update={"registry": registry})).docker.push(target)
+    return target
 
 
 def api_client(box: ProductionBox, token: str) -> httpx.Client:

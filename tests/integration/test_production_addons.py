@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import docker
 import httpx
 import pytest
 
@@ -22,20 +21,10 @@ from billowin.stack.single_box import SingleBox
 from billowin.system import System
 
 from .conftest import Cli, deploy_sample, wait_for
-from .production import api_client, live, new_box, power_cut, router_client, running
+from .production import api_client, copy_image, live, new_box, power_cut, router_client, running
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "apps" / "addons"
 SERVING_WITHIN = 120  # seconds, from the box starting again to the row being served
-
-
-def push_to(ref: str, registry: str, session: SingleBox) -> str:
-    """``ref`` (in the session's registry) tagged into ``registry`` and pushed there."""
-    name = ref.split("/", 1)[1]
-    target = f"{registry}/{name}"
-    repository, _, tag = target.rpartition(":")
-    docker.DockerClient(base_url=session.settings.docker_host).images.get(ref).tag(repository, tag)
-    System(session.settings.model_copy(update={"registry": registry})).docker.push(target)
-    return target
 
 
 def notes(router: httpx.Client, host: str, method: str = "GET", body: str = "") -> str:
@@ -69,8 +58,8 @@ def test_a_power_cut_keeps_a_postgres_add_on_s_rows(
     host = f"{app}.prod.test"
     with running(box):
         registry = f"127.0.0.1:{box.ports.registry}"
-        image = push_to(app_image, registry, stack)
-        push_to(addon_image, registry, stack)
+        image = copy_image(stack.settings, app_image, registry)
+        copy_image(stack.settings, addon_image, registry)
         token = System(box.settings).tokens.create("addon power cut")
         with api_client(box, token) as api, router_client(box) as router:
             assert api.post("/apps", json={"name": app, "repository": "/nonexistent"}).status_code == 201

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import consul
-import docker
 import httpx
 import nomad.api.exceptions as nomad_exc
 import pytest
@@ -62,6 +61,7 @@ from .production import (
     api_client,
     box_bridges,
     box_pids,
+    copy_image,
     live,
     new_box,
     observe,
@@ -299,11 +299,7 @@ def add_postgres(box: ProductionBox, stack: SingleBox, world: World, rows: int) 
     """A Postgres add-on for ``world.c`` (its image pushed from the session's), holding ``rows`` rows."""
     session = System(stack.settings)
     image = session.addons.images.ensure(Kind.POSTGRES, "15", print)
-    target = f"127.0.0.1:{box.ports.registry}/{image.split('/', 1)[1]}"
-    repository, _, tag = target.rpartition(":")
-    docker.DockerClient(base_url=stack.settings.docker_host).images.get(image).tag(repository, tag)
-    to_box = stack.settings.model_copy(update={"registry": f"127.0.0.1:{box.ports.registry}"})
-    System(to_box).docker.push(target)
+    copy_image(stack.settings, image, f"127.0.0.1:{box.ports.registry}")
     with api_client(box, world.token) as api:
         made = api.post(f"/apps/{world.c}/addons", json={"kind": "postgres"})
         assert made.status_code == 202, made.text

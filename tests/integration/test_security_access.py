@@ -34,7 +34,7 @@ from billowin.stack.single_box import SingleBox
 from billowin.system import System
 from tests.fakes import own_certificate
 
-from .conftest import REPO
+from .conftest import REPO, wait_for
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 # Mutating routes no token role guards, and why.
@@ -55,6 +55,7 @@ class World:
     admin: str
     deploy_a: str
     read_a: str
+    addon: str  # B's Redis add-on, ready: what a refused add-on call could have touched
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -69,13 +70,13 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(stack: SingleBox) -> World:
+def world(stack: SingleBox) -> Iterator[World]:
     system = System(stack.settings)
     suffix = uuid.uuid4().hex[:8]
     a, b = f"sa{suffix}", f"sb{suffix}"
     for name in (a, b):
         system.apps.create(App(name=name, repository="/nonexistent"))
-    return World(
+    world = World(
         stack=stack,
         system=system,
         api=f"http://127.0.0.1:{stack.ports.api}",
@@ -84,7 +85,21 @@ def world(stack: SingleBox) -> World:
         admin=system.tokens.create("security admin"),
         deploy_a=system.access.issue("deploy A", role=Role.DEPLOY, apps=[a])[1],
         read_a=system.access.issue("read A", role=Role.READ, apps=[a])[1],
+        addon=f"{b}-cache",
     )
+    with world.client(world.admin) as c:
+        made = c.post(f"/apps/{b}/addons", json={"kind": "redis", "name": world.addon}, timeout=300)
+        assert made.status_code == 202, made.text
+
+        def ready() -> bool:
+            found = c.get(f"/apps/{b}/addons/{world.addon}").json()
+            assert found["state"] != "failed", found["reason"]
+            return found["state"] == "ready" and all(a["linked"] for a in found["attachments"])
+
+        wait_for(ready, 300, f"{world.addon} to be ready")
+    yield world
+    with world.client(world.admin) as c:
+        c.delete(f"/apps/{b}/addons/{world.addon}", params={"confirm": world.addon}, timeout=120)
 
 
 @contextmanager
@@ -129,6 +144,15 @@ CALLS: dict[tuple[str, str], Call] = {
     # Review apps: turning them on would copy the app's config into every pull request's app.
     ("PUT", "/apps/{app}/review-apps"): lambda w, app, _: {"json": {"enabled": True, "config_from": app}},
     ("POST", "/apps/{app}/review-apps/{number}/approve"): lambda w, app, _: {},
+    # Add-ons and volumes: each would create, hand over, overwrite or delete data.
+    ("POST", "/apps/{app}/addons"): lambda w, app, _: {"json": {"kind": "redis", "name": f"{app}-probe"}},
+    ("DELETE", "/apps/{app}/addons/{name}"): lambda w, app, _: {"params": {"confirm": w.addon}},
+    ("PUT", "/apps/{app}/addons/{name}/attachment"): lambda w, app, _: {"json": {"as": "PROBE_URL"}},
+    ("DELETE", "/apps/{app}/addons/{name}/attachment"): lambda w, app, _: {},
+    ("POST", "/apps/{app}/addons/{name}/backups"): lambda w, app, _: {},
+    ("POST", "/apps/{app}/addons/{name}/backups/{backup}/restore"): lambda w, app, _: {"json": {}},
+    ("POST", "/apps/{app}/volumes"): lambda w, app, _: {"json": {"name": "data", "path": "/data"}},
+    ("DELETE", "/apps/{app}/volumes/{name}"): lambda w, app, _: {},
     ("POST", "/dashboard/apps/{app}/rollback"): lambda w, app, csrf: {"data": {"release": "1", "csrf": csrf}},
     # On the session's own node: allowed, these would drain it or take it out.
     ("POST", "/nodes/{node}/drain"): lambda w, app, _: {"json": {"deadline": "5m", "last_node": True}},
@@ -155,17 +179,26 @@ def test_every_mutating_route_is_covered() -> None:
     assert not set(CALLS) - routes, f"CALLS names routes that are gone: {sorted(set(CALLS) - routes)}"
 
 
+def name_in(world: World, path: str, target: str) -> str:
+    """What ``{name}`` is in ``path``: B's add-on, a volume, or a certificate's name."""
+    if "/addons/" in path:
+        return world.addon
+    return "data" if "/volumes/" in path else f"{target}.localhost"
+
+
 def refused_everywhere(world: World, token: str, target: str) -> list[str]:
     """Call every mutating route on ``target`` with ``token``; the calls that were not refused with 403."""
     admin_id = world.admin.split("_")[1]
     wrong = []
     with world.client(token) as api, dashboard(world, token) as (browser, csrf):
         for (method, path), call in sorted(CALLS.items()):
+            name = name_in(world, path, target)
             url = (
                 path.replace("{app}", target)
                 .replace("{domain}", f"{target}.example.com")
                 .replace("{token_id}", admin_id)
-                .replace("{name}", f"{target}.localhost")
+                .replace("{name}", name)
+                .replace("{backup}", "b001")
                 .replace("{node}", NODE)
                 .replace("{number}", "1")
             )
@@ -193,6 +226,12 @@ def snapshot(world: World, app: str) -> dict[str, Any]:
             "apps": sorted(a["name"] for a in c.get("/apps").json()),
             "tokens": [(t["id"], t["state"]) for t in c.get("/tokens").json()],
             "nodes": [(n["name"], n["state"], n["eligible"]) for n in c.get("/nodes").json()],
+            "addons": [
+                (x["name"], x["state"], sorted((t["app"], t["var"]) for t in x["attachments"]))
+                for x in c.get(f"/apps/{app}/addons").json()
+            ],
+            "backups": c.get(f"/apps/{world.b}/addons/{world.addon}/backups").json(),
+            "volumes": c.get(f"/apps/{app}/volumes").json(),
         }
 
 
@@ -213,6 +252,16 @@ def test_a_read_token_is_refused_every_change_even_to_its_own_app(world: World) 
         assert c.get(f"/apps/{world.a}/config").status_code == 200
         assert c.get(f"/apps/{world.a}/config", params={"reveal": "true"}).status_code == 403
         assert c.get(f"/apps/{world.a}/logs").status_code == 403
+
+
+def test_a_deploy_token_cannot_attach_another_apps_add_on_to_its_own_app(world: World) -> None:
+    before = snapshot(world, world.b)
+    with world.client(world.deploy_a) as c:
+        resp = c.put(f"/apps/{world.a}/addons/{world.addon}/attachment", json={"as": "STOLEN_URL"})
+        assert resp.status_code == 403, resp.text
+        assert world.b in resp.json()["message"] and resp.json()["hint"]
+        assert "STOLEN_URL" not in c.get(f"/apps/{world.a}/config").json()["values"]
+    assert snapshot(world, world.b) == before
 
 
 def test_a_deploy_token_can_change_its_own_app(world: World) -> None:

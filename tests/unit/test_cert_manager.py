@@ -128,7 +128,7 @@ def test_creating_an_app_or_adding_a_domain_wakes_the_manager(tmp_path: Path) ->
     system = System(
         settings, kv=InMemoryKV(max_wait=0.1), nomad=FakeScheduler(), config=InMemoryConfig(), builder=None
     )
-    woken = system.cert_manager._wake
+    woken = system.cert_manager.rounds._wake
     system.platform.create(App(name="shop", repository="https://github.com/acme/shop"))
     assert woken.is_set()
     woken.clear()
