@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,10 @@ class Rounds:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            started = time.monotonic()
             try:
                 self.work()
             except Exception:
                 log.exception("%s: a round failed; trying again", self.name)
+            log.debug("%s: a round took %.1fs", self.name, time.monotonic() - started)
             self._wake.wait(self.interval)
